@@ -1,0 +1,1262 @@
+/*
+ * cfg: the configuration model and the ini reader (see cfg.h).
+ *
+ * inih does the ini syntax, but Debian's build neither passes line numbers
+ * to the handler nor calls it for a section without keys, truncates section
+ * names to 49 bytes, and treats an indented line as the continuation of the
+ * previous value.  So the text is fed to ini_parse_stream through our own
+ * reader (cfg_reader), which is called once per line: it counts lines,
+ * strips indentation, parses section headers itself (the handler ignores
+ * inih's idea of the section), and replaces every line it rejects (too
+ * long, a NUL byte, a syntax error) with an empty one after reporting it.
+ */
+
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "cfg.h"
+#include "http_req.h"
+
+#define CFG_KIB		((uint64_t)1 << 10)
+#define CFG_MIB		((uint64_t)1 << 20)
+#define CFG_GIB		((uint64_t)1 << 30)
+#define CFG_SEC		((uint64_t)1000)
+#define CFG_MIN		(60 * CFG_SEC)
+#define CFG_HOUR	(60 * CFG_MIN)
+
+/* The room for a unix socket path, with its NUL (108 on Linux). */
+#define CFG_SUN_PATH	sizeof(((struct sockaddr_un *)0)->sun_path)
+
+/* The largest file cfg_load reads. */
+#define CFG_FILE_MAX	(16 * CFG_MIB)
+
+/* Where an option may appear. */
+#define CFG_IN_GATEWAY	0x1
+#define CFG_IN_RESOURCE	0x2
+/* A room option: a default in [gateway], overridden in [resource]. */
+#define CFG_IN_BOTH	(CFG_IN_GATEWAY | CFG_IN_RESOURCE)
+
+enum cfg_type {
+	CFG_T_LISTEN,		/* address:port, repeatable */
+	CFG_T_COUNT,		/* uint64_t, a plain number */
+	CFG_T_SIZE,		/* uint64_t bytes, K/M/G suffixes */
+	CFG_T_DURATION,		/* uint64_t ms, ms/s/m/h suffixes */
+	CFG_T_BOOL,		/* bool */
+	CFG_T_LOG_LEVEL,	/* enum cfg_log_level */
+	CFG_T_BACKEND,		/* unix:PATH or exec:COMMAND ARGS */
+};
+
+/*
+ * One row per option, in the order of the reference config.  Offsets are
+ * into struct cfg for [gateway]-only options and into struct cfg_room_opts
+ * for room options; the default is text, parsed and bounds-checked like a
+ * value from the file, so the reference config can quote it verbatim.
+ */
+struct cfg_option {
+	const char *name;
+	int scope;
+	enum cfg_type type;
+	uint64_t min, max;
+	const char *def;	/* NULL: no default */
+	size_t offset;
+};
+
+#define CFG_GW(f)	offsetof(struct cfg, f)
+#define CFG_ROOM(f)	offsetof(struct cfg_room_opts, f)
+
+static const struct cfg_option cfg_options[] = {
+	{ "listen", CFG_IN_GATEWAY, CFG_T_LISTEN, 0, 0, NULL, 0 },
+	{ "max_connections", CFG_IN_GATEWAY, CFG_T_COUNT,
+	    1, 1000000, "10000", CFG_GW(max_connections) },
+	{ "max_header_size", CFG_IN_GATEWAY, CFG_T_SIZE,
+	    CFG_KIB, CFG_MIB, "16K", CFG_GW(max_header_size) },
+	{ "max_headers", CFG_IN_GATEWAY, CFG_T_COUNT,
+	    1, HTTP_REQ_HEADERS_MAX, "64", CFG_GW(max_headers) },
+	{ "handshake_timeout", CFG_IN_GATEWAY, CFG_T_DURATION,
+	    100, CFG_HOUR, "10s", CFG_GW(handshake_timeout_ms) },
+	{ "shutdown_timeout", CFG_IN_GATEWAY, CFG_T_DURATION,
+	    0, CFG_HOUR, "10s", CFG_GW(shutdown_timeout_ms) },
+	{ "log_level", CFG_IN_GATEWAY, CFG_T_LOG_LEVEL,
+	    0, 0, "info", CFG_GW(log_level) },
+	{ "max_message_size", CFG_IN_BOTH, CFG_T_SIZE,
+	    1, CFG_GIB, "1M", CFG_ROOM(max_message_size) },
+	{ "authorize", CFG_IN_BOTH, CFG_T_BOOL,
+	    0, 0, "no", CFG_ROOM(authorize) },
+	{ "authorize_timeout", CFG_IN_BOTH, CFG_T_DURATION,
+	    100, CFG_HOUR, "10s", CFG_ROOM(authorize_timeout_ms) },
+	{ "linger", CFG_IN_BOTH, CFG_T_DURATION,
+	    0, 24 * CFG_HOUR, "10s", CFG_ROOM(linger_ms) },
+	{ "close_timeout", CFG_IN_BOTH, CFG_T_DURATION,
+	    100, CFG_HOUR, "5s", CFG_ROOM(close_timeout_ms) },
+	{ "stop_timeout", CFG_IN_BOTH, CFG_T_DURATION,
+	    0, CFG_HOUR, "5s", CFG_ROOM(stop_timeout_ms) },
+	{ "backend", CFG_IN_RESOURCE, CFG_T_BACKEND, 0, 0, NULL, 0 },
+};
+
+#define CFG_NOPTIONS	(sizeof(cfg_options) / sizeof(cfg_options[0]))
+
+static const char *const cfg_log_levels[] = {
+	[CFG_LOG_ERROR] = "error",
+	[CFG_LOG_WARN] = "warn",
+	[CFG_LOG_INFO] = "info",
+	[CFG_LOG_DEBUG] = "debug",
+};
+
+#define CFG_SYNTAX	"syntax error: expected [section] or key = value"
+
+struct cfg_error {
+	int line;		/* 0: the file as a whole */
+	size_t seq;		/* order found, to keep the sort stable */
+	char *msg;
+};
+
+/* Per section: the line where each option was first set, 0 when unset. */
+struct cfg_setlines {
+	int line[CFG_NOPTIONS];
+};
+
+enum cfg_section {
+	CFG_SEC_NONE,		/* before the first section header */
+	CFG_SEC_GATEWAY,
+	CFG_SEC_RESOURCE,	/* cfg->resources[res_idx] */
+	CFG_SEC_SKIP,		/* after a rejected header: keys ignored */
+};
+
+struct cfg_parser {
+	struct cfg *cfg;
+	const char *file;
+
+	/* The reader's position in the text. */
+	const char *pos, *end;
+	int line;
+
+	enum cfg_section sec;
+	size_t res_idx;
+	int gateway_line;		/* of the first [gateway], or 0 */
+	struct cfg_setlines gw_set;
+	struct cfg_setlines *res_set;	/* parallel to cfg->resources */
+	size_t res_cap;
+	bool listen_seen;		/* any listen key, valid or not */
+	bool resource_seen;		/* any [resource ...] header */
+
+	struct cfg_error *errs;
+	size_t n_errs, cap_errs;
+	bool oom;
+};
+
+static void cfg_error(struct cfg_parser *, int, const char *, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * Record "message" for line.  Bytes that could break the one-error-a-line
+ * output (control characters from the file) are shown as '?'.
+ */
+static void
+cfg_error(struct cfg_parser *p, int line, const char *fmt, ...)
+{
+	struct cfg_error *e;
+	va_list ap;
+	char *msg, *s;
+	int r;
+
+	if (p->oom)
+		return;
+	if (p->n_errs == p->cap_errs) {
+		size_t cap = p->cap_errs ? 2 * p->cap_errs : 8;
+
+		e = realloc(p->errs, cap * sizeof(*e));
+		if (e == NULL) {
+			p->oom = true;
+			return;
+		}
+		p->errs = e;
+		p->cap_errs = cap;
+	}
+	va_start(ap, fmt);
+	r = vasprintf(&msg, fmt, ap);
+	va_end(ap);
+	if (r == -1) {
+		p->oom = true;
+		return;
+	}
+	for (s = msg; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = '?';
+	e = &p->errs[p->n_errs];
+	e->line = line;
+	e->seq = p->n_errs;
+	e->msg = msg;
+	p->n_errs++;
+}
+
+/* By line, whole-file errors (line 0) last, then in the order found. */
+static int
+cfg_error_cmp(const void *a, const void *b)
+{
+	const struct cfg_error *x = a, *y = b;
+	unsigned int lx = (unsigned int)x->line - 1;
+	unsigned int ly = (unsigned int)y->line - 1;
+
+	if (lx != ly)
+		return lx < ly ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* The collected errors as "FILE:LINE: message\n" lines, or NULL. */
+static char *
+cfg_errors_join(struct cfg_parser *p)
+{
+	char *buf = NULL;
+	size_t size = 0, i;
+	FILE *f;
+
+	qsort(p->errs, p->n_errs, sizeof(*p->errs), cfg_error_cmp);
+	if ((f = open_memstream(&buf, &size)) == NULL)
+		return NULL;
+	for (i = 0; i < p->n_errs; i++)
+		fprintf(f, "%s:%d: %s\n", p->file, p->errs[i].line,
+		    p->errs[i].msg);
+	if (ferror(f)) {
+		fclose(f);
+		free(buf);
+		return NULL;
+	}
+	if (fclose(f) != 0) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+static void
+cfg_parser_free(struct cfg_parser *p)
+{
+	size_t i;
+
+	for (i = 0; i < p->n_errs; i++)
+		free(p->errs[i].msg);
+	free(p->errs);
+	free(p->res_set);
+}
+
+/* Value parsers. */
+
+/* Parse leading decimal digits at *sp into *v.  -1: no digit; -2: too
+ * large for uint64_t. */
+static int
+cfg_parse_digits(const char **sp, uint64_t *v)
+{
+	const char *s = *sp;
+	uint64_t n = 0;
+
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	for (; isdigit((unsigned char)*s); s++) {
+		unsigned int d = (unsigned int)(*s - '0');
+
+		if (n > (UINT64_MAX - d) / 10)
+			return -2;
+		n = n * 10 + d;
+	}
+	*sp = s;
+	*v = n;
+	return 0;
+}
+
+static int
+cfg_parse_count(const char *s, uint64_t *out, const char **why)
+{
+	uint64_t v;
+	int r;
+
+	if (*s == '\0') {
+		*why = "empty value";
+		return -1;
+	}
+	if ((r = cfg_parse_digits(&s, &v)) == -2) {
+		*why = "too large";
+		return -1;
+	}
+	if (r == -1 || *s != '\0') {
+		*why = "not a number";
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+int
+cfg_parse_size(const char *s, uint64_t *out, const char **why)
+{
+	uint64_t v, mul = 1;
+	int r;
+
+	if (*s == '\0') {
+		*why = "empty value";
+		return -1;
+	}
+	if ((r = cfg_parse_digits(&s, &v)) == -2) {
+		*why = "too large";
+		return -1;
+	}
+	if (r == 0) {
+		switch (*s) {
+		case '\0':
+			break;
+		case 'k':
+		case 'K':
+			mul = CFG_KIB;
+			s++;
+			break;
+		case 'm':
+		case 'M':
+			mul = CFG_MIB;
+			s++;
+			break;
+		case 'g':
+		case 'G':
+			mul = CFG_GIB;
+			s++;
+			break;
+		default:
+			r = -1;
+		}
+	}
+	if (r == -1 || *s != '\0') {
+		*why = "not a size (a number with an optional K, M or G "
+		    "suffix)";
+		return -1;
+	}
+	if (v > UINT64_MAX / mul) {
+		*why = "too large";
+		return -1;
+	}
+	*out = v * mul;
+	return 0;
+}
+
+int
+cfg_parse_duration(const char *s, uint64_t *ms, const char **why)
+{
+	uint64_t v, mul;
+	int r;
+
+	if (*s == '\0') {
+		*why = "empty value";
+		return -1;
+	}
+	if ((r = cfg_parse_digits(&s, &v)) == -2) {
+		*why = "too large";
+		return -1;
+	}
+	if (r == 0 && strcmp(s, "ms") == 0)
+		mul = 1;
+	else if (r == 0 && (strcmp(s, "s") == 0 || *s == '\0'))
+		mul = CFG_SEC;
+	else if (r == 0 && strcmp(s, "m") == 0)
+		mul = CFG_MIN;
+	else if (r == 0 && strcmp(s, "h") == 0)
+		mul = CFG_HOUR;
+	else {
+		*why = "not a duration (a number with an optional ms, s, m "
+		    "or h suffix)";
+		return -1;
+	}
+	if (v > UINT64_MAX / mul) {
+		*why = "too large";
+		return -1;
+	}
+	*ms = v * mul;
+	return 0;
+}
+
+int
+cfg_parse_bool(const char *s, bool *out, const char **why)
+{
+	static const char *const yes[] = { "yes", "true", "on", "1" };
+	static const char *const no[] = { "no", "false", "off", "0" };
+	size_t i;
+
+	for (i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	*why = *s == '\0' ? "empty value" :
+	    "not a boolean (yes, no, true, false, on, off, 1 or 0)";
+	return -1;
+}
+
+static int
+cfg_parse_log_level(const char *s, enum cfg_log_level *out, const char **why)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(cfg_log_levels) / sizeof(cfg_log_levels[0]);
+	    i++) {
+		if (strcasecmp(s, cfg_log_levels[i]) == 0) {
+			*out = (enum cfg_log_level)i;
+			return 0;
+		}
+	}
+	*why = "not a log level (error, warn, info or debug)";
+	return -1;
+}
+
+/* A port: 1 to 5 digits, 1..65535. */
+static int
+cfg_parse_port(const char *s, in_port_t *port, const char **why)
+{
+	uint64_t v;
+
+	if (strlen(s) > 5 || cfg_parse_digits(&s, &v) != 0 || *s != '\0') {
+		*why = "not a port number";
+		return -1;
+	}
+	if (v < 1 || v > 65535) {
+		*why = "port out of range 1..65535";
+		return -1;
+	}
+	*port = (in_port_t)v;
+	return 0;
+}
+
+int
+cfg_parse_listen(const char *s, struct sockaddr_storage *addr,
+    socklen_t *addr_len, const char **why)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)addr;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)addr;
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *colon, *rb;
+	in_port_t port;
+	size_t hlen;
+
+	memset(addr, 0, sizeof(*addr));
+	if (*s == '\0') {
+		*why = "empty value";
+		return -1;
+	}
+	if (*s == '[') {
+		if ((rb = strchr(s, ']')) == NULL || rb[1] != ':') {
+			*why = "expected [IPV6]:PORT";
+			return -1;
+		}
+		hlen = (size_t)(rb - s - 1);
+		if (hlen >= sizeof(host)) {
+			*why = "not a numeric IPv6 address";
+			return -1;
+		}
+		memcpy(host, s + 1, hlen);
+		host[hlen] = '\0';
+		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1) {
+			*why = "not a numeric IPv6 address";
+			return -1;
+		}
+		if (cfg_parse_port(rb + 2, &port, why) == -1)
+			return -1;
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(port);
+		*addr_len = sizeof(*sin6);
+		return 0;
+	}
+	if ((colon = strrchr(s, ':')) == NULL) {
+		*why = "expected IPV4:PORT, [IPV6]:PORT or *:PORT";
+		return -1;
+	}
+	hlen = (size_t)(colon - s);
+	if (memchr(s, ':', hlen) != NULL) {
+		*why = "an IPv6 address needs brackets, as in [::1]:8080";
+		return -1;
+	}
+	if (hlen == 0) {
+		*why = "missing address (*:PORT listens on every IPv4 address)";
+		return -1;
+	}
+	if (hlen >= sizeof(host)) {
+		*why = "not a numeric IPv4 address";
+		return -1;
+	}
+	memcpy(host, s, hlen);
+	host[hlen] = '\0';
+	if (strcmp(host, "*") == 0)
+		sin->sin_addr.s_addr = htonl(INADDR_ANY);
+	else if (inet_pton(AF_INET, host, &sin->sin_addr) != 1) {
+		*why = "not a numeric IPv4 address";
+		return -1;
+	}
+	if (cfg_parse_port(colon + 1, &port, why) == -1)
+		return -1;
+	sin->sin_family = AF_INET;
+	sin->sin_port = htons(port);
+	*addr_len = sizeof(*sin);
+	return 0;
+}
+
+void
+cfg_argv_free(char **argv)
+{
+	size_t i;
+
+	if (argv == NULL)
+		return;
+	for (i = 0; argv[i] != NULL; i++)
+		free(argv[i]);
+	free(argv);
+}
+
+static bool
+cfg_is_blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n';
+}
+
+char **
+cfg_split_argv(const char *cmd, const char **why)
+{
+	const char *s = cmd, *q;
+	char **argv = NULL, **nargv, *word;
+	size_t argc = 0, wl;
+	bool any;
+
+	*why = NULL;
+	/* A word is never longer than the command. */
+	if ((word = malloc(strlen(cmd) + 1)) == NULL)
+		return NULL;
+	for (;;) {
+		while (cfg_is_blank(*s))
+			s++;
+		if (*s == '\0')
+			break;
+		wl = 0;
+		any = false;	/* an empty quoted word ('') still counts */
+		while (*s != '\0' && !cfg_is_blank(*s)) {
+			if (*s == '\\') {
+				if (s[1] == '\n') {	/* continuation */
+					s += 2;
+					continue;
+				}
+				if (s[1] == '\0')		/* literal */
+					word[wl++] = *s++;
+				else {
+					word[wl++] = s[1];
+					s += 2;
+				}
+			} else if (*s == '\'') {
+				if ((q = strchr(s + 1, '\'')) == NULL) {
+					*why = "unbalanced single quote";
+					goto fail;
+				}
+				memcpy(word + wl, s + 1, (size_t)(q - s - 1));
+				wl += (size_t)(q - s - 1);
+				s = q + 1;
+			} else if (*s == '"') {
+				for (s++; *s != '"'; ) {
+					if (*s == '\0') {
+						*why = "unbalanced double "
+						    "quote";
+						goto fail;
+					}
+					if (*s == '\\' && s[1] == '\n')
+						s += 2;
+					else if (*s == '\\' && s[1] != '\0' &&
+					    strchr("\"\\$`", s[1]) != NULL) {
+						word[wl++] = s[1];
+						s += 2;
+					} else
+						word[wl++] = *s++;
+				}
+				s++;
+			} else
+				word[wl++] = *s++;
+			any = true;
+		}
+		if (!any && wl == 0)
+			continue;
+		word[wl] = '\0';
+		nargv = realloc(argv, (argc + 2) * sizeof(*argv));
+		if (nargv == NULL)
+			goto fail;
+		argv = nargv;
+		if ((argv[argc] = strdup(word)) == NULL)
+			goto fail;
+		argv[++argc] = NULL;
+	}
+	if (argc == 0 || argv[0][0] == '\0') {
+		*why = "empty command";
+		goto fail;
+	}
+	free(word);
+	return argv;
+
+fail:
+	if (argv != NULL) {
+		argv[argc] = NULL;	/* a failed strdup left a hole */
+		cfg_argv_free(argv);
+	}
+	free(word);
+	return NULL;
+}
+
+/* Bounds, for messages: "16K", "1h", "100ms", "0". */
+static void
+cfg_format(enum cfg_type type, uint64_t v, char *buf, size_t size)
+{
+	static const struct {
+		enum cfg_type type;
+		uint64_t unit;
+		const char *suffix;
+	} units[] = {
+		{ CFG_T_SIZE, CFG_GIB, "G" },
+		{ CFG_T_SIZE, CFG_MIB, "M" },
+		{ CFG_T_SIZE, CFG_KIB, "K" },
+		{ CFG_T_DURATION, CFG_HOUR, "h" },
+		{ CFG_T_DURATION, CFG_MIN, "m" },
+		{ CFG_T_DURATION, CFG_SEC, "s" },
+		{ CFG_T_DURATION, 1, "ms" },
+	};
+	size_t i;
+
+	if (v != 0) {
+		for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+			if (units[i].type == type && v % units[i].unit == 0) {
+				snprintf(buf, size, "%llu%s",
+				    (unsigned long long)(v / units[i].unit),
+				    units[i].suffix);
+				return;
+			}
+		}
+	}
+	snprintf(buf, size, "%llu", (unsigned long long)v);
+}
+
+/* The model. */
+
+void
+cfg_free(struct cfg *cfg)
+{
+	size_t i;
+
+	if (cfg == NULL)
+		return;
+	for (i = 0; i < cfg->n_listens; i++)
+		free(cfg->listens[i].text);
+	free(cfg->listens);
+	for (i = 0; i < cfg->n_resources; i++) {
+		free(cfg->resources[i].pattern);
+		free(cfg->resources[i].backend);
+		free(cfg->resources[i].unix_path);
+		cfg_argv_free(cfg->resources[i].argv);
+	}
+	free(cfg->resources);
+	free(cfg->file);
+	free(cfg);
+}
+
+const struct cfg_resource *
+cfg_match(const struct cfg *cfg, const char *path, size_t len)
+{
+	const struct cfg_resource *r;
+	size_t i;
+
+	for (i = 0; i < cfg->n_resources; i++) {
+		r = &cfg->resources[i];
+		if (r->is_prefix) {
+			if (len > r->prefix_len &&
+			    memcmp(path, r->pattern, r->prefix_len) == 0)
+				return r;
+		} else if (strlen(r->pattern) == len &&
+		    memcmp(path, r->pattern, len) == 0)
+			return r;
+	}
+	return NULL;
+}
+
+/* Store value, as option o, at base + o->offset. */
+static void
+cfg_set_value(struct cfg_parser *p, const struct cfg_option *o, void *base,
+    const char *value, int line)
+{
+	char *field = (char *)base + o->offset, lo[32], hi[32];
+	enum cfg_log_level level;
+	const char *why = NULL;
+	uint64_t v = 0;
+	bool b;
+	int r = -1;
+
+	switch (o->type) {
+	case CFG_T_COUNT:
+		r = cfg_parse_count(value, &v, &why);
+		break;
+	case CFG_T_SIZE:
+		r = cfg_parse_size(value, &v, &why);
+		break;
+	case CFG_T_DURATION:
+		r = cfg_parse_duration(value, &v, &why);
+		break;
+	case CFG_T_BOOL:
+		if ((r = cfg_parse_bool(value, &b, &why)) == 0) {
+			*(bool *)field = b;
+			return;
+		}
+		break;
+	case CFG_T_LOG_LEVEL:
+		if ((r = cfg_parse_log_level(value, &level, &why)) == 0) {
+			*(enum cfg_log_level *)field = level;
+			return;
+		}
+		break;
+	case CFG_T_LISTEN:
+	case CFG_T_BACKEND:
+		return;		/* not stored through an offset */
+	}
+	if (r == -1) {
+		cfg_error(p, line, "%s: invalid value '%s': %s", o->name,
+		    value, why);
+		return;
+	}
+	if (v < o->min || v > o->max) {
+		cfg_format(o->type, o->min, lo, sizeof(lo));
+		cfg_format(o->type, o->max, hi, sizeof(hi));
+		cfg_error(p, line, "%s: %s is out of range %s..%s", o->name,
+		    value, lo, hi);
+		return;
+	}
+	*(uint64_t *)field = v;
+}
+
+static void
+cfg_add_listen(struct cfg_parser *p, const char *value, int line)
+{
+	struct cfg *cfg = p->cfg;
+	struct cfg_listen *l;
+	struct sockaddr_storage ss;
+	socklen_t len;
+	const char *why = NULL;
+	size_t i;
+
+	p->listen_seen = true;
+	if (cfg_parse_listen(value, &ss, &len, &why) == -1) {
+		cfg_error(p, line, "listen: invalid value '%s': %s", value,
+		    why);
+		return;
+	}
+	for (i = 0; i < cfg->n_listens; i++) {
+		l = &cfg->listens[i];
+		if (l->addr_len == len && memcmp(&l->addr, &ss, len) == 0) {
+			cfg_error(p, line, "duplicate listen address '%s' "
+			    "(first at line %d as '%s')", value, l->line,
+			    l->text);
+			return;
+		}
+	}
+	l = realloc(cfg->listens, (cfg->n_listens + 1) * sizeof(*l));
+	if (l == NULL) {
+		p->oom = true;
+		return;
+	}
+	cfg->listens = l;
+	l = &cfg->listens[cfg->n_listens++];
+	memset(l, 0, sizeof(*l));
+	l->addr = ss;
+	l->addr_len = len;
+	l->line = line;
+	if ((l->text = strdup(value)) == NULL)
+		p->oom = true;
+}
+
+static void
+cfg_set_backend(struct cfg_parser *p, struct cfg_resource *r,
+    const char *value, int line)
+{
+	const char *why = NULL;
+
+	if (strncmp(value, "unix:", 5) == 0) {
+		const char *path = value + 5;
+
+		if (*path == '\0') {
+			cfg_error(p, line, "backend: empty unix socket path");
+			return;
+		}
+		if (strlen(path) >= CFG_SUN_PATH) {
+			cfg_error(p, line, "backend: unix socket path longer "
+			    "than %zu bytes", CFG_SUN_PATH - 1);
+			return;
+		}
+		r->backend_kind = CFG_BACKEND_UNIX;
+		if ((r->unix_path = strdup(path)) == NULL) {
+			p->oom = true;
+			return;
+		}
+	} else if (strncmp(value, "exec:", 5) == 0) {
+		r->backend_kind = CFG_BACKEND_EXEC;
+		if ((r->argv = cfg_split_argv(value + 5, &why)) == NULL) {
+			if (why == NULL)
+				p->oom = true;
+			else
+				cfg_error(p, line, "backend: %s in '%s'", why,
+				    value);
+			return;
+		}
+	} else {
+		cfg_error(p, line, "backend: invalid value '%s': expected "
+		    "unix:PATH or exec:COMMAND [ARGS]", value);
+		return;
+	}
+	if ((r->backend = strdup(value)) == NULL)
+		p->oom = true;
+}
+
+static const struct cfg_option *
+cfg_option_find(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < CFG_NOPTIONS; i++)
+		if (strcmp(cfg_options[i].name, name) == 0)
+			return &cfg_options[i];
+	return NULL;
+}
+
+/* The text after "[resource": why path is not a resource path, or NULL. */
+static const char *
+cfg_check_path(const char *path)
+{
+	const char *s;
+
+	if (*path != '/')
+		return "must start with '/'";
+	for (s = path; *s != '\0'; s++) {
+		if ((unsigned char)*s <= ' ' || *s == 0x7f)
+			return "must not contain whitespace or control "
+			    "characters";
+		if (*s == '?' || *s == '#')
+			return "must not contain '?' or '#'";
+		if (*s == '*' && (s[-1] != '/' || s[1] != '\0'))
+			return "'*' is only allowed as a final '/*'";
+	}
+	return NULL;
+}
+
+static void
+cfg_begin_resource(struct cfg_parser *p, const char *path, int line)
+{
+	struct cfg *cfg = p->cfg;
+	struct cfg_resource *r;
+	struct cfg_setlines *sl;
+	const char *why;
+	size_t i, n;
+
+	p->resource_seen = true;
+	if ((why = cfg_check_path(path)) != NULL) {
+		cfg_error(p, line, "resource path '%s' %s", path, why);
+		return;
+	}
+	for (i = 0; i < cfg->n_resources; i++) {
+		if (strcmp(cfg->resources[i].pattern, path) == 0) {
+			cfg_error(p, line, "duplicate [resource %s] (first at "
+			    "line %d)", path, cfg->resources[i].line);
+			return;
+		}
+	}
+	if (cfg->n_resources == p->res_cap) {
+		n = p->res_cap ? 2 * p->res_cap : 4;
+		if ((r = realloc(cfg->resources, n * sizeof(*r))) == NULL) {
+			p->oom = true;
+			return;
+		}
+		cfg->resources = r;
+		if ((sl = realloc(p->res_set, n * sizeof(*sl))) == NULL) {
+			p->oom = true;
+			return;
+		}
+		p->res_set = sl;
+		p->res_cap = n;
+	}
+	p->res_idx = cfg->n_resources++;
+	r = &cfg->resources[p->res_idx];
+	memset(r, 0, sizeof(*r));
+	memset(&p->res_set[p->res_idx], 0, sizeof(p->res_set[0]));
+	r->line = line;
+	if ((r->pattern = strdup(path)) == NULL) {
+		p->oom = true;
+		return;
+	}
+	n = strlen(path);
+	if (n >= 2 && strcmp(path + n - 2, "/*") == 0) {
+		r->is_prefix = true;
+		r->prefix_len = n - 1;
+	}
+	p->sec = CFG_SEC_RESOURCE;
+}
+
+/* A section header: name is what stands between the brackets, trimmed. */
+static void
+cfg_begin_section(struct cfg_parser *p, const char *name, int line)
+{
+	const char *path;
+
+	p->sec = CFG_SEC_SKIP;
+	if (strcmp(name, "gateway") == 0) {
+		if (p->gateway_line != 0) {
+			cfg_error(p, line, "duplicate [gateway] section (first "
+			    "at line %d)", p->gateway_line);
+			return;
+		}
+		p->gateway_line = line;
+		p->sec = CFG_SEC_GATEWAY;
+	} else if (strncmp(name, "resource", 8) == 0 &&
+	    (name[8] == '\0' || isspace((unsigned char)name[8]))) {
+		for (path = name + 8; isspace((unsigned char)*path); path++)
+			;
+		if (*path == '\0') {
+			p->resource_seen = true;
+			cfg_error(p, line, "missing path in [resource PATH]");
+			return;
+		}
+		cfg_begin_resource(p, path, line);
+	} else
+		cfg_error(p, line, "unknown section [%s] (expected [gateway] "
+		    "or [resource PATH])", name);
+}
+
+/*
+ * Where inih's ini_find_chars_or_comment stops: at one of chars, at an
+ * inline comment (';' after whitespace), or at the end.
+ */
+static const char *
+cfg_find_chars_or_comment(const char *s, const char *end, const char *chars)
+{
+	bool was_space = false;
+
+	for (; s < end; s++) {
+		if (strchr(chars, *s) != NULL || (was_space && *s == ';'))
+			break;
+		was_space = isspace((unsigned char)*s);
+	}
+	return s;
+}
+
+/*
+ * Handle one line, s[0..n) (indentation stripped): section headers are
+ * parsed here; returns false for a line to hide from inih.
+ */
+static bool
+cfg_read_line(struct cfg_parser *p, const char *s, size_t n)
+{
+	const char *end = s + n, *e, *a, *b;
+	char *name;
+
+	if (n == 0 || *s == ';' || *s == '#')
+		return false;
+	if (*s != '[') {
+		e = cfg_find_chars_or_comment(s, end, "=:");
+		/* No '=' (before a comment), or no key before it. */
+		if (e == end || *e == ';' || e == s) {
+			cfg_error(p, p->line, CFG_SYNTAX);
+			return false;
+		}
+		return true;
+	}
+	e = cfg_find_chars_or_comment(s + 1, end, "]");
+	for (b = e + (e < end); b < end && isspace((unsigned char)*b); b++)
+		;
+	if (e == end || *e != ']' || (b < end && *b != ';')) {
+		cfg_error(p, p->line, CFG_SYNTAX);
+		p->sec = CFG_SEC_SKIP;
+		return false;
+	}
+	for (a = s + 1; a < e && isspace((unsigned char)*a); a++)
+		;
+	for (b = e; b > a && isspace((unsigned char)b[-1]); b--)
+		;
+	if ((name = strndup(a, (size_t)(b - a))) == NULL) {
+		p->oom = true;
+		return false;
+	}
+	cfg_begin_section(p, name, p->line);
+	free(name);
+	return true;
+}
+
+/*
+ * The ini_reader: inih calls it once per line, with a buffer of num bytes.
+ * Copies the next line of the text without its LF or CRLF and without its
+ * indentation, or an empty line in place of one it rejects.
+ */
+static char *
+cfg_reader(char *str, int num, void *stream)
+{
+	struct cfg_parser *p = stream;
+	const char *s = p->pos, *nl, *e;
+	size_t n, full;
+
+	if (s == p->end || num < 2)
+		return NULL;
+	nl = memchr(s, '\n', (size_t)(p->end - s));
+	e = nl != NULL ? nl : p->end;
+	p->pos = nl != NULL ? nl + 1 : p->end;
+	p->line++;
+	if (e > s && e[-1] == '\r')
+		e--;
+	if (p->line == 1 && e - s >= 3 && memcmp(s, "\xef\xbb\xbf", 3) == 0)
+		s += 3;		/* a UTF-8 byte order mark */
+	full = (size_t)(e - s);
+	while (s < e && isspace((unsigned char)*s))
+		s++;
+	n = (size_t)(e - s);
+	str[0] = '\0';
+	if (p->oom)
+		return str;
+	if (memchr(s, '\0', n) != NULL) {
+		cfg_error(p, p->line, "line contains a NUL byte");
+		if (n > 0 && *s == '[')
+			p->sec = CFG_SEC_SKIP;
+		return str;
+	}
+	if (full > (size_t)num - 1) {
+		cfg_error(p, p->line, "line too long (max %d characters)",
+		    num - 1);
+		if (n > 0 && *s == '[')
+			p->sec = CFG_SEC_SKIP;
+		return str;
+	}
+	if (cfg_read_line(p, s, n)) {
+		memcpy(str, s, n);
+		str[n] = '\0';
+	}
+	return str;
+}
+
+/* The ini_handler: one key = value of the current section. */
+static int
+cfg_handler(void *user, const char *section, const char *name,
+    const char *value)
+{
+	struct cfg_parser *p = user;
+	const struct cfg_option *o;
+	struct cfg_resource *r = NULL;
+	char where[256];
+	int *set, line = p->line;
+	void *base;
+
+	(void)section;		/* inih's, truncated: see cfg_read_line */
+	if (p->oom || p->sec == CFG_SEC_SKIP)
+		return 1;
+	if (*name == '\0') {
+		cfg_error(p, line, CFG_SYNTAX);
+		return 1;
+	}
+	if (p->sec == CFG_SEC_NONE) {
+		cfg_error(p, line, "key '%s' outside any section", name);
+		return 1;
+	}
+	if (p->sec == CFG_SEC_GATEWAY) {
+		snprintf(where, sizeof(where), "[gateway]");
+		set = p->gw_set.line;
+		base = p->cfg;
+	} else {
+		r = &p->cfg->resources[p->res_idx];
+		snprintf(where, sizeof(where), "[resource %s]", r->pattern);
+		set = p->res_set[p->res_idx].line;
+		base = &r->opts;
+	}
+	if ((o = cfg_option_find(name)) == NULL) {
+		cfg_error(p, line, "unknown key '%s' in %s", name, where);
+		return 1;
+	}
+	if (r == NULL && !(o->scope & CFG_IN_GATEWAY)) {
+		cfg_error(p, line, "'%s' is not allowed in [gateway], only in "
+		    "[resource PATH]", name);
+		return 1;
+	}
+	if (r != NULL && !(o->scope & CFG_IN_RESOURCE)) {
+		cfg_error(p, line, "'%s' is not allowed in %s, only in "
+		    "[gateway]", name, where);
+		return 1;
+	}
+	if (set[o - cfg_options] != 0 && o->type != CFG_T_LISTEN) {
+		cfg_error(p, line, "duplicate key '%s' in %s (first at line "
+		    "%d)", name, where, set[o - cfg_options]);
+		return 1;
+	}
+	if (set[o - cfg_options] == 0)
+		set[o - cfg_options] = line;
+	if (*value == '\0') {
+		if (o->type == CFG_T_LISTEN)
+			p->listen_seen = true;
+		cfg_error(p, line, "%s: missing value", name);
+		return 1;
+	}
+	if (r == NULL && o->scope == CFG_IN_BOTH)
+		base = &p->cfg->defaults;
+	if (o->type == CFG_T_LISTEN)
+		cfg_add_listen(p, value, line);
+	else if (o->type == CFG_T_BACKEND)
+		cfg_set_backend(p, r, value, line);
+	else
+		cfg_set_value(p, o, base, value, line);
+	return 1;
+}
+
+/* Whole-file checks, and [gateway]'s room options into every resource
+ * that does not set them. */
+static void
+cfg_finish(struct cfg_parser *p)
+{
+	struct cfg *cfg = p->cfg;
+	const struct cfg_option *o;
+	struct cfg_resource *r;
+	size_t i, j;
+
+	if (cfg->n_listens == 0 && !p->listen_seen)
+		cfg_error(p, p->gateway_line, "no listen address");
+	if (!p->resource_seen)
+		cfg_error(p, 0, "no [resource PATH] section");
+	for (i = 0; i < cfg->n_resources; i++) {
+		r = &cfg->resources[i];
+		for (j = 0; j < CFG_NOPTIONS; j++) {
+			o = &cfg_options[j];
+			if (o->type == CFG_T_BACKEND &&
+			    p->res_set[i].line[j] == 0)
+				cfg_error(p, r->line, "[resource %s] has no "
+				    "backend", r->pattern);
+			if (o->scope != CFG_IN_BOTH || p->res_set[i].line[j])
+				continue;
+			if (o->type == CFG_T_BOOL)
+				memcpy((char *)&r->opts + o->offset,
+				    (char *)&cfg->defaults + o->offset,
+				    sizeof(bool));
+			else
+				memcpy((char *)&r->opts + o->offset,
+				    (char *)&cfg->defaults + o->offset,
+				    sizeof(uint64_t));
+		}
+	}
+}
+
+struct cfg *
+cfg_parse(const char *file, const char *text, size_t len, char **errors)
+{
+	struct cfg_parser p;
+	struct cfg *cfg;
+	size_t i;
+	int r;
+
+	*errors = NULL;
+	if ((cfg = calloc(1, sizeof(*cfg))) == NULL)
+		return NULL;
+	if ((cfg->file = strdup(file)) == NULL) {
+		free(cfg);
+		return NULL;
+	}
+	memset(&p, 0, sizeof(p));
+	p.cfg = cfg;
+	p.file = file;
+	p.pos = text != NULL ? text : "";
+	p.end = p.pos + (text != NULL ? len : 0);
+
+	for (i = 0; i < CFG_NOPTIONS; i++) {
+		const struct cfg_option *o = &cfg_options[i];
+
+		if (o->def != NULL)
+			cfg_set_value(&p, o, o->scope == CFG_IN_BOTH ?
+			    (void *)&cfg->defaults : (void *)cfg, o->def, 0);
+	}
+
+	r = ini_parse_stream(cfg_reader, &p, cfg_handler, &p);
+	if (r < 0)
+		p.oom = true;
+	else if (r > 0)		/* a line the reader let through */
+		cfg_error(&p, r, CFG_SYNTAX);
+	if (!p.oom)
+		cfg_finish(&p);
+
+	if (p.oom || p.n_errs > 0) {
+		if (!p.oom)
+			*errors = cfg_errors_join(&p);
+		cfg_parser_free(&p);
+		cfg_free(cfg);
+		return NULL;
+	}
+	cfg_parser_free(&p);
+	return cfg;
+}
+
+struct cfg *
+cfg_load(const char *file, char **errors)
+{
+	struct cfg *cfg;
+	struct stat st;
+	char *buf = NULL, *nbuf;
+	size_t len = 0, cap = 0;
+	ssize_t n;
+	int fd, saved;
+
+	*errors = NULL;
+	if ((fd = open(file, O_RDONLY | O_CLOEXEC)) == -1)
+		goto fail;
+	if (fstat(fd, &st) == -1)
+		goto fail;
+	if (S_ISDIR(st.st_mode)) {
+		errno = EISDIR;
+		goto fail;
+	}
+	for (;;) {
+		if (len == cap) {
+			if (cap >= CFG_FILE_MAX) {
+				errno = EFBIG;
+				goto fail;
+			}
+			cap = cap ? 2 * cap : 8192;
+			if ((nbuf = realloc(buf, cap)) == NULL) {
+				close(fd);
+				free(buf);
+				return NULL;
+			}
+			buf = nbuf;
+		}
+		n = read(fd, buf + len, cap - len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			goto fail;
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	cfg = cfg_parse(file, buf, len, errors);
+	free(buf);
+	return cfg;
+
+fail:
+	saved = errno;
+	if (fd != -1)
+		close(fd);
+	free(buf);
+	if (asprintf(errors, "%s: %s\n", file, strerror(saved)) == -1)
+		*errors = NULL;
+	return NULL;
+}

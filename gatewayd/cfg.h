@@ -1,0 +1,114 @@
+/*
+ * cfg: the configuration model and the ini reader.
+ *
+ * Pure: parses a configuration held in memory (inih does the ini syntax)
+ * into a struct cfg, resolving [gateway] defaults into every resource, and
+ * reports every error as "FILE:LINE: message".  It starts nothing and
+ * connects to nothing, so "gatewayd -t" is exactly cfg_load.
+ *
+ * Options are rows of one table (cfg.c): name, where it may appear, type,
+ * bounds and default.  Keys marked "room" may be set in [gateway] as the
+ * default and overridden in any [resource ...] section.
+ */
+#ifndef GATEWAYD_CFG_H
+#define GATEWAYD_CFG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+enum cfg_backend_kind {
+	CFG_BACKEND_UNIX,	/* unix:PATH, a stream socket to connect to */
+	CFG_BACKEND_EXEC,	/* exec:COMMAND ARGS, a program to spawn */
+};
+
+enum cfg_log_level {
+	CFG_LOG_ERROR,
+	CFG_LOG_WARN,
+	CFG_LOG_INFO,
+	CFG_LOG_DEBUG,
+};
+
+/* The options a room takes from [gateway] unless its resource sets them. */
+struct cfg_room_opts {
+	uint64_t max_message_size;	/* bytes after reassembly */
+	bool authorize;			/* the backend accepts each client */
+	uint64_t authorize_timeout_ms;	/* then 504 */
+	uint64_t linger_ms;		/* a pattern room outlives its last client */
+	uint64_t close_timeout_ms;	/* wait for the peer's close frame */
+	uint64_t stop_timeout_ms;	/* stdin closed -> SIGTERM -> SIGKILL */
+};
+
+struct cfg_listen {
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
+	char *text;		/* as written, for messages */
+	int line;
+};
+
+struct cfg_resource {
+	char *pattern;		/* as written: "/chat", or "/rooms/" and '*' */
+	bool is_prefix;		/* ends in '/' and '*': matches below it */
+	size_t prefix_len;	/* with is_prefix: length up to and with '/' */
+	enum cfg_backend_kind backend_kind;
+	char *backend;		/* the backend value as written */
+	char *unix_path;	/* CFG_BACKEND_UNIX */
+	char **argv;		/* CFG_BACKEND_EXEC: NULL-terminated */
+	struct cfg_room_opts opts;
+	int line;		/* of the section header */
+};
+
+struct cfg {
+	char *file;
+	struct cfg_listen *listens;
+	size_t n_listens;
+	uint64_t max_connections;
+	uint64_t max_header_size;
+	uint64_t max_headers;
+	uint64_t handshake_timeout_ms;
+	uint64_t shutdown_timeout_ms;
+	enum cfg_log_level log_level;
+	struct cfg_room_opts defaults;	/* [gateway]'s room options */
+	struct cfg_resource *resources;	/* in file order */
+	size_t n_resources;
+};
+
+/*
+ * Parse the configuration text[0..len), naming it file in messages.
+ * Returns the model, or NULL with *errors set to a malloc'd string of one
+ * "FILE:LINE: message\n" line per error (every error found, not only the
+ * first; LINE is 0 for an error of the file as a whole).  The caller frees
+ * *errors.  NULL with *errors NULL means out of memory.
+ */
+struct cfg *cfg_parse(const char *file, const char *text, size_t len,
+    char **errors);
+
+/* Read file and cfg_parse it.  An unreadable file is reported in *errors
+ * as "FILE: strerror". */
+struct cfg *cfg_load(const char *file, char **errors);
+
+void cfg_free(struct cfg *cfg);
+
+/* The first resource, in file order, that path[0..len) matches: an exact
+ * resource equal to it, or a prefix resource ("/a/" and '*') with a
+ * non-empty rest ("/a/b", "/a/b/c"; not "/a/" or "/a").  NULL when none
+ * does. */
+const struct cfg_resource *cfg_match(const struct cfg *cfg, const char *path,
+    size_t len);
+
+/* Value parsers, exposed for tests.  Each returns 0, or -1 with *why set. */
+int cfg_parse_size(const char *s, uint64_t *out, const char **why);
+int cfg_parse_duration(const char *s, uint64_t *ms, const char **why);
+int cfg_parse_bool(const char *s, bool *out, const char **why);
+int cfg_parse_listen(const char *s, struct sockaddr_storage *addr,
+    socklen_t *addr_len, const char **why);
+
+/* Split a command line with POSIX shell quoting ('...', "...", backslash;
+ * no expansion of any kind) into a malloc'd NULL-terminated argv, freed
+ * with cfg_argv_free.  Returns NULL with *why set on unbalanced quotes or
+ * an empty command (and with *why NULL when out of memory). */
+char **cfg_split_argv(const char *cmd, const char **why);
+void cfg_argv_free(char **argv);
+
+#endif
