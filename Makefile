@@ -1,0 +1,137 @@
+# gatewayd: a WebSocket gateway whose rooms are backend programs.
+#
+#   make            build build/gatewayd
+#   make run        build and run the demo (conf/demo.ini) in the foreground
+#   make test       unit tests, fuzz corpus replay and smoke, the pytest
+#                   suite, then all of it again under ASan+UBSan
+#   make fuzz       run every fuzz target for FUZZ_SECONDS each
+#   make install    install the binary, the reference config and the unit
+#   make deps       install the Debian packages the build and tests need
+#
+# CFLAGS, CC, PREFIX and DESTDIR may be overridden; SANITIZE=1 builds with
+# AddressSanitizer and UndefinedBehaviorSanitizer into build-san/.
+
+PYTHON      ?= /usr/bin/python3
+CC          ?= cc
+CFLAGS      ?= -O2 -g
+PREFIX      ?= /usr/local
+FUZZ_CC     ?= clang-14
+FUZZ_SECONDS ?= 60
+SMOKE_SECONDS ?= 10
+
+WARNINGS    := -std=c17 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+               -Wmissing-prototypes -Wno-unused-parameter
+PKGS        := libevent jansson openssl inih libsystemd
+PKG_CFLAGS   = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS     = $(shell pkg-config --libs $(PKGS))
+ALL_CFLAGS   = $(WARNINGS) -D_GNU_SOURCE -Igatewayd $(PKG_CFLAGS) $(CFLAGS)
+
+ifeq ($(SANITIZE),1)
+BUILD       := build-san
+ALL_CFLAGS  += -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+               -fno-sanitize-recover=all
+LDSAN       := -fsanitize=address,undefined
+else
+BUILD       := build
+endif
+
+# The I/O-free modules: parsers, codecs, records, the config model.
+PURE        := utf8 ws_frame http_req handshake record cfg
+# The I/O glue around one libevent loop.
+GLUE        := log stats client room backend server main
+PURE_OBJS   := $(PURE:%=$(BUILD)/%.o)
+GLUE_OBJS   := $(GLUE:%=$(BUILD)/%.o)
+UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(wildcard tests/unit/test_*.c))
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+
+DEBIAN_PACKAGES := build-essential pkg-config libevent-dev libssl-dev \
+    libinih-dev libjansson-dev zlib1g-dev libsystemd-dev clang-14 \
+    libclang-rt-14-dev valgrind jq python3 python3-pytest \
+    python3-websockets python3-pytest-asyncio python3-pytest-timeout \
+    python3-trustme
+
+.PHONY: all run test unit pytest fuzz fuzz-smoke fuzz-replay deps install clean bench
+
+all: $(BUILD)/gatewayd
+
+$(BUILD)/gatewayd: $(PURE_OBJS) $(GLUE_OBJS)
+	$(CC) $(LDSAN) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/%.o: gatewayd/%.c gatewayd/*.h | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD) $(BUILD)/unit $(BUILD)/fuzz:
+	mkdir -p $@
+
+# A unit test #includes the module it tests, to reach its static functions,
+# and links the other pure modules.
+$(BUILD)/unit/test_%: tests/unit/test_%.c tests/unit/check.h gatewayd/*.c gatewayd/*.h | $(BUILD)/unit
+	$(CC) $(ALL_CFLAGS) -Itests/unit $(LDSAN) -o $@ $< \
+	    $(filter-out $(BUILD)/$*.o,$(PURE_OBJS)) $(PKG_LIBS)
+
+$(UNIT_TESTS): $(PURE_OBJS)
+
+unit: $(UNIT_TESTS)
+	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done
+
+pytest: $(BUILD)/gatewayd
+	GATEWAYD=$(abspath $(BUILD)/gatewayd) $(PYTHON) -m pytest -q tests $(PYTEST_ARGS)
+
+# libFuzzer drivers, built with clang and both sanitizers.
+FUZZ_FLAGS := $(WARNINGS) -D_GNU_SOURCE -Igatewayd $(PKG_CFLAGS) -O1 -g \
+    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+$(BUILD)/fuzz/%: tests/fuzz/%.c gatewayd/*.c gatewayd/*.h | $(BUILD)/fuzz
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(PURE:%=gatewayd/%.c) $(PKG_LIBS)
+
+# Replay every corpus file once: findings stay fixed.
+fuzz-replay: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	    $(BUILD)/fuzz/$$t -runs=0 tests/fuzz/corpus/$$t >/dev/null 2>&1 || \
+	    { echo "fuzz replay failed: $$t"; $(BUILD)/fuzz/$$t -runs=0 tests/fuzz/corpus/$$t; exit 1; }; \
+	    echo "fuzz replay: $$t ok"; done
+
+fuzz-smoke: FUZZ_SECONDS = $(SMOKE_SECONDS)
+fuzz-smoke: fuzz
+fuzz: $(FUZZ_TARGETS:%=$(BUILD)/fuzz/%)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(BUILD)/fuzz/corpus-$$t; \
+	    echo "== fuzz $$t for $(FUZZ_SECONDS)s"; \
+	    $(BUILD)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+	        -artifact_prefix=$(BUILD)/fuzz/$$t- \
+	        $(BUILD)/fuzz/corpus-$$t tests/fuzz/corpus/$$t 2>$(BUILD)/fuzz/$$t.log || \
+	        { tail -n 40 $(BUILD)/fuzz/$$t.log; exit 1; }; \
+	    tail -n 1 $(BUILD)/fuzz/$$t.log; done
+
+# The sanitizer build runs the whole suite too; the plain build's pytest
+# run comes last so that its summary closes the output.
+test: deps
+	$(MAKE) all unit fuzz-replay fuzz-smoke
+	$(MAKE) SANITIZE=1 all unit
+	$(MAKE) SANITIZE=1 pytest
+	$(MAKE) pytest
+
+run: deps all
+	./conf/demo.sh $(BUILD)/gatewayd conf/demo.ini
+
+# Install what is missing, and only that: apt-get update is slow and needs
+# the network, so it runs only when a package is absent.
+deps:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:" $$missing; \
+	    if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
+	    $$SUDO apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+
+install: all
+	install -D -m 755 $(BUILD)/gatewayd $(DESTDIR)$(PREFIX)/bin/gatewayd
+	install -D -m 644 conf/gatewayd.ini $(DESTDIR)/etc/gatewayd/gatewayd.ini
+	install -D -m 644 systemd/gatewayd.service $(DESTDIR)/lib/systemd/system/gatewayd.service
+
+clean:
+	rm -rf build build-san
+
+# The benchmark suite (make bench): tests/bench/bench.mk.
+-include tests/bench/bench.mk

@@ -1,0 +1,707 @@
+/*
+ * client: one TCP connection, from its request head to its close.
+ *
+ * A client reads its request head (CLIENT_HANDSHAKE), is matched to a room
+ * and, when the room authorizes, waits for the backend's verdict
+ * (CLIENT_AUTHORIZING).  Open clients (CLIENT_OPEN) relay messages to the
+ * room's backend and take frames from it.  Whoever closes first, the
+ * client ends CLIENT_LINGERING: its last bytes are written, the write side
+ * is shut down and input is read and dropped until the peer closes too or
+ * close_timeout passes.  Closing a socket with unread input sends a reset
+ * that can destroy the close frame or error response still in flight.
+ *
+ * A client is freed only from its own callbacks (client_free), never by
+ * the room or backend code, which only change its state.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <search.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "gatewayd.h"
+#include "http_req.h"
+#include "log.h"
+#include "stats.h"
+
+static void client_read_cb(struct bufferevent *bev, void *arg);
+static void client_write_cb(struct bufferevent *bev, void *arg);
+static void client_event_cb(struct bufferevent *bev, short events, void *arg);
+static void client_timer_cb(evutil_socket_t fd, short events, void *arg);
+
+static int
+client_cmp(const void *a, const void *b)
+{
+	const struct client *x = a, *y = b;
+
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+struct client *
+client_find(const char *name)
+{
+	struct client key, **found;
+	char *end;
+
+	if (name[0] != 'c' || name[1] < '1' || name[1] > '9')
+		return NULL;
+	errno = 0;
+	key.id = strtoull(name + 1, &end, 10);
+	if (*end != '\0' || errno != 0)
+		return NULL;
+	found = tfind(&key, &server.client_index, client_cmp);
+	return found != NULL ? *found : NULL;
+}
+
+/* The options of the client's room, or the defaults before it has one. */
+static const struct cfg_room_opts *
+client_opts(const struct client *c)
+{
+	return c->opts != NULL ? c->opts : &server.cfg->defaults;
+}
+
+static void
+client_timer_set(struct client *c, uint64_t ms)
+{
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+
+	evtimer_add(c->timer, &tv);
+}
+
+static void
+client_format_remote(char *out, size_t size, const struct sockaddr *sa)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		port = ntohs(in->sin_port);
+		snprintf(out, size, "%s:%u", host, port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		port = ntohs(in6->sin6_port);
+		snprintf(out, size, "[%s]:%u", host, port);
+	} else {
+		snprintf(out, size, "unknown");
+	}
+}
+
+void
+client_accept(int fd, const struct sockaddr *addr, int addr_len)
+{
+	static const char full[] = "HTTP/1.1 503 Service Unavailable\r\n"
+	    "Content-Type: text/plain; charset=utf-8\r\n"
+	    "Content-Length: 21\r\nConnection: close\r\n\r\n"
+	    "too many connections\n";
+	struct client *c;
+	int one = 1;
+
+	stats.connections_accepted++;
+	if (server.stopping || server.n_clients >= server.cfg->max_connections) {
+		/* Best effort, costing no state: the socket buffer of a new
+		 * connection has room for the answer.  Input already here is
+		 * read first, as closing on unread input sends a reset that
+		 * can destroy the answer in flight. */
+		char discard[4096];
+
+		stats.connections_refused++;
+		while (recv(fd, discard, sizeof(discard), MSG_DONTWAIT) > 0)
+			;
+		if (send(fd, full, sizeof(full) - 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+			log_debug("refused connection: %s", strerror(errno));
+		shutdown(fd, SHUT_WR);
+		close(fd);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (c == NULL) {
+		close(fd);
+		return;
+	}
+	c->id = ++server.next_client_id;
+	snprintf(c->name, sizeof(c->name), "c%llu", (unsigned long long)c->id);
+	client_format_remote(c->remote, sizeof(c->remote), addr);
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->bev = bufferevent_socket_new(server.base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->timer = evtimer_new(server.base, client_timer_cb, c);
+	if (c->bev == NULL || c->timer == NULL ||
+	    tsearch(c, &server.client_index, client_cmp) == NULL) {
+		if (c->bev != NULL)
+			bufferevent_free(c->bev);
+		else
+			close(fd);
+		if (c->timer != NULL)
+			event_free(c->timer);
+		free(c);
+		return;
+	}
+	LIST_INSERT_HEAD(&server.clients, c, entry);
+	server.n_clients++;
+	c->state = CLIENT_HANDSHAKE;
+	bufferevent_setcb(c->bev, client_read_cb, client_write_cb,
+	    client_event_cb, c);
+	bufferevent_enable(c->bev, EV_READ);
+	client_timer_set(c, server.cfg->handshake_timeout_ms);
+	log_debug("%s: connected from %s", c->name, c->remote);
+}
+
+/* Leave the room, telling the backend why when it knows of the client. */
+static void
+client_leave(struct client *c, unsigned code, const char *reason,
+    size_t reason_len)
+{
+	struct room *r = c->room;
+	size_t len;
+	char *line;
+
+	if (r == NULL)
+		return;
+	if (c->announced) {
+		line = record_close(c->name, code, reason, reason_len, &len);
+		if (line != NULL)
+			room_write(r, line, len);
+		c->announced = false;
+	}
+	room_remove(r, c);
+}
+
+static void
+client_free_pending(struct client *c)
+{
+	size_t i;
+
+	if (c->pending == NULL)
+		return;
+	for (i = 0; i < c->pending->n_subprotocols; i++)
+		free(c->pending->subprotocols[i]);
+	free(c->pending);
+	c->pending = NULL;
+}
+
+static void
+client_free(struct client *c)
+{
+	client_leave(c, WS_CLOSE_ABNORMAL, "", 0);
+	client_free_pending(c);
+	tdelete(c, &server.client_index, client_cmp);
+	LIST_REMOVE(c, entry);
+	server.n_clients--;
+	stats.clients_closed++;
+	event_free(c->timer);
+	bufferevent_free(c->bev);
+	ws_frame_parser_free(&c->parser);
+	log_debug("%s: gone", c->name);
+	free(c);
+	server_check_stopped();
+}
+
+/* Stop talking: send what is queued, shut the write side down, then drop
+ * input until the peer closes or close_timeout passes. */
+static void
+client_linger(struct client *c)
+{
+	c->state = CLIENT_LINGERING;
+	client_timer_set(c, client_opts(c)->close_timeout_ms);
+	evbuffer_drain(bufferevent_get_input(c->bev),
+	    evbuffer_get_length(bufferevent_get_input(c->bev)));
+	bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+	bufferevent_enable(c->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+	/* else client_write_cb shuts down once the output has drained */
+}
+
+/* Answer the handshake with an HTTP error and linger. */
+static void
+client_http_error(struct client *c, int status, const char *body)
+{
+	char buf[1024];
+	size_t n;
+
+	stats.handshakes_failed++;
+	log_debug("%s: %d %s", c->name, status, body);
+	n = handshake_response_error(buf, sizeof(buf), status, body);
+	if (n == 0)
+		n = handshake_response_error(buf, sizeof(buf), status, "");
+	bufferevent_write(c->bev, buf, n);
+	client_linger(c);
+}
+
+/* Queue a control frame (close, pong) with its small payload. */
+static void
+client_send_control(struct client *c, enum ws_frame_opcode opcode,
+    const uint8_t *payload, size_t len)
+{
+	uint8_t frame[WS_FRAME_MAX_HEADER + WS_FRAME_MAX_CONTROL];
+	size_t n;
+
+	n = ws_frame_header_encode(frame, opcode, true, len, NULL);
+	memcpy(frame + n, payload, len);
+	bufferevent_write(c->bev, frame, n + len);
+}
+
+static void
+client_send_close(struct client *c, unsigned code, const char *reason,
+    size_t reason_len)
+{
+	uint8_t payload[WS_FRAME_MAX_CONTROL];
+	size_t n;
+
+	n = ws_frame_close_payload(payload, (uint16_t)code, reason, reason_len);
+	client_send_control(c, WS_OP_CLOSE, payload, n);
+}
+
+static void
+shared_frame_cleanup(const void *data, size_t len, void *arg)
+{
+	shared_frame_release(arg);
+}
+
+struct shared_frame *
+shared_frame_new(enum ws_frame_opcode opcode, const uint8_t *payload,
+    size_t len)
+{
+	struct shared_frame *f;
+	size_t n;
+
+	f = malloc(sizeof(*f) + WS_FRAME_MAX_HEADER + len);
+	if (f == NULL)
+		return NULL;
+	n = ws_frame_header_encode(f->data, opcode, true, len, NULL);
+	memcpy(f->data + n, payload, len);
+	f->len = n + len;
+	f->refs = 1;
+	return f;
+}
+
+void
+shared_frame_release(struct shared_frame *f)
+{
+	if (f != NULL && --f->refs == 0)
+		free(f);
+}
+
+void
+client_send(struct client *c, struct shared_frame *f)
+{
+	if (c->state != CLIENT_OPEN)
+		return;
+	f->refs++;
+	if (evbuffer_add_reference(bufferevent_get_output(c->bev), f->data,
+	    f->len, shared_frame_cleanup, f) == -1) {
+		f->refs--;
+		return;
+	}
+	stats.messages_out++;
+}
+
+void
+client_close(struct client *c, unsigned code, const char *reason,
+    size_t reason_len)
+{
+	if (c->state != CLIENT_OPEN)
+		return;
+	client_send_close(c, code, reason, reason_len);
+	client_leave(c, code, reason, reason_len);
+	c->state = CLIENT_CLOSING;
+	client_timer_set(c, client_opts(c)->close_timeout_ms);
+}
+
+/* Fail the connection on a protocol error (RFC 6455 7.1.7). */
+static void
+client_fail(struct client *c, unsigned code, const char *why)
+{
+	stats.protocol_errors++;
+	log_debug("%s: failing with %u: %s", c->name, code, why);
+	if (c->state == CLIENT_OPEN) {
+		client_send_close(c, code, why, strlen(why));
+		client_leave(c, code, why, strlen(why));
+	}
+	client_linger(c);
+}
+
+/* Handle one parser event.  Returns -1 when the client stops reading. */
+static int
+client_frame_event(struct client *c, const struct ws_frame_event *ev)
+{
+	char *line;
+	size_t len;
+
+	switch (ev->type) {
+	case WS_EV_NONE:
+		return 0;
+	case WS_EV_MESSAGE:
+		if (c->state != CLIENT_OPEN)
+			return 0;	/* after our close: discarded */
+		line = record_message(c->name, ev->opcode == WS_OP_BINARY,
+		    ev->data, ev->len, &len);
+		if (line == NULL) {
+			client_fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+			return -1;
+		}
+		stats.messages_in++;
+		room_write(c->room, line, len);
+		return 0;
+	case WS_EV_PING:
+		if (c->state == CLIENT_OPEN)
+			client_send_control(c, WS_OP_PONG, ev->data, ev->len);
+		return 0;
+	case WS_EV_PONG:
+		return 0;
+	case WS_EV_CLOSE:
+		if (c->state == CLIENT_OPEN) {
+			/* Echo the code (RFC 6455 5.5.1); none gets none. */
+			client_send_close(c, ev->code == WS_CLOSE_NO_STATUS ?
+			    0 : ev->code, "", 0);
+			client_leave(c, ev->code, (const char *)ev->data, ev->len);
+		}
+		client_linger(c);
+		return -1;
+	case WS_EV_ERROR:
+		client_fail(c, ev->code, ev->error);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+client_read_frames(struct client *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer_iovec vec;
+	struct ws_frame_event ev;
+	size_t used;
+
+	while (evbuffer_peek(in, -1, NULL, &vec, 1) > 0 && vec.iov_len > 0) {
+		used = ws_frame_parse(&c->parser, vec.iov_base, vec.iov_len, &ev);
+		evbuffer_drain(in, used);
+		if (client_frame_event(c, &ev) == -1)
+			return;
+	}
+	/* An empty call lets the parser release a large message buffer now
+	 * rather than when the client next sends something. */
+	ws_frame_parse(&c->parser, NULL, 0, &ev);
+}
+
+static void
+client_write_101(struct client *c, const char *accept, const char *subprotocol)
+{
+	struct handshake hs;
+	char buf[512];
+	size_t n;
+
+	memcpy(hs.accept, accept, sizeof(hs.accept));
+	n = handshake_response_101(buf, sizeof(buf), &hs, subprotocol,
+	    subprotocol != NULL ? strlen(subprotocol) : 0);
+	bufferevent_write(c->bev, buf, n);
+	stats.clients_opened++;
+}
+
+/* Remember what an authorizing client needs for its 101 later. */
+static int
+client_keep_pending(struct client *c, const struct handshake *hs)
+{
+	size_t i;
+
+	c->pending = calloc(1, sizeof(*c->pending) +
+	    hs->n_subprotocols * sizeof(char *));
+	if (c->pending == NULL)
+		return -1;
+	memcpy(c->pending->accept, hs->accept, sizeof(hs->accept));
+	for (i = 0; i < hs->n_subprotocols; i++) {
+		c->pending->subprotocols[i] = strndup(hs->subprotocols[i],
+		    hs->subprotocol_lens[i]);
+		if (c->pending->subprotocols[i] == NULL)
+			return -1;
+		c->pending->n_subprotocols++;
+	}
+	return 0;
+}
+
+/*
+ * The request head is complete: check it, find the room, and open the
+ * client or ask the backend.  Returns -1 when the client was answered
+ * with an error.
+ */
+static int
+client_handshake(struct client *c, char *head, size_t head_len)
+{
+	struct record_header headers[HTTP_REQ_HEADERS_MAX];
+	struct record_open open;
+	struct handshake hs;
+	struct http_req req;
+	const struct cfg_resource *res;
+	const char *why;
+	struct room *r;
+	char *line;
+	size_t i, len;
+	int status;
+
+	status = http_req_parse(&req, head, head_len, server.cfg->max_headers);
+	if (status != 0) {
+		client_http_error(c, status, status == 431 ?
+		    "too many header fields" : status == 505 ?
+		    "HTTP/1.1 required" : "malformed request");
+		return -1;
+	}
+	res = cfg_match(server.cfg, req.path, req.path_len);
+	if (res == NULL) {
+		client_http_error(c, 404, "no room at this path");
+		return -1;
+	}
+	c->opts = &res->opts;
+	status = handshake_check(&req, &hs, &why);
+	if (status != 0) {
+		client_http_error(c, status, why);
+		return -1;
+	}
+	if (server.stopping) {
+		client_http_error(c, 503, "shutting down");
+		return -1;
+	}
+	r = room_get(req.path, req.path_len, res);
+	if (r == NULL) {
+		client_http_error(c, 502, "the room's backend is unavailable");
+		return -1;
+	}
+	ws_frame_parser_init(&c->parser, res->opts.max_message_size, true);
+
+	for (i = 0; i < req.n_headers; i++) {
+		headers[i].name = req.headers[i].name;
+		headers[i].name_len = req.headers[i].name_len;
+		headers[i].value = req.headers[i].value;
+		headers[i].value_len = req.headers[i].value_len;
+	}
+	memset(&open, 0, sizeof(open));
+	open.client = c->name;
+	open.path = req.path;
+	open.path_len = req.path_len;
+	open.query = req.query;
+	open.query_len = req.query_len;
+	open.remote = c->remote;
+	open.subprotocols = hs.subprotocols;
+	open.subprotocol_lens = hs.subprotocol_lens;
+	open.n_subprotocols = hs.n_subprotocols;
+	open.authorize = res->opts.authorize;
+	open.headers = headers;
+	open.n_headers = req.n_headers;
+	line = record_open(&open, &len);
+	if (line == NULL ||
+	    (res->opts.authorize && client_keep_pending(c, &hs) == -1)) {
+		free(line);
+		client_free_pending(c);
+		client_http_error(c, 500, "out of memory");
+		return -1;
+	}
+
+	if (res->opts.authorize) {
+		c->state = CLIENT_AUTHORIZING;
+		room_add_pending(r, c);
+		client_timer_set(c, res->opts.authorize_timeout_ms);
+		/* Nothing is read until the verdict; bound what may wait. */
+		bufferevent_setwatermark(c->bev, EV_READ, 0,
+		    server.cfg->max_header_size);
+	} else {
+		client_write_101(c, hs.accept, NULL);
+		c->state = CLIENT_OPEN;
+		room_add_member(r, c);
+		evtimer_del(c->timer);
+	}
+	c->announced = true;
+	room_write(r, line, len);
+	log_debug("%s: %s %.*s", c->name, res->opts.authorize ?
+	    "authorizing" : "opened", (int)req.path_len, req.path);
+	return 0;
+}
+
+static void
+client_read_head(struct client *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	size_t avail = evbuffer_get_length(in);
+	size_t max = server.cfg->max_header_size;
+	size_t n = avail < max ? avail : max;
+	size_t head_len;
+	char *head;
+
+	head = (char *)evbuffer_pullup(in, (ev_ssize_t)n);
+	head_len = http_req_head_end(head, n);
+	if (head_len == 0) {
+		if (avail >= max)
+			client_http_error(c, 431, "request head too large");
+		return;
+	}
+	if (client_handshake(c, head, head_len) == -1)
+		return;
+	evbuffer_drain(in, head_len);
+	/* Frames a client sends right behind its request head wait in the
+	 * buffer; an authorizing client's wait for the verdict. */
+	if (c->state == CLIENT_OPEN)
+		client_read_frames(c);
+}
+
+static void
+client_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct client *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	switch (c->state) {
+	case CLIENT_HANDSHAKE:
+		client_read_head(c);
+		break;
+	case CLIENT_AUTHORIZING:
+		break;
+	case CLIENT_OPEN:
+	case CLIENT_CLOSING:
+		client_read_frames(c);
+		break;
+	case CLIENT_LINGERING:
+		evbuffer_drain(in, evbuffer_get_length(in));
+		break;
+	}
+}
+
+static void
+client_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct client *c = arg;
+
+	/* Called when the output has drained. */
+	if (c->state == CLIENT_LINGERING)
+		shutdown(bufferevent_getfd(bev), SHUT_WR);
+}
+
+static void
+client_event_cb(struct bufferevent *bev, short events, void *arg)
+{
+	struct client *c = arg;
+
+	if (!(events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
+		return;
+	if (c->state == CLIENT_OPEN || c->state == CLIENT_AUTHORIZING)
+		log_debug("%s: connection dropped", c->name);
+	/* client_free reports 1006 to the backend if it knew the client. */
+	client_free(c);
+}
+
+static void
+client_timer_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct client *c = arg;
+
+	switch (c->state) {
+	case CLIENT_HANDSHAKE:
+		client_http_error(c, 408, "request head timed out");
+		break;
+	case CLIENT_AUTHORIZING:
+		stats.authorize_timeouts++;
+		log_info("%s: the backend of %s did not authorize in time",
+		    c->name, c->room->path);
+		client_fail_handshake(c, 504, "authorization timed out");
+		break;
+	case CLIENT_OPEN:
+		break;
+	case CLIENT_CLOSING:
+	case CLIENT_LINGERING:
+		client_free(c);
+		break;
+	}
+}
+
+void
+client_accept_handshake(struct client *c, const char *subprotocol)
+{
+	client_write_101(c, c->pending->accept, subprotocol);
+	client_free_pending(c);
+	room_promote(c->room, c);
+	c->state = CLIENT_OPEN;
+	evtimer_del(c->timer);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
+	/* Frames that arrived early are read on the next loop turn, after
+	 * the records that follow this accept. */
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+		bufferevent_trigger(c->bev, EV_READ, BEV_OPT_DEFER_CALLBACKS);
+}
+
+bool
+client_offers(const struct client *c, const char *subprotocol, size_t len)
+{
+	size_t i;
+
+	for (i = 0; c->pending != NULL && i < c->pending->n_subprotocols; i++) {
+		if (strlen(c->pending->subprotocols[i]) == len &&
+		    memcmp(c->pending->subprotocols[i], subprotocol, len) == 0)
+			return true;
+	}
+	return false;
+}
+
+void
+client_reject_handshake(struct client *c, int status, const char *body)
+{
+	c->announced = false;	/* a rejected client gets no close record */
+	client_leave(c, 0, "", 0);
+	client_free_pending(c);
+	client_http_error(c, status, body);
+}
+
+void
+client_fail_handshake(struct client *c, int status, const char *body)
+{
+	client_leave(c, WS_CLOSE_ABNORMAL, body, strlen(body));
+	client_free_pending(c);
+	client_http_error(c, status, body);
+}
+
+void
+client_backend_lost(struct client *c)
+{
+	static const char why[] = "backend unavailable";
+
+	c->announced = false;	/* nobody to tell */
+	if (c->state == CLIENT_AUTHORIZING) {
+		client_leave(c, 0, "", 0);
+		client_free_pending(c);
+		client_http_error(c, 502, "the room's backend is unavailable");
+	} else if (c->state == CLIENT_OPEN) {
+		client_close(c, WS_CLOSE_INTERNAL_ERROR, why, sizeof(why) - 1);
+	}
+}
+
+void
+client_shutdown(struct client *c)
+{
+	static const char why[] = "server shutting down";
+
+	switch (c->state) {
+	case CLIENT_HANDSHAKE:
+		client_http_error(c, 503, "shutting down");
+		break;
+	case CLIENT_AUTHORIZING:
+		client_leave(c, WS_CLOSE_GOING_AWAY, why, sizeof(why) - 1);
+		client_free_pending(c);
+		client_http_error(c, 503, "shutting down");
+		break;
+	case CLIENT_OPEN:
+		client_close(c, WS_CLOSE_GOING_AWAY, why, sizeof(why) - 1);
+		break;
+	case CLIENT_CLOSING:
+	case CLIENT_LINGERING:
+		break;
+	}
+}

@@ -1,0 +1,219 @@
+/*
+ * gatewayd.h: the I/O glue's objects and the functions they call on each
+ * other.  Everything here runs on one libevent loop.
+ *
+ *   server   the listeners, signals, the tables of rooms and clients
+ *   client   one TCP connection: handshake, frames, close handshake
+ *   room     one matched path: its members and its backend
+ *   backend  a room's program: a Unix socket connection or a process
+ *
+ * A room outlives its backend (the backend may fail and be started again)
+ * and a backend may outlive its room (a stopping process is reaped later),
+ * so each points to the other only while both are attached.
+ */
+#ifndef GATEWAYD_GATEWAYD_H
+#define GATEWAYD_GATEWAYD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/types.h>
+
+#include <event2/event.h>
+#include <event2/bufferevent.h>
+
+#include "cfg.h"
+#include "handshake.h"
+#include "log.h"
+#include "record.h"
+#include "ws_frame.h"
+
+struct room;
+struct backend;
+
+/* server.c */
+
+struct server {
+	struct event_base *base;
+	struct cfg *cfg;
+	struct evconnlistener **listeners;
+	size_t n_listeners;
+	struct event *listen_retry;	/* re-enable after EMFILE */
+	struct event *signals[4];	/* TERM, INT, CHLD, HUP */
+	struct event *shutdown_timer;
+	bool stopping;
+
+	uint64_t next_client_id;
+	size_t n_clients;		/* every connection, any state */
+	LIST_HEAD(, client) clients;
+	void *client_index;		/* tsearch tree by id */
+	void *room_index;		/* tsearch tree by path */
+	LIST_HEAD(, room) rooms;
+	LIST_HEAD(, backend) backends;	/* every backend, attached or not */
+};
+
+extern struct server server;
+
+/* Start the listeners and the exact rooms; returns 0 or -1 (logged). */
+int server_start(struct cfg *cfg);
+/* Run the loop until a graceful stop has finished; returns the exit code. */
+int server_run(void);
+void server_free(void);
+/* Called whenever a client or backend goes away during a stop, to end the
+ * loop once nothing is left. */
+void server_check_stopped(void);
+
+/* client.c */
+
+enum client_state {
+	CLIENT_HANDSHAKE,	/* reading the request head */
+	CLIENT_AUTHORIZING,	/* open sent; the backend must accept or reject */
+	CLIENT_OPEN,		/* 101 sent; a member of its room */
+	CLIENT_CLOSING,		/* our close frame sent; awaiting the peer's */
+	CLIENT_LINGERING,	/* last bytes queued; reading until EOF, then
+				 * closing, so that unread input cannot turn
+				 * the close into a reset that loses them */
+};
+
+/* What a client waiting for authorization needs to finish its handshake. */
+struct client_pending {
+	char accept[HANDSHAKE_ACCEPT_LEN + 1];
+	size_t n_subprotocols;
+	char *subprotocols[];	/* offered, NUL-terminated copies */
+};
+
+struct client {
+	uint64_t id;
+	char name[24];			/* "c<id>", the id in records */
+	enum client_state state;
+	struct bufferevent *bev;
+	struct event *timer;		/* handshake, authorize, close, linger */
+	char remote[64];		/* "addr:port" */
+	LIST_ENTRY(client) entry;	/* server.clients */
+
+	struct room *room;		/* while a member or pending */
+	LIST_ENTRY(client) room_entry;	/* room.members or room.pending */
+	const struct cfg_room_opts *opts;	/* its resource's, once matched */
+	bool announced;			/* open record sent, close not yet */
+	struct client_pending *pending;	/* CLIENT_AUTHORIZING */
+
+	struct ws_frame_parser parser;
+};
+
+/* Take a freshly accepted connection. */
+void client_accept(int fd, const struct sockaddr *addr, int addr_len);
+
+/* The client with the record id name, or NULL. */
+struct client *client_find(const char *name);
+
+/* A frame shared by the output buffers of many clients (a broadcast). */
+struct shared_frame {
+	size_t refs;
+	size_t len;
+	uint8_t data[];
+};
+
+struct shared_frame *shared_frame_new(enum ws_frame_opcode opcode,
+    const uint8_t *payload, size_t len);
+void shared_frame_release(struct shared_frame *frame);
+
+/* Queue a frame to an open client. */
+void client_send(struct client *c, struct shared_frame *frame);
+
+/* Close an open client with a close frame (code, reason) and report the
+ * close to its room's backend. */
+void client_close(struct client *c, unsigned code, const char *reason,
+    size_t reason_len);
+
+/* Finish a pending handshake: 101 and membership, or an HTTP status. */
+void client_accept_handshake(struct client *c, const char *subprotocol);
+void client_reject_handshake(struct client *c, int status, const char *body);
+/* Fail a pending handshake on the gateway's decision: the backend gets a
+ * close record (1006, body as the reason), the client the status. */
+void client_fail_handshake(struct client *c, int status, const char *body);
+/* True when an authorizing client offered the subprotocol. */
+bool client_offers(const struct client *c, const char *subprotocol,
+    size_t len);
+
+/* The backend of c's room is gone: close c (1011) or fail its handshake
+ * (502), reporting nothing to the dead backend. */
+void client_backend_lost(struct client *c);
+
+/* Server stop: close every client with 1001 or 503. */
+void client_shutdown(struct client *c);
+
+/* room.c */
+
+struct room {
+	char *path;			/* the matched path: the room's name */
+	const struct cfg_resource *res;
+	LIST_ENTRY(room) entry;		/* server.rooms */
+	LIST_HEAD(, client) members;	/* open clients */
+	LIST_HEAD(, client) pending;	/* authorizing clients */
+	size_t n_members;
+	size_t n_pending;
+	struct backend *backend;	/* NULL while down */
+	struct event *linger_timer;	/* pattern rooms: stop when empty */
+};
+
+/* Find the room for path, creating it (pattern rooms) and starting its
+ * backend as needed.  NULL when the backend cannot be started. */
+struct room *room_get(const char *path, size_t path_len,
+    const struct cfg_resource *res);
+/* Start the exact rooms with the daemon. */
+int room_start_exact(void);
+
+void room_add_pending(struct room *r, struct client *c);
+void room_add_member(struct room *r, struct client *c);
+/* An authorizing client was accepted: pending becomes member. */
+void room_promote(struct room *r, struct client *c);
+/* c leaves its room: a pattern room may then linger and stop. */
+void room_remove(struct room *r, struct client *c);
+
+/* Queue a record line (malloc'd; the room takes it) to the backend.
+ * Dropped when the backend is down. */
+void room_write(struct room *r, char *line, size_t len);
+/* A command from the backend. */
+void room_command(struct room *r, const struct record_cmd *cmd);
+/* The backend failed: close the clients, stop a pattern room. */
+void room_backend_lost(struct room *r);
+/* Server stop: close clients, stop the backend, free the room. */
+void room_shutdown(struct room *r);
+
+/* backend.c */
+
+struct backend {
+	struct room *room;		/* NULL once detached */
+	LIST_ENTRY(backend) entry;	/* server.backends */
+	char *label;			/* the room's path, for the log */
+	enum cfg_backend_kind kind;
+	struct bufferevent *bev;	/* records both ways */
+	uint64_t line_max;		/* longest record line accepted */
+	size_t scanned;			/* input bytes known to hold no '\n' */
+	bool skipping;			/* discarding an over-long line */
+	uint64_t stop_timeout_ms;
+
+	pid_t pid;			/* exec: 0 once reaped */
+	struct bufferevent *err_bev;	/* exec: its stderr */
+	struct event *stop_timer;	/* stopping: TERM, then KILL; or the
+					 * deadline for a unix flush */
+	int stop_signal;		/* the next signal stop_timer sends */
+	struct log_ratelimit log_budget;	/* for bad records */
+};
+
+/* Connect or spawn the room's backend and send hello.  NULL on failure
+ * (logged). */
+struct backend *backend_start(struct room *r);
+/* Detach from the room and wind down: flush, close the connection or the
+ * process's stdin, then TERM and KILL after stop_timeout each.  Freed
+ * once finished. */
+void backend_stop(struct backend *b);
+/* Queue a line; the backend takes ownership of the malloc'd line. */
+void backend_write(struct backend *b, char *line, size_t len);
+/* SIGCHLD: reap exited processes. */
+void backend_reap(void);
+/* Server stop deadline: kill every process still running. */
+void backend_kill_all(void);
+
+#endif

@@ -1,0 +1,245 @@
+/*
+ * server: the listeners, the signals and the graceful stop.
+ *
+ * A stop (SIGTERM, SIGINT) closes the listeners, closes every client with
+ * 1001, lets each room's backend read the close records and then its EOF,
+ * and ends the loop once every client and backend is gone, or when
+ * shutdown_timeout passes, killing what is left.  A second signal stops at
+ * once.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <systemd/sd-daemon.h>
+
+#include "gatewayd.h"
+#include "log.h"
+#include "stats.h"
+
+struct server server;
+
+static void
+server_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
+    struct sockaddr *addr, int len, void *arg)
+{
+	client_accept(fd, addr, len);
+}
+
+static void
+server_listen_retry_cb(evutil_socket_t fd, short events, void *arg)
+{
+	size_t i;
+
+	for (i = 0; i < server.n_listeners; i++)
+		evconnlistener_enable(server.listeners[i]);
+}
+
+/* accept failed, most likely for want of file descriptors: pause the
+ * listeners for a moment instead of spinning on the error. */
+static void
+server_accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	static struct log_ratelimit budget;
+	struct timeval tv = { 0, 100 * 1000 };
+	unsigned long suppressed;
+	size_t i;
+
+	if (log_ratelimit(&budget, &suppressed))
+		log_warn("accept: %s; pausing for 100 ms",
+		    strerror(EVUTIL_SOCKET_ERROR()));
+	for (i = 0; i < server.n_listeners; i++)
+		evconnlistener_disable(server.listeners[i]);
+	evtimer_add(server.listen_retry, &tv);
+}
+
+static int
+server_listen(const struct cfg_listen *ln)
+{
+	struct evconnlistener *l;
+	int fd, one = 1;
+
+	fd = socket(ln->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		goto fail;
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* [::]:port and 0.0.0.0:port are two listeners, not one. */
+	if (ln->addr.ss_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&ln->addr, ln->addr_len) == -1 ||
+	    listen(fd, SOMAXCONN) == -1)
+		goto fail;
+	l = evconnlistener_new(server.base, server_accept_cb, NULL,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+	if (l == NULL)
+		goto fail;
+	evconnlistener_set_error_cb(l, server_accept_error_cb);
+	server.listeners[server.n_listeners++] = l;
+	log_info("listening on %s", ln->text);
+	return 0;
+fail:
+	log_error("%s:%d: cannot listen on %s: %s", server.cfg->file, ln->line,
+	    ln->text, strerror(errno));
+	if (fd != -1)
+		close(fd);
+	return -1;
+}
+
+static void
+server_stop_listening(void)
+{
+	size_t i;
+
+	for (i = 0; i < server.n_listeners; i++)
+		evconnlistener_free(server.listeners[i]);
+	server.n_listeners = 0;
+}
+
+void
+server_check_stopped(void)
+{
+	if (server.stopping && server.n_clients == 0 &&
+	    LIST_EMPTY(&server.backends))
+		event_base_loopexit(server.base, NULL);
+}
+
+static void
+server_shutdown_timeout_cb(evutil_socket_t fd, short events, void *arg)
+{
+	log_warn("shutdown_timeout passed with %zu clients left; killing the "
+	    "remaining backends", server.n_clients);
+	backend_kill_all();
+	event_base_loopexit(server.base, NULL);
+}
+
+static void
+server_stop(int sig)
+{
+	struct room *r;
+	struct client *c, *next;
+	struct timeval tv;
+	uint64_t ms = server.cfg->shutdown_timeout_ms;
+
+	if (server.stopping) {
+		log_warn("%s again: stopping now", strsignal(sig));
+		backend_kill_all();
+		event_base_loopexit(server.base, NULL);
+		return;
+	}
+	server.stopping = true;
+	sd_notify(0, "STOPPING=1");
+	log_info("%s: stopping (%zu clients, waiting up to %llu ms)",
+	    strsignal(sig), server.n_clients, (unsigned long long)ms);
+	server_stop_listening();
+	while ((r = LIST_FIRST(&server.rooms)) != NULL)
+		room_shutdown(r);
+	/* Clients still in their handshake belong to no room. */
+	for (c = LIST_FIRST(&server.clients); c != NULL; c = next) {
+		next = LIST_NEXT(c, entry);
+		client_shutdown(c);
+	}
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	server.shutdown_timer = evtimer_new(server.base,
+	    server_shutdown_timeout_cb, NULL);
+	if (server.shutdown_timer != NULL)
+		evtimer_add(server.shutdown_timer, &tv);
+	server_check_stopped();
+}
+
+static void
+server_signal_cb(evutil_socket_t sig, short events, void *arg)
+{
+	switch (sig) {
+	case SIGTERM:
+	case SIGINT:
+		server_stop((int)sig);
+		break;
+	case SIGCHLD:
+		backend_reap();
+		break;
+	case SIGHUP:
+		log_info("SIGHUP: configuration reload is not supported; "
+		    "restart gatewayd to apply a new configuration");
+		break;
+	}
+}
+
+int
+server_start(struct cfg *cfg)
+{
+	static const int signals[] = { SIGTERM, SIGINT, SIGCHLD, SIGHUP };
+	size_t i;
+
+	server.cfg = cfg;
+	LIST_INIT(&server.clients);
+	LIST_INIT(&server.rooms);
+	LIST_INIT(&server.backends);
+	server.base = event_base_new();
+	if (server.base == NULL) {
+		log_error("cannot create the event loop");
+		return -1;
+	}
+	/* A peer that hangs up must cost an EPIPE, not the process. */
+	signal(SIGPIPE, SIG_IGN);
+	for (i = 0; i < sizeof(signals) / sizeof(signals[0]); i++) {
+		server.signals[i] = evsignal_new(server.base, signals[i],
+		    server_signal_cb, NULL);
+		if (server.signals[i] == NULL ||
+		    evsignal_add(server.signals[i], NULL) == -1) {
+			log_error("cannot handle signal %d", signals[i]);
+			return -1;
+		}
+	}
+	server.listen_retry = evtimer_new(server.base, server_listen_retry_cb,
+	    NULL);
+	server.listeners = calloc(cfg->n_listens, sizeof(*server.listeners));
+	if (server.listen_retry == NULL || server.listeners == NULL)
+		return -1;
+	for (i = 0; i < cfg->n_listens; i++) {
+		if (server_listen(&cfg->listens[i]) == -1)
+			return -1;
+	}
+	if (room_start_exact() == -1)
+		return -1;
+	return 0;
+}
+
+int
+server_run(void)
+{
+	sd_notify(0, "READY=1");
+	log_info("ready");
+	event_base_dispatch(server.base);
+	log_info("stopped");
+	return 0;
+}
+
+void
+server_free(void)
+{
+	size_t i;
+
+	server_stop_listening();
+	free(server.listeners);
+	for (i = 0; i < sizeof(server.signals) / sizeof(server.signals[0]); i++) {
+		if (server.signals[i] != NULL)
+			event_free(server.signals[i]);
+	}
+	if (server.listen_retry != NULL)
+		event_free(server.listen_retry);
+	if (server.shutdown_timer != NULL)
+		event_free(server.shutdown_timer);
+	/* After a forced stop some objects may be left: the process exits
+	 * now, and the kernel closes their descriptors. */
+	if (server.base != NULL && server.n_clients == 0 &&
+	    LIST_EMPTY(&server.backends) && LIST_EMPTY(&server.rooms))
+		event_base_free(server.base);
+}

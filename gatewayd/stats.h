@@ -1,0 +1,29 @@
+/*
+ * stats: the daemon's counters, kept in one place so that operations
+ * tooling has a single thing to expose.  Plain integers: one thread.
+ */
+#ifndef GATEWAYD_STATS_H
+#define GATEWAYD_STATS_H
+
+#include <stdint.h>
+
+struct stats {
+	uint64_t connections_accepted;
+	uint64_t connections_refused;	/* max_connections reached */
+	uint64_t handshakes_failed;	/* answered with an HTTP error */
+	uint64_t clients_opened;	/* 101 sent */
+	uint64_t clients_closed;
+	uint64_t messages_in;		/* client -> backend */
+	uint64_t messages_out;		/* frames queued to clients */
+	uint64_t protocol_errors;	/* clients failed with 1002/1007/1009 */
+	uint64_t backends_started;
+	uint64_t backends_failed;	/* unreachable, exited, hung up */
+	uint64_t records_malformed;	/* backend lines that were not commands */
+	uint64_t records_too_long;
+	uint64_t commands_dropped;	/* naming a client that is gone */
+	uint64_t authorize_timeouts;
+};
+
+extern struct stats stats;
+
+#endif

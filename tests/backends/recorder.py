@@ -1,0 +1,65 @@
+"""A test room: writes every record it receives to RECORD_FILE, one JSON
+line each, and echoes each message back to its sender.
+
+    recorder.py RECORD_FILE [--authorize accept|reject|ignore] [--listen PATH]
+
+--authorize decides what it answers to an open with "authorize": true
+(accept, reject with 403 and reason "go away", or nothing at all).  With
+--listen it serves a Unix socket (one connection per room) instead of
+stdin/stdout.
+"""
+import argparse
+import json
+import os
+import socket
+import sys
+import threading
+
+
+def serve(rfile, wfile, record_file, authorize):
+    with open(record_file, "a", buffering=1) as log:
+        for line in rfile:
+            log.write(line if line.endswith("\n") else line + "\n")
+            log.flush()
+            record = json.loads(line)
+            out = None
+            if record["type"] == "message":
+                out = {"type": "send", "client": record["client"]}
+                for key in ("text", "binary"):
+                    if key in record:
+                        out[key] = record[key]
+            elif record["type"] == "open" and record.get("authorize"):
+                if authorize == "accept":
+                    out = {"type": "accept", "client": record["client"]}
+                elif authorize == "reject":
+                    out = {"type": "reject", "client": record["client"],
+                           "status": 403, "reason": "go away"}
+            if out is not None:
+                wfile.write(json.dumps(out) + "\n")
+                wfile.flush()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("record_file")
+    parser.add_argument("--authorize", default="accept",
+                        choices=["accept", "reject", "ignore"])
+    parser.add_argument("--listen")
+    args = parser.parse_args()
+    if not args.listen:
+        serve(sys.stdin, sys.stdout, args.record_file, args.authorize)
+        return
+    if os.path.exists(args.listen):
+        os.unlink(args.listen)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(args.listen)
+    server.listen(16)
+    while True:
+        conn, _ = server.accept()
+        f = conn.makefile("rw", encoding="utf-8", newline="\n")
+        threading.Thread(target=serve, daemon=True,
+                         args=(f, f, args.record_file, args.authorize)).start()
+
+
+if __name__ == "__main__":
+    main()
