@@ -185,7 +185,7 @@ backend_free(struct backend *b)
 }
 
 struct backend *
-backend_start(struct room *r)
+backend_start(struct room *r, bool resumed)
 {
 	const struct cfg_resource *res = r->res;
 	struct backend *b;
@@ -217,7 +217,7 @@ backend_start(struct room *r)
 		if (b->bev == NULL)
 			close(fd);
 	}
-	hello = record_hello(r->path, &len);
+	hello = record_hello(r->path, resumed, &len);
 	if (fd == -1 || b->bev == NULL || hello == NULL) {
 		free(hello);
 		stats.backends_failed++;
@@ -226,6 +226,9 @@ backend_start(struct room *r)
 	}
 	bufferevent_setcb(b->bev, backend_read_cb, backend_write_cb,
 	    backend_event_cb, b);
+	/* The write callback says when the queue is down to half, for the
+	 * room to read its clients again. */
+	bufferevent_setwatermark(b->bev, EV_WRITE, res->opts.backend_buffer / 2, 0);
 	bufferevent_enable(b->bev, EV_READ);
 	b->room = r;
 	stats.backends_started++;
@@ -332,8 +335,12 @@ backend_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct backend *b = arg;
 
-	if (b->room != NULL)
+	if (b->room != NULL) {
+		room_backend_drained(b->room);
 		return;
+	}
+	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+		return;		/* a stopping backend waits for all of it */
 	if (b->kind == CFG_BACKEND_UNIX) {
 		backend_free(b);
 		return;
@@ -411,6 +418,47 @@ backend_stderr_event_cb(struct bufferevent *bev, short events, void *arg)
 	backend_stderr_flush(b, bufferevent_get_input(bev), true);
 	bufferevent_free(b->err_bev);
 	b->err_bev = NULL;
+}
+
+size_t
+backend_queued(const struct backend *b)
+{
+	return b->bev != NULL ?
+	    evbuffer_get_length(bufferevent_get_output(b->bev)) : 0;
+}
+
+void
+backend_requeue_unsent(struct backend *b, struct room *r)
+{
+	struct evbuffer *out;
+	struct evbuffer_ptr eol;
+	struct client *c;
+	char id[24], *line;
+	size_t len;
+
+	if (b->bev == NULL)
+		return;
+	out = bufferevent_get_output(b->bev);
+	/*
+	 * Whole lines only: the first may have been written in part, and so
+	 * have been read by the backend.  Message records are recognised by
+	 * the prefix record_message writes, which cannot occur inside a JSON
+	 * string, so a partial line never passes for one.  Open and close
+	 * records are not kept: the restarted backend gets fresh opens.
+	 */
+	while ((eol = evbuffer_search(out, "\n", 1, NULL)).pos != -1) {
+		len = (size_t)eol.pos + 1;
+		line = malloc(len);
+		if (line == NULL)
+			break;
+		evbuffer_remove(out, line, len);
+		c = record_message_client(line, len, id, sizeof(id)) != NULL ?
+		    client_find(id) : NULL;
+		if (c != NULL && c->room == r && c->state == CLIENT_OPEN)
+			room_write_message(r, c, line, len);
+		else
+			free(line);
+	}
 }
 
 void

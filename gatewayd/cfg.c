@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "cfg.h"
+#include "handshake.h"
 #include "http_req.h"
 
 #define CFG_KIB		((uint64_t)1 << 10)
@@ -58,15 +59,30 @@ enum cfg_type {
 	CFG_T_SIZE,		/* uint64_t bytes, K/M/G suffixes */
 	CFG_T_DURATION,		/* uint64_t ms, ms/s/m/h suffixes */
 	CFG_T_BOOL,		/* bool */
-	CFG_T_LOG_LEVEL,	/* enum cfg_log_level */
+	CFG_T_ENUM,		/* an enum, one of the row's names */
+	CFG_T_LIST,		/* const char *const *, NULL-terminated: items
+				 * split at blanks and commas, each checked */
 	CFG_T_BACKEND,		/* unix:PATH or exec:COMMAND ARGS */
 };
+
+/* Enums are stored as unsigned int. */
+_Static_assert(sizeof(enum cfg_log_level) == sizeof(unsigned int),
+    "enum size");
+_Static_assert(sizeof(enum cfg_backend_down) == sizeof(unsigned int),
+    "enum size");
+
+/* What separates the items of a list. */
+#define CFG_LIST_SEP	" \t\v\f\r,"
+
+/* A list's items compare without regard to case (for duplicates). */
+#define CFG_F_NOCASE	0x1
 
 /*
  * One row per option, in the order of the reference config.  Offsets are
  * into struct cfg for [gateway]-only options and into struct cfg_room_opts
  * for room options; the default is text, parsed and bounds-checked like a
- * value from the file, so the reference config can quote it verbatim.
+ * value from the file, so the reference config can quote it verbatim (a
+ * list's default is "", the empty list).
  */
 struct cfg_option {
 	const char *name;
@@ -75,48 +91,110 @@ struct cfg_option {
 	uint64_t min, max;
 	const char *def;	/* NULL: no default */
 	size_t offset;
+	/* CFG_T_ENUM: the values, NULL-terminated, in the enum's order */
+	const char *const *names;
+	/* CFG_T_ENUM: what a value is ("a log level"); CFG_T_LIST: what an
+	 * item is ("origin"); for messages */
+	const char *what;
+	/* CFG_T_LIST: check one item: 0, or -1 with *why set */
+	int (*check)(const char *item, const char **why);
+	int flags;		/* CFG_F_* */
 };
 
 #define CFG_GW(f)	offsetof(struct cfg, f)
 #define CFG_ROOM(f)	offsetof(struct cfg_room_opts, f)
-
-static const struct cfg_option cfg_options[] = {
-	{ "listen", CFG_IN_GATEWAY, CFG_T_LISTEN, 0, 0, NULL, 0 },
-	{ "max_connections", CFG_IN_GATEWAY, CFG_T_COUNT,
-	    1, 1000000, "10000", CFG_GW(max_connections) },
-	{ "max_header_size", CFG_IN_GATEWAY, CFG_T_SIZE,
-	    CFG_KIB, CFG_MIB, "16K", CFG_GW(max_header_size) },
-	{ "max_headers", CFG_IN_GATEWAY, CFG_T_COUNT,
-	    1, HTTP_REQ_HEADERS_MAX, "64", CFG_GW(max_headers) },
-	{ "handshake_timeout", CFG_IN_GATEWAY, CFG_T_DURATION,
-	    100, CFG_HOUR, "10s", CFG_GW(handshake_timeout_ms) },
-	{ "shutdown_timeout", CFG_IN_GATEWAY, CFG_T_DURATION,
-	    0, CFG_HOUR, "10s", CFG_GW(shutdown_timeout_ms) },
-	{ "log_level", CFG_IN_GATEWAY, CFG_T_LOG_LEVEL,
-	    0, 0, "info", CFG_GW(log_level) },
-	{ "max_message_size", CFG_IN_BOTH, CFG_T_SIZE,
-	    1, CFG_GIB, "1M", CFG_ROOM(max_message_size) },
-	{ "authorize", CFG_IN_BOTH, CFG_T_BOOL,
-	    0, 0, "no", CFG_ROOM(authorize) },
-	{ "authorize_timeout", CFG_IN_BOTH, CFG_T_DURATION,
-	    100, CFG_HOUR, "10s", CFG_ROOM(authorize_timeout_ms) },
-	{ "linger", CFG_IN_BOTH, CFG_T_DURATION,
-	    0, 24 * CFG_HOUR, "10s", CFG_ROOM(linger_ms) },
-	{ "close_timeout", CFG_IN_BOTH, CFG_T_DURATION,
-	    100, CFG_HOUR, "5s", CFG_ROOM(close_timeout_ms) },
-	{ "stop_timeout", CFG_IN_BOTH, CFG_T_DURATION,
-	    0, CFG_HOUR, "5s", CFG_ROOM(stop_timeout_ms) },
-	{ "backend", CFG_IN_RESOURCE, CFG_T_BACKEND, 0, 0, NULL, 0 },
-};
-
-#define CFG_NOPTIONS	(sizeof(cfg_options) / sizeof(cfg_options[0]))
 
 static const char *const cfg_log_levels[] = {
 	[CFG_LOG_ERROR] = "error",
 	[CFG_LOG_WARN] = "warn",
 	[CFG_LOG_INFO] = "info",
 	[CFG_LOG_DEBUG] = "debug",
+	NULL
 };
+
+static const char *const cfg_backend_down_names[] = {
+	[CFG_BACKEND_DOWN_HOLD] = "hold",
+	[CFG_BACKEND_DOWN_CLOSE] = "close",
+	NULL
+};
+
+static int	cfg_check_subprotocol(const char *, const char **);
+
+/* A row: CFG_ROW for most, CFG_ROW_FIELDS inside braces with the extra
+ * fields of an enum or a list. */
+#define CFG_ROW_FIELDS(n, sc, t, lo, hi, d, off) \
+	.name = (n), .scope = (sc), .type = (t), .min = (lo), .max = (hi), \
+	.def = (d), .offset = (off)
+#define CFG_ROW(n, sc, t, lo, hi, d, off) \
+	{ CFG_ROW_FIELDS(n, sc, t, lo, hi, d, off) }
+
+static const struct cfg_option cfg_options[] = {
+	CFG_ROW("listen", CFG_IN_GATEWAY, CFG_T_LISTEN, 0, 0, NULL, 0),
+	CFG_ROW("max_connections", CFG_IN_GATEWAY, CFG_T_COUNT,
+	    1, 1000000, "10000", CFG_GW(max_connections)),
+	CFG_ROW("max_connections_per_ip", CFG_IN_GATEWAY, CFG_T_COUNT,
+	    0, 1000000, "0", CFG_GW(max_connections_per_ip)),
+	CFG_ROW("max_header_size", CFG_IN_GATEWAY, CFG_T_SIZE,
+	    CFG_KIB, CFG_MIB, "16K", CFG_GW(max_header_size)),
+	CFG_ROW("max_headers", CFG_IN_GATEWAY, CFG_T_COUNT,
+	    1, HTTP_REQ_HEADERS_MAX, "64", CFG_GW(max_headers)),
+	CFG_ROW("handshake_timeout", CFG_IN_GATEWAY, CFG_T_DURATION,
+	    100, CFG_HOUR, "10s", CFG_GW(handshake_timeout_ms)),
+	CFG_ROW("shutdown_timeout", CFG_IN_GATEWAY, CFG_T_DURATION,
+	    0, CFG_HOUR, "10s", CFG_GW(shutdown_timeout_ms)),
+	{ CFG_ROW_FIELDS("log_level", CFG_IN_GATEWAY, CFG_T_ENUM,
+	    0, 0, "info", CFG_GW(log_level)),
+	    .names = cfg_log_levels, .what = "a log level" },
+	{ CFG_ROW_FIELDS("origins", CFG_IN_BOTH, CFG_T_LIST,
+	    0, 0, "", CFG_ROOM(origins)),
+	    .what = "origin", .check = handshake_origin_check,
+	    .flags = CFG_F_NOCASE },
+	{ CFG_ROW_FIELDS("subprotocols", CFG_IN_BOTH, CFG_T_LIST,
+	    0, 0, "", CFG_ROOM(subprotocols)),
+	    .what = "subprotocol", .check = cfg_check_subprotocol },
+	CFG_ROW("subprotocol_required", CFG_IN_BOTH, CFG_T_BOOL,
+	    0, 0, "no", CFG_ROOM(subprotocol_required)),
+	CFG_ROW("max_message_size", CFG_IN_BOTH, CFG_T_SIZE,
+	    1, CFG_GIB, "1M", CFG_ROOM(max_message_size)),
+	CFG_ROW("max_frame_size", CFG_IN_BOTH, CFG_T_SIZE,
+	    0, CFG_GIB, "0", CFG_ROOM(max_frame_size)),
+	CFG_ROW("max_clients", CFG_IN_BOTH, CFG_T_COUNT,
+	    0, 1000000, "0", CFG_ROOM(max_clients)),
+	CFG_ROW("authorize", CFG_IN_BOTH, CFG_T_BOOL,
+	    0, 0, "no", CFG_ROOM(authorize)),
+	CFG_ROW("authorize_timeout", CFG_IN_BOTH, CFG_T_DURATION,
+	    100, CFG_HOUR, "10s", CFG_ROOM(authorize_timeout_ms)),
+	CFG_ROW("ping_interval", CFG_IN_BOTH, CFG_T_DURATION,
+	    0, 24 * CFG_HOUR, "30s", CFG_ROOM(ping_interval_ms)),
+	CFG_ROW("pong_timeout", CFG_IN_BOTH, CFG_T_DURATION,
+	    100, CFG_HOUR, "10s", CFG_ROOM(pong_timeout_ms)),
+	CFG_ROW("idle_timeout", CFG_IN_BOTH, CFG_T_DURATION,
+	    0, 24 * CFG_HOUR, "0", CFG_ROOM(idle_timeout_ms)),
+	CFG_ROW("linger", CFG_IN_BOTH, CFG_T_DURATION,
+	    0, 24 * CFG_HOUR, "10s", CFG_ROOM(linger_ms)),
+	CFG_ROW("close_timeout", CFG_IN_BOTH, CFG_T_DURATION,
+	    100, CFG_HOUR, "5s", CFG_ROOM(close_timeout_ms)),
+	CFG_ROW("stop_timeout", CFG_IN_BOTH, CFG_T_DURATION,
+	    0, CFG_HOUR, "5s", CFG_ROOM(stop_timeout_ms)),
+	CFG_ROW("max_client_buffer", CFG_IN_BOTH, CFG_T_SIZE,
+	    CFG_KIB, CFG_GIB, "1M", CFG_ROOM(max_client_buffer)),
+	CFG_ROW("backend_buffer", CFG_IN_BOTH, CFG_T_SIZE,
+	    4 * CFG_KIB, CFG_GIB, "1M", CFG_ROOM(backend_buffer)),
+	{ CFG_ROW_FIELDS("on_backend_down", CFG_IN_BOTH, CFG_T_ENUM,
+	    0, 0, "hold", CFG_ROOM(on_backend_down)),
+	    .names = cfg_backend_down_names, .what = "a policy" },
+	CFG_ROW("hold_buffer", CFG_IN_BOTH, CFG_T_SIZE,
+	    0, CFG_GIB, "1M", CFG_ROOM(hold_buffer)),
+	CFG_ROW("hold_timeout", CFG_IN_BOTH, CFG_T_DURATION,
+	    0, 24 * CFG_HOUR, "30s", CFG_ROOM(hold_timeout_ms)),
+	CFG_ROW("restart_delay", CFG_IN_BOTH, CFG_T_DURATION,
+	    0, CFG_HOUR, "100ms", CFG_ROOM(restart_delay_ms)),
+	CFG_ROW("restart_max_delay", CFG_IN_BOTH, CFG_T_DURATION,
+	    0, 24 * CFG_HOUR, "10s", CFG_ROOM(restart_max_delay_ms)),
+	CFG_ROW("backend", CFG_IN_RESOURCE, CFG_T_BACKEND, 0, 0, NULL, 0),
+};
+
+#define CFG_NOPTIONS	(sizeof(cfg_options) / sizeof(cfg_options[0]))
 
 #define CFG_SYNTAX	"syntax error: expected [section] or key = value"
 
@@ -126,9 +204,11 @@ struct cfg_error {
 	char *msg;
 };
 
-/* Per section: the line where each option was first set, 0 when unset. */
+/* Per section: the line where each option was first set, 0 when unset,
+ * and whether its value there was refused. */
 struct cfg_setlines {
 	int line[CFG_NOPTIONS];
+	bool bad[CFG_NOPTIONS];
 };
 
 enum cfg_section {
@@ -408,20 +488,29 @@ cfg_parse_bool(const char *s, bool *out, const char **why)
 	return -1;
 }
 
+/* One of names, without regard to case: its index into *out. */
 static int
-cfg_parse_log_level(const char *s, enum cfg_log_level *out, const char **why)
+cfg_parse_enum(const char *s, const char *const *names, unsigned int *out)
 {
-	size_t i;
+	unsigned int i;
 
-	for (i = 0; i < sizeof(cfg_log_levels) / sizeof(cfg_log_levels[0]);
-	    i++) {
-		if (strcasecmp(s, cfg_log_levels[i]) == 0) {
-			*out = (enum cfg_log_level)i;
+	for (i = 0; names[i] != NULL; i++) {
+		if (strcasecmp(s, names[i]) == 0) {
+			*out = i;
 			return 0;
 		}
 	}
-	*why = "not a log level (error, warn, info or debug)";
 	return -1;
+}
+
+static int
+cfg_check_subprotocol(const char *item, const char **why)
+{
+	if (!handshake_is_token(item, strlen(item))) {
+		*why = "not a token (letters, digits and !#$%&'*+-.^_`|~)";
+		return -1;
+	}
+	return 0;
 }
 
 /* A port: 1 to 5 digits, 1..65535. */
@@ -653,6 +742,44 @@ cfg_format(enum cfg_type type, uint64_t v, char *buf, size_t size)
 
 /* The model. */
 
+/* The list field of option o (a CFG_T_LIST row) in base. */
+static const char *const **
+cfg_list_field(const struct cfg_option *o, void *base)
+{
+	return (const char *const **)(void *)((char *)base + o->offset);
+}
+
+static void
+cfg_list_free(const char *const *list)
+{
+	size_t i;
+
+	if (list == NULL)
+		return;
+	for (i = 0; list[i] != NULL; i++)
+		free((void *)list[i]);
+	free((void *)list);
+}
+
+/* Free the lists of opts, but those it shares with shared (NULL: none). */
+static void
+cfg_room_opts_free(struct cfg_room_opts *opts,
+    struct cfg_room_opts *shared)
+{
+	const char *const **f;
+	size_t i;
+
+	for (i = 0; i < CFG_NOPTIONS; i++) {
+		if (cfg_options[i].type != CFG_T_LIST)
+			continue;
+		f = cfg_list_field(&cfg_options[i], opts);
+		if (shared == NULL ||
+		    *f != *cfg_list_field(&cfg_options[i], shared))
+			cfg_list_free(*f);
+		*f = NULL;
+	}
+}
+
 void
 cfg_free(struct cfg *cfg)
 {
@@ -668,8 +795,10 @@ cfg_free(struct cfg *cfg)
 		free(cfg->resources[i].backend);
 		free(cfg->resources[i].unix_path);
 		cfg_argv_free(cfg->resources[i].argv);
+		cfg_room_opts_free(&cfg->resources[i].opts, &cfg->defaults);
 	}
 	free(cfg->resources);
+	cfg_room_opts_free(&cfg->defaults, NULL);
 	free(cfg->file);
 	free(cfg);
 }
@@ -693,14 +822,96 @@ cfg_match(const struct cfg *cfg, const char *path, size_t len)
 	return NULL;
 }
 
-/* Store value, as option o, at base + o->offset. */
+/*
+ * Split value into a list at blanks and commas, check each item, and store
+ * it in place of the field's list.  Every bad or repeated item is
+ * reported; then the field keeps its list.  Returns 0 or -1.
+ */
+static int
+cfg_set_list(struct cfg_parser *p, const struct cfg_option *o, void *base,
+    const char *value, int line)
+{
+	const char *const **field = cfg_list_field(o, base);
+	const char *s = value, *why;
+	char **list, **nlist, *item;
+	size_t n = 0, i, len;
+	bool bad = false, dup;
+
+	if ((list = calloc(1, sizeof(*list))) == NULL) {
+		p->oom = true;
+		return -1;
+	}
+	for (;;) {
+		s += strspn(s, CFG_LIST_SEP);
+		if (*s == '\0')
+			break;
+		len = strcspn(s, CFG_LIST_SEP);
+		if ((item = strndup(s, len)) == NULL)
+			goto oom;
+		s += len;
+		why = NULL;
+		if (o->check(item, &why) == -1) {
+			cfg_error(p, line, "%s: invalid %s '%s': %s", o->name,
+			    o->what, item, why);
+			bad = true;
+			free(item);
+			continue;
+		}
+		for (dup = false, i = 0; i < n && !dup; i++)
+			dup = (o->flags & CFG_F_NOCASE) ?
+			    strcasecmp(list[i], item) == 0 :
+			    strcmp(list[i], item) == 0;
+		if (dup) {
+			cfg_error(p, line, "%s: duplicate %s '%s'", o->name,
+			    o->what, item);
+			bad = true;
+			free(item);
+			continue;
+		}
+		if ((nlist = realloc(list, (n + 2) * sizeof(*list))) == NULL) {
+			free(item);
+			goto oom;
+		}
+		list = nlist;
+		list[n++] = item;
+		list[n] = NULL;
+	}
+	if (bad) {
+		cfg_list_free((const char *const *)list);
+		return -1;
+	}
+	cfg_list_free(*field);
+	*field = (const char *const *)list;
+	return 0;
+
+oom:
+	p->oom = true;
+	cfg_list_free((const char *const *)list);
+	return -1;
+}
+
+/* "a, b, c or d" for a NULL-terminated list of names. */
 static void
+cfg_join_names(const char *const *names, char *buf, size_t size)
+{
+	size_t i, n = 0;
+
+	buf[0] = '\0';
+	for (i = 0; names[i] != NULL && n < size; i++)
+		n += (size_t)snprintf(buf + n, size - n, "%s%s",
+		    i == 0 ? "" : names[i + 1] == NULL ? " or " : ", ",
+		    names[i]);
+}
+
+/* Store value, as option o, at base + o->offset.  Returns 0, or -1 when
+ * the value was refused (and reported). */
+static int
 cfg_set_value(struct cfg_parser *p, const struct cfg_option *o, void *base,
     const char *value, int line)
 {
-	char *field = (char *)base + o->offset, lo[32], hi[32];
-	enum cfg_log_level level;
+	char *field = (char *)base + o->offset, lo[32], hi[32], names[128];
 	const char *why = NULL;
+	unsigned int e;
 	uint64_t v = 0;
 	bool b;
 	int r = -1;
@@ -718,32 +929,38 @@ cfg_set_value(struct cfg_parser *p, const struct cfg_option *o, void *base,
 	case CFG_T_BOOL:
 		if ((r = cfg_parse_bool(value, &b, &why)) == 0) {
 			*(bool *)field = b;
-			return;
+			return 0;
 		}
 		break;
-	case CFG_T_LOG_LEVEL:
-		if ((r = cfg_parse_log_level(value, &level, &why)) == 0) {
-			*(enum cfg_log_level *)field = level;
-			return;
+	case CFG_T_ENUM:
+		if (cfg_parse_enum(value, o->names, &e) == 0) {
+			memcpy(field, &e, sizeof(e));
+			return 0;
 		}
-		break;
+		cfg_join_names(o->names, names, sizeof(names));
+		cfg_error(p, line, "%s: invalid value '%s': not %s (%s)",
+		    o->name, value, o->what, names);
+		return -1;
+	case CFG_T_LIST:
+		return cfg_set_list(p, o, base, value, line);
 	case CFG_T_LISTEN:
 	case CFG_T_BACKEND:
-		return;		/* not stored through an offset */
+		return 0;	/* not stored through an offset */
 	}
 	if (r == -1) {
 		cfg_error(p, line, "%s: invalid value '%s': %s", o->name,
 		    value, why);
-		return;
+		return -1;
 	}
 	if (v < o->min || v > o->max) {
 		cfg_format(o->type, o->min, lo, sizeof(lo));
 		cfg_format(o->type, o->max, hi, sizeof(hi));
 		cfg_error(p, line, "%s: %s is out of range %s..%s", o->name,
 		    value, lo, hi);
-		return;
+		return -1;
 	}
 	*(uint64_t *)field = v;
+	return 0;
 }
 
 static void
@@ -1059,6 +1276,7 @@ cfg_handler(void *user, const char *section, const char *name,
 	struct cfg_resource *r = NULL;
 	char where[256];
 	int *set, line = p->line;
+	bool *bad;
 	void *base;
 
 	(void)section;		/* inih's, truncated: see cfg_read_line */
@@ -1075,11 +1293,13 @@ cfg_handler(void *user, const char *section, const char *name,
 	if (p->sec == CFG_SEC_GATEWAY) {
 		snprintf(where, sizeof(where), "[gateway]");
 		set = p->gw_set.line;
+		bad = p->gw_set.bad;
 		base = p->cfg;
 	} else {
 		r = &p->cfg->resources[p->res_idx];
 		snprintf(where, sizeof(where), "[resource %s]", r->pattern);
 		set = p->res_set[p->res_idx].line;
+		bad = p->res_set[p->res_idx].bad;
 		base = &r->opts;
 	}
 	if ((o = cfg_option_find(name)) == NULL) {
@@ -1103,10 +1323,12 @@ cfg_handler(void *user, const char *section, const char *name,
 	}
 	if (set[o - cfg_options] == 0)
 		set[o - cfg_options] = line;
-	if (*value == '\0') {
+	/* An empty list is a value: it clears [gateway]'s. */
+	if (*value == '\0' && o->type != CFG_T_LIST) {
 		if (o->type == CFG_T_LISTEN)
 			p->listen_seen = true;
 		cfg_error(p, line, "%s: missing value", name);
+		bad[o - cfg_options] = true;
 		return 1;
 	}
 	if (r == NULL && o->scope == CFG_IN_BOTH)
@@ -1115,9 +1337,70 @@ cfg_handler(void *user, const char *section, const char *name,
 		cfg_add_listen(p, value, line);
 	else if (o->type == CFG_T_BACKEND)
 		cfg_set_backend(p, r, value, line);
-	else
-		cfg_set_value(p, o, base, value, line);
+	else if (cfg_set_value(p, o, base, value, line) == -1)
+		bad[o - cfg_options] = true;
 	return 1;
+}
+
+/* The bytes a value of type takes in a struct. */
+static size_t
+cfg_type_size(enum cfg_type type)
+{
+	switch (type) {
+	case CFG_T_BOOL:
+		return sizeof(bool);
+	case CFG_T_ENUM:
+		return sizeof(unsigned int);
+	case CFG_T_LIST:
+		return sizeof(const char *const *);
+	default:
+		return sizeof(uint64_t);
+	}
+}
+
+/*
+ * restart_max_delay must not be less than restart_delay.  The pair is
+ * checked, once resolved, in each section that sets either of them (a
+ * resource that sets neither has [gateway]'s pair, checked there), and an
+ * error names the line of the one this section sets, restart_max_delay if
+ * it sets both, and says where the other value comes from.  A refused
+ * value is not checked again.
+ */
+static void
+cfg_check_restart(struct cfg_parser *p, const struct cfg_room_opts *opts,
+    const struct cfg_setlines *set, bool is_gateway)
+{
+	size_t d = (size_t)(cfg_option_find("restart_delay") - cfg_options);
+	size_t m = (size_t)(cfg_option_find("restart_max_delay") - cfg_options);
+	char dv[32], mv[32];
+	const char *from;
+
+	if ((set->line[d] == 0 && set->line[m] == 0) || set->bad[d] ||
+	    set->bad[m])
+		return;
+	if (!is_gateway && ((set->line[d] == 0 && p->gw_set.bad[d]) ||
+	    (set->line[m] == 0 && p->gw_set.bad[m])))
+		return;
+	if (opts->restart_max_delay_ms >= opts->restart_delay_ms)
+		return;
+	cfg_format(CFG_T_DURATION, opts->restart_delay_ms, dv, sizeof(dv));
+	cfg_format(CFG_T_DURATION, opts->restart_max_delay_ms, mv, sizeof(mv));
+	if (set->line[d] != 0 && set->line[m] != 0) {
+		cfg_error(p, set->line[m], "restart_max_delay: %s is less than "
+		    "restart_delay (%s)", mv, dv);
+		return;
+	}
+	if (set->line[m] != 0) {
+		from = !is_gateway && p->gw_set.line[d] != 0 ?
+		    "from [gateway]" : "the default";
+		cfg_error(p, set->line[m], "restart_max_delay: %s is less than "
+		    "restart_delay (%s, %s)", mv, dv, from);
+	} else {
+		from = !is_gateway && p->gw_set.line[m] != 0 ?
+		    "from [gateway]" : "the default";
+		cfg_error(p, set->line[d], "restart_delay: %s is more than "
+		    "restart_max_delay (%s, %s)", dv, mv, from);
+	}
 }
 
 /* Whole-file checks, and [gateway]'s room options into every resource
@@ -1142,18 +1425,20 @@ cfg_finish(struct cfg_parser *p)
 			    p->res_set[i].line[j] == 0)
 				cfg_error(p, r->line, "[resource %s] has no "
 				    "backend", r->pattern);
-			if (o->scope != CFG_IN_BOTH || p->res_set[i].line[j])
+			if (o->scope != CFG_IN_BOTH ||
+			    (p->res_set[i].line[j] && !(o->type == CFG_T_LIST &&
+			    p->res_set[i].bad[j])))
 				continue;
-			if (o->type == CFG_T_BOOL)
-				memcpy((char *)&r->opts + o->offset,
-				    (char *)&cfg->defaults + o->offset,
-				    sizeof(bool));
-			else
-				memcpy((char *)&r->opts + o->offset,
-				    (char *)&cfg->defaults + o->offset,
-				    sizeof(uint64_t));
+			/* A list is shared, not copied: see cfg_free.  A
+			 * refused one (reported) shares too, for a model
+			 * with no NULL lists even on the error path. */
+			memcpy((char *)&r->opts + o->offset,
+			    (char *)&cfg->defaults + o->offset,
+			    cfg_type_size(o->type));
 		}
+		cfg_check_restart(p, &r->opts, &p->res_set[i], false);
 	}
+	cfg_check_restart(p, &cfg->defaults, &p->gw_set, true);
 }
 
 struct cfg *

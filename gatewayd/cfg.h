@@ -30,14 +30,48 @@ enum cfg_log_level {
 	CFG_LOG_DEBUG,
 };
 
-/* The options a room takes from [gateway] unless its resource sets them. */
+/* What a room does with its clients when its backend goes away. */
+enum cfg_backend_down {
+	CFG_BACKEND_DOWN_HOLD,	/* keep them, buffer their messages, restart */
+	CFG_BACKEND_DOWN_CLOSE,	/* close them with 1011 */
+};
+
+/*
+ * The options a room takes from [gateway] unless its resource sets them.
+ * docs/POLICY.md tells what each produces (statuses, close codes).
+ *
+ * The lists are NULL-terminated arrays, never NULL themselves in a parsed
+ * cfg (an empty list is { NULL }); they belong to the cfg, and a resource
+ * that does not set one shares [gateway]'s array (cfg_free knows).
+ */
 struct cfg_room_opts {
-	uint64_t max_message_size;	/* bytes after reassembly */
+	const char *const *origins;	/* allowed Origin values (see
+					 * handshake_origin_allowed); empty:
+					 * any origin -> else 403 */
+	const char *const *subprotocols; /* the server's, in its order of
+					 * preference */
+	bool subprotocol_required;	/* none of them offered -> 400 */
+	uint64_t max_message_size;	/* bytes after reassembly -> 1009 */
+	uint64_t max_frame_size;	/* bytes of one frame -> 1009; 0: only
+					 * max_message_size */
+	uint64_t max_clients;		/* in one room, 0: no limit -> 503 */
 	bool authorize;			/* the backend accepts each client */
 	uint64_t authorize_timeout_ms;	/* then 504 */
+	uint64_t ping_interval_ms;	/* ping a client idle this long; 0: no */
+	uint64_t pong_timeout_ms;	/* no pong in time: drop, report 1006 */
+	uint64_t idle_timeout_ms;	/* no message this long: 1001; 0: off */
 	uint64_t linger_ms;		/* a pattern room outlives its last client */
 	uint64_t close_timeout_ms;	/* wait for the peer's close frame */
 	uint64_t stop_timeout_ms;	/* stdin closed -> SIGTERM -> SIGKILL */
+	uint64_t max_client_buffer;	/* a client's queued output -> 1008 */
+	uint64_t backend_buffer;	/* queued to the backend: stop reading
+					 * the room's clients; resume at half */
+	enum cfg_backend_down on_backend_down;
+	uint64_t hold_buffer;		/* HOLD: bytes kept for the backend */
+	uint64_t hold_timeout_ms;	/* HOLD: then close with 1012 */
+	uint64_t restart_delay_ms;	/* first backend restart delay */
+	uint64_t restart_max_delay_ms;	/* the delay doubles up to this;
+					 * >= restart_delay_ms */
 };
 
 struct cfg_listen {
@@ -64,6 +98,7 @@ struct cfg {
 	struct cfg_listen *listens;
 	size_t n_listens;
 	uint64_t max_connections;
+	uint64_t max_connections_per_ip;	/* 0: no limit -> 429 */
 	uint64_t max_header_size;
 	uint64_t max_headers;
 	uint64_t handshake_timeout_ms;

@@ -47,19 +47,28 @@ client_cmp(const void *a, const void *b)
 }
 
 struct client *
-client_find(const char *name)
+client_find_id(uint64_t id)
 {
 	struct client key, **found;
+
+	key.id = id;
+	found = tfind(&key, &server.client_index, client_cmp);
+	return found != NULL ? *found : NULL;
+}
+
+struct client *
+client_find(const char *name)
+{
+	unsigned long long id;
 	char *end;
 
 	if (name[0] != 'c' || name[1] < '1' || name[1] > '9')
 		return NULL;
 	errno = 0;
-	key.id = strtoull(name + 1, &end, 10);
+	id = strtoull(name + 1, &end, 10);
 	if (*end != '\0' || errno != 0)
 		return NULL;
-	found = tfind(&key, &server.client_index, client_cmp);
-	return found != NULL ? *found : NULL;
+	return client_find_id(id);
 }
 
 /* The options of the client's room, or the defaults before it has one. */
@@ -67,6 +76,16 @@ static const struct cfg_room_opts *
 client_opts(const struct client *c)
 {
 	return c->opts != NULL ? c->opts : &server.cfg->defaults;
+}
+
+static uint64_t
+client_now_ms(void)
+{
+	struct timespec ts;
+
+	/* Coarse is enough for second-scale timeouts, and cheap. */
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static void
@@ -100,38 +119,114 @@ client_format_remote(char *out, size_t size, const struct sockaddr *sa)
 	}
 }
 
+/*
+ * Refuse a new connection with an HTTP status, costing no state: the socket
+ * buffer of a new connection has room for the answer.  Input already here
+ * is read first, as closing on unread input sends a reset that can destroy
+ * the answer in flight.
+ */
+static void
+client_refuse(int fd, int status, const char *body)
+{
+	char discard[4096], answer[256];
+	size_t n;
+
+	stats.connections_refused++;
+	while (recv(fd, discard, sizeof(discard), MSG_DONTWAIT) > 0)
+		;
+	n = handshake_response_error(answer, sizeof(answer), status, body);
+	if (send(fd, answer, n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		log_debug("refused connection: %s", strerror(errno));
+	shutdown(fd, SHUT_WR);
+	close(fd);
+}
+
+static int
+client_ip_cmp(const void *a, const void *b)
+{
+	const struct ip_count *x = a, *y = b;
+
+	if (x->family != y->family)
+		return x->family < y->family ? -1 : 1;
+	return memcmp(x->addr, y->addr, sizeof(x->addr));
+}
+
+/* Count one more connection from addr; NULL when it has too many. */
+static struct ip_count *
+client_ip_acquire(const struct sockaddr *addr, bool *refused)
+{
+	struct ip_count key, *ip, **found;
+
+	*refused = false;
+	memset(&key, 0, sizeof(key));
+	key.family = addr->sa_family;
+	if (addr->sa_family == AF_INET)
+		memcpy(key.addr, &((const struct sockaddr_in *)addr)->sin_addr, 4);
+	else if (addr->sa_family == AF_INET6)
+		memcpy(key.addr, &((const struct sockaddr_in6 *)addr)->sin6_addr, 16);
+	found = tfind(&key, &server.ip_index, client_ip_cmp);
+	if (found != NULL) {
+		ip = *found;
+		if (ip->count >= server.cfg->max_connections_per_ip) {
+			*refused = true;
+			return NULL;
+		}
+		ip->count++;
+		return ip;
+	}
+	ip = malloc(sizeof(*ip));
+	if (ip == NULL)
+		return NULL;
+	*ip = key;
+	ip->count = 1;
+	if (tsearch(ip, &server.ip_index, client_ip_cmp) == NULL) {
+		free(ip);
+		return NULL;
+	}
+	return ip;
+}
+
+static void
+client_ip_release(struct ip_count *ip)
+{
+	if (ip == NULL || --ip->count > 0)
+		return;
+	tdelete(ip, &server.ip_index, client_ip_cmp);
+	free(ip);
+}
+
 void
 client_accept(int fd, const struct sockaddr *addr, int addr_len)
 {
-	static const char full[] = "HTTP/1.1 503 Service Unavailable\r\n"
-	    "Content-Type: text/plain; charset=utf-8\r\n"
-	    "Content-Length: 21\r\nConnection: close\r\n\r\n"
-	    "too many connections\n";
+	struct ip_count *ip = NULL;
 	struct client *c;
+	bool refused;
 	int one = 1;
 
 	stats.connections_accepted++;
-	if (server.stopping || server.n_clients >= server.cfg->max_connections) {
-		/* Best effort, costing no state: the socket buffer of a new
-		 * connection has room for the answer.  Input already here is
-		 * read first, as closing on unread input sends a reset that
-		 * can destroy the answer in flight. */
-		char discard[4096];
-
-		stats.connections_refused++;
-		while (recv(fd, discard, sizeof(discard), MSG_DONTWAIT) > 0)
-			;
-		if (send(fd, full, sizeof(full) - 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
-			log_debug("refused connection: %s", strerror(errno));
-		shutdown(fd, SHUT_WR);
-		close(fd);
+	if (server.stopping) {
+		client_refuse(fd, 503, "shutting down");
 		return;
+	}
+	if (server.n_clients >= server.cfg->max_connections) {
+		client_refuse(fd, 503, "too many connections");
+		return;
+	}
+	if (server.cfg->max_connections_per_ip > 0) {
+		ip = client_ip_acquire(addr, &refused);
+		if (refused) {
+			client_refuse(fd, 429, "too many connections from "
+			    "your address");
+			return;
+		}
 	}
 	c = calloc(1, sizeof(*c));
 	if (c == NULL) {
+		client_ip_release(ip);
 		close(fd);
 		return;
 	}
+	c->ip = ip;
 	c->id = ++server.next_client_id;
 	snprintf(c->name, sizeof(c->name), "c%llu", (unsigned long long)c->id);
 	client_format_remote(c->remote, sizeof(c->remote), addr);
@@ -146,6 +241,7 @@ client_accept(int fd, const struct sockaddr *addr, int addr_len)
 			close(fd);
 		if (c->timer != NULL)
 			event_free(c->timer);
+		client_ip_release(ip);
 		free(c);
 		return;
 	}
@@ -197,6 +293,8 @@ client_free(struct client *c)
 {
 	client_leave(c, WS_CLOSE_ABNORMAL, "", 0);
 	client_free_pending(c);
+	free(c->open_line);
+	client_ip_release(c->ip);
 	tdelete(c, &server.client_index, client_cmp);
 	LIST_REMOVE(c, entry);
 	server.n_clients--;
@@ -254,6 +352,31 @@ client_send_control(struct client *c, enum ws_frame_opcode opcode,
 	bufferevent_write(c->bev, frame, n + len);
 }
 
+/*
+ * A client that does not read what its room sends would make the gateway
+ * hold ever more for it.  When more than max_client_buffer bytes still
+ * wait for it as another frame comes, it is closed instead, and nobody
+ * else waits for it; so it holds at most that plus one message.  (A
+ * message bigger than the limit is no sign of a slow client: what counts
+ * is what it has not read yet.)  The close frame queues behind what it has
+ * not read, and close_timeout bounds how long that stays.  Returns -1 when
+ * the client was closed.
+ */
+static int
+client_check_backlog(struct client *c)
+{
+	static const char why[] = "slow consumer";
+
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) <=
+	    c->opts->max_client_buffer)
+		return 0;
+	stats.slow_consumers++;
+	log_info("%s: closing a slow consumer: more than %llu bytes unread",
+	    c->name, (unsigned long long)c->opts->max_client_buffer);
+	client_close(c, WS_CLOSE_POLICY, why, sizeof(why) - 1);
+	return -1;
+}
+
 static void
 client_send_close(struct client *c, unsigned code, const char *reason,
     size_t reason_len)
@@ -298,7 +421,7 @@ shared_frame_release(struct shared_frame *f)
 void
 client_send(struct client *c, struct shared_frame *f)
 {
-	if (c->state != CLIENT_OPEN)
+	if (c->state != CLIENT_OPEN || client_check_backlog(c) == -1)
 		return;
 	f->refs++;
 	if (evbuffer_add_reference(bufferevent_get_output(c->bev), f->data,
@@ -307,6 +430,17 @@ client_send(struct client *c, struct shared_frame *f)
 		return;
 	}
 	stats.messages_out++;
+}
+
+void
+client_set_reading(struct client *c, bool reading)
+{
+	if (c->state != CLIENT_OPEN)
+		return;
+	if (reading)
+		bufferevent_enable(c->bev, EV_READ);
+	else
+		bufferevent_disable(c->bev, EV_READ);
 }
 
 void
@@ -354,11 +488,16 @@ client_frame_event(struct client *c, const struct ws_frame_event *ev)
 			return -1;
 		}
 		stats.messages_in++;
-		room_write(c->room, line, len);
+		c->last_message_ms = c->last_frame_ms;
+		room_write_message(c->room, c, line, len);
 		return 0;
 	case WS_EV_PING:
-		if (c->state == CLIENT_OPEN)
+		if (c->state == CLIENT_OPEN) {
+			/* A client pinging without reading is slow too. */
+			if (client_check_backlog(c) == -1)
+				return 0;
 			client_send_control(c, WS_OP_PONG, ev->data, ev->len);
+		}
 		return 0;
 	case WS_EV_PONG:
 		return 0;
@@ -378,6 +517,72 @@ client_frame_event(struct client *c, const struct ws_frame_event *ev)
 	return 0;
 }
 
+/*
+ * An open client's timer: ping a client silent for ping_interval, drop one
+ * that then stays silent for pong_timeout, close one that sent no message
+ * for idle_timeout.  Traffic only updates timestamps; the timer checks
+ * them when it fires and sets itself for the next deadline.
+ */
+static void
+client_liveness(struct client *c)
+{
+	static const char idle[] = "idle timeout";
+	const struct cfg_room_opts *o = c->opts;
+	uint64_t now = client_now_ms(), next = UINT64_MAX, due;
+
+	/* A client the room does not read cannot be heard answering. */
+	if (!(bufferevent_get_enabled(c->bev) & EV_READ)) {
+		c->last_frame_ms = now;
+		c->ping_sent = false;
+	}
+	if (o->idle_timeout_ms > 0) {
+		due = c->last_message_ms + o->idle_timeout_ms;
+		if (now >= due) {
+			log_debug("%s: idle for %llu ms", c->name,
+			    (unsigned long long)o->idle_timeout_ms);
+			client_close(c, WS_CLOSE_GOING_AWAY, idle, sizeof(idle) - 1);
+			return;
+		}
+		next = due;
+	}
+	if (o->ping_interval_ms > 0) {
+		if (c->ping_sent) {
+			due = c->ping_sent_ms + o->pong_timeout_ms;
+			if (now >= due) {
+				log_info("%s: no answer to a ping in %llu ms: "
+				    "dropping it", c->name,
+				    (unsigned long long)o->pong_timeout_ms);
+				client_leave(c, WS_CLOSE_ABNORMAL, "pong timeout",
+				    strlen("pong timeout"));
+				client_free(c);
+				return;
+			}
+		} else {
+			due = c->last_frame_ms + o->ping_interval_ms;
+			if (now >= due) {
+				client_send_control(c, WS_OP_PING, NULL, 0);
+				c->ping_sent = true;
+				c->ping_sent_ms = now;
+				due = now + o->pong_timeout_ms;
+			}
+		}
+		if (due < next)
+			next = due;
+	}
+	if (next != UINT64_MAX)
+		client_timer_set(c, next - now);
+}
+
+/* The client is open: start its liveness timer. */
+static void
+client_opened(struct client *c)
+{
+	c->state = CLIENT_OPEN;
+	c->last_frame_ms = c->last_message_ms = client_now_ms();
+	evtimer_del(c->timer);
+	client_liveness(c);
+}
+
 static void
 client_read_frames(struct client *c)
 {
@@ -386,6 +591,9 @@ client_read_frames(struct client *c)
 	struct ws_frame_event ev;
 	size_t used;
 
+	/* Anything heard from the client answers a ping. */
+	c->last_frame_ms = client_now_ms();
+	c->ping_sent = false;
 	while (evbuffer_peek(in, -1, NULL, &vec, 1) > 0 && vec.iov_len > 0) {
 		used = ws_frame_parse(&c->parser, vec.iov_base, vec.iov_len, &ev);
 		evbuffer_drain(in, used);
@@ -445,8 +653,10 @@ client_handshake(struct client *c, char *head, size_t head_len)
 	struct handshake hs;
 	struct http_req req;
 	const struct cfg_resource *res;
-	const char *why;
+	const struct http_req_header *origin;
+	const char *why, *subprotocol;
 	struct room *r;
+	int chosen;
 	char *line;
 	size_t i, len;
 	int status;
@@ -469,6 +679,25 @@ client_handshake(struct client *c, char *head, size_t head_len)
 		client_http_error(c, status, why);
 		return -1;
 	}
+	/* A request without Origin is no browser's: the check protects
+	 * browsers, so it passes. */
+	if (http_req_header_count(&req, "origin") > 1) {
+		client_http_error(c, 400, "more than one Origin");
+		return -1;
+	}
+	origin = http_req_header(&req, "origin");
+	if (!handshake_origin_allowed(res->opts.origins,
+	    origin != NULL ? origin->value : NULL,
+	    origin != NULL ? origin->value_len : 0)) {
+		client_http_error(c, 403, "origin not allowed");
+		return -1;
+	}
+	chosen = handshake_select_subprotocol(&hs, res->opts.subprotocols);
+	subprotocol = chosen >= 0 ? res->opts.subprotocols[chosen] : NULL;
+	if (subprotocol == NULL && res->opts.subprotocol_required) {
+		client_http_error(c, 400, "no supported subprotocol offered");
+		return -1;
+	}
 	if (server.stopping) {
 		client_http_error(c, 503, "shutting down");
 		return -1;
@@ -478,7 +707,13 @@ client_handshake(struct client *c, char *head, size_t head_len)
 		client_http_error(c, 502, "the room's backend is unavailable");
 		return -1;
 	}
-	ws_frame_parser_init(&c->parser, res->opts.max_message_size, true);
+	if (res->opts.max_clients > 0 &&
+	    r->n_members + r->n_pending >= res->opts.max_clients) {
+		client_http_error(c, 503, "the room is full");
+		return -1;
+	}
+	ws_frame_parser_init(&c->parser, res->opts.max_message_size,
+	    res->opts.max_frame_size, true);
 
 	for (i = 0; i < req.n_headers; i++) {
 		headers[i].name = req.headers[i].name;
@@ -493,6 +728,7 @@ client_handshake(struct client *c, char *head, size_t head_len)
 	open.query = req.query;
 	open.query_len = req.query_len;
 	open.remote = c->remote;
+	open.subprotocol = subprotocol;
 	open.subprotocols = hs.subprotocols;
 	open.subprotocol_lens = hs.subprotocol_lens;
 	open.n_subprotocols = hs.n_subprotocols;
@@ -500,15 +736,22 @@ client_handshake(struct client *c, char *head, size_t head_len)
 	open.headers = headers;
 	open.n_headers = req.n_headers;
 	line = record_open(&open, &len);
-	if (line == NULL ||
+	/* The room keeps a copy for a backend that takes over later. */
+	c->open_line = line != NULL ? malloc(len) : NULL;
+	if (line == NULL || c->open_line == NULL ||
 	    (res->opts.authorize && client_keep_pending(c, &hs) == -1)) {
 		free(line);
+		free(c->open_line);
+		c->open_line = NULL;
 		client_free_pending(c);
 		client_http_error(c, 500, "out of memory");
 		return -1;
 	}
+	memcpy(c->open_line, line, len);
+	c->open_len = len;
 
 	if (res->opts.authorize) {
+		c->pending->chosen = subprotocol;
 		c->state = CLIENT_AUTHORIZING;
 		room_add_pending(r, c);
 		client_timer_set(c, res->opts.authorize_timeout_ms);
@@ -516,10 +759,9 @@ client_handshake(struct client *c, char *head, size_t head_len)
 		bufferevent_setwatermark(c->bev, EV_READ, 0,
 		    server.cfg->max_header_size);
 	} else {
-		client_write_101(c, hs.accept, NULL);
-		c->state = CLIENT_OPEN;
+		client_write_101(c, hs.accept, subprotocol);
+		client_opened(c);
 		room_add_member(r, c);
-		evtimer_del(c->timer);
 	}
 	c->announced = true;
 	room_write(r, line, len);
@@ -615,6 +857,7 @@ client_timer_cb(evutil_socket_t fd, short events, void *arg)
 		client_fail_handshake(c, 504, "authorization timed out");
 		break;
 	case CLIENT_OPEN:
+		client_liveness(c);
 		break;
 	case CLIENT_CLOSING:
 	case CLIENT_LINGERING:
@@ -626,11 +869,12 @@ client_timer_cb(evutil_socket_t fd, short events, void *arg)
 void
 client_accept_handshake(struct client *c, const char *subprotocol)
 {
-	client_write_101(c, c->pending->accept, subprotocol);
+	/* The backend's choice, else the room's. */
+	client_write_101(c, c->pending->accept, subprotocol != NULL ?
+	    subprotocol : c->pending->chosen);
 	client_free_pending(c);
+	client_opened(c);
 	room_promote(c->room, c);
-	c->state = CLIENT_OPEN;
-	evtimer_del(c->timer);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
 	/* Frames that arrived early are read on the next loop turn, after
 	 * the records that follow this accept. */
@@ -669,17 +913,19 @@ client_fail_handshake(struct client *c, int status, const char *body)
 }
 
 void
-client_backend_lost(struct client *c)
+client_backend_lost(struct client *c, unsigned code)
 {
-	static const char why[] = "backend unavailable";
+	const char *why = code == WS_CLOSE_SERVICE_RESTART ?
+	    "backend restarting" : "backend unavailable";
 
 	c->announced = false;	/* nobody to tell */
 	if (c->state == CLIENT_AUTHORIZING) {
 		client_leave(c, 0, "", 0);
 		client_free_pending(c);
-		client_http_error(c, 502, "the room's backend is unavailable");
+		client_http_error(c, code == WS_CLOSE_SERVICE_RESTART ? 503 : 502,
+		    "the room's backend is unavailable");
 	} else if (c->state == CLIENT_OPEN) {
-		client_close(c, WS_CLOSE_INTERNAL_ERROR, why, sizeof(why) - 1);
+		client_close(c, code, why, strlen(why));
 	}
 }
 

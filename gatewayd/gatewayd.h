@@ -48,6 +48,7 @@ struct server {
 	size_t n_clients;		/* every connection, any state */
 	LIST_HEAD(, client) clients;
 	void *client_index;		/* tsearch tree by id */
+	void *ip_index;			/* tsearch tree of struct ip_count */
 	void *room_index;		/* tsearch tree by path */
 	LIST_HEAD(, room) rooms;
 	LIST_HEAD(, backend) backends;	/* every backend, attached or not */
@@ -76,9 +77,17 @@ enum client_state {
 				 * the close into a reset that loses them */
 };
 
+/* Connections from one address, for max_connections_per_ip. */
+struct ip_count {
+	int family;
+	uint8_t addr[16];
+	size_t count;
+};
+
 /* What a client waiting for authorization needs to finish its handshake. */
 struct client_pending {
 	char accept[HANDSHAKE_ACCEPT_LEN + 1];
+	const char *chosen;		/* the room's choice of subprotocol */
 	size_t n_subprotocols;
 	char *subprotocols[];	/* offered, NUL-terminated copies */
 };
@@ -96,7 +105,18 @@ struct client {
 	LIST_ENTRY(client) room_entry;	/* room.members or room.pending */
 	const struct cfg_room_opts *opts;	/* its resource's, once matched */
 	bool announced;			/* open record sent, close not yet */
+	char *open_line;		/* its open record, sent again to a
+					 * restarted backend */
+	size_t open_len;
 	struct client_pending *pending;	/* CLIENT_AUTHORIZING */
+	struct ip_count *ip;		/* its address's connection count */
+
+	/* Liveness (CLIENT_OPEN): the timer runs lazily, checking these
+	 * when it fires, so that traffic costs no timer updates. */
+	uint64_t last_frame_ms;		/* any frame from the client */
+	uint64_t last_message_ms;	/* a data message from the client */
+	uint64_t ping_sent_ms;		/* when the unanswered ping went */
+	bool ping_sent;			/* awaiting its pong */
 
 	struct ws_frame_parser parser;
 };
@@ -104,8 +124,9 @@ struct client {
 /* Take a freshly accepted connection. */
 void client_accept(int fd, const struct sockaddr *addr, int addr_len);
 
-/* The client with the record id name, or NULL. */
+/* The client with the record id name ("c42"), or with the id 42, or NULL. */
 struct client *client_find(const char *name);
+struct client *client_find_id(uint64_t id);
 
 /* A frame shared by the output buffers of many clients (a broadcast). */
 struct shared_frame {
@@ -120,6 +141,9 @@ void shared_frame_release(struct shared_frame *frame);
 
 /* Queue a frame to an open client. */
 void client_send(struct client *c, struct shared_frame *frame);
+
+/* Stop or resume reading an open client (its room's backend is behind). */
+void client_set_reading(struct client *c, bool reading);
 
 /* Close an open client with a close frame (code, reason) and report the
  * close to its room's backend. */
@@ -136,14 +160,23 @@ void client_fail_handshake(struct client *c, int status, const char *body);
 bool client_offers(const struct client *c, const char *subprotocol,
     size_t len);
 
-/* The backend of c's room is gone: close c (1011) or fail its handshake
- * (502), reporting nothing to the dead backend. */
-void client_backend_lost(struct client *c);
+/* The backend of c's room is gone for good: close c with code (1011 or
+ * 1012) or fail its handshake (502, 503), reporting nothing to the dead
+ * backend. */
+void client_backend_lost(struct client *c, unsigned code);
 
 /* Server stop: close every client with 1001 or 503. */
 void client_shutdown(struct client *c);
 
 /* room.c */
+
+/* A client message that waits for a backend that is down. */
+struct held_record {
+	STAILQ_ENTRY(held_record) entry;
+	uint64_t client;		/* the sender's id */
+	size_t len;
+	char *line;
+};
 
 struct room {
 	char *path;			/* the matched path: the room's name */
@@ -153,8 +186,21 @@ struct room {
 	LIST_HEAD(, client) pending;	/* authorizing clients */
 	size_t n_members;
 	size_t n_pending;
-	struct backend *backend;	/* NULL while down */
 	struct event *linger_timer;	/* pattern rooms: stop when empty */
+
+	/* The backend and its supervision.  While the backend is down the
+	 * room holds its clients (on_backend_down = hold): their messages
+	 * wait in held, and the backend is started again after a backoff. */
+	struct backend *backend;	/* NULL while down */
+	struct event *restart_timer;	/* pending: a restart is scheduled */
+	uint64_t restart_delay_ms;	/* the next backoff */
+	unsigned failures;		/* consecutive, for the log */
+	uint64_t backend_since_ms;	/* when the backend last started */
+	struct event *hold_timer;	/* pending: clients are held */
+	STAILQ_HEAD(, held_record) held;
+	size_t held_bytes;
+	size_t n_held;
+	bool paused;			/* the clients are not read */
 };
 
 /* Find the room for path, creating it (pattern rooms) and starting its
@@ -172,11 +218,18 @@ void room_promote(struct room *r, struct client *c);
 void room_remove(struct room *r, struct client *c);
 
 /* Queue a record line (malloc'd; the room takes it) to the backend.
- * Dropped when the backend is down. */
+ * Dropped when the backend is down: a restarted backend learns of the
+ * clients then connected from their open records, sent again. */
 void room_write(struct room *r, char *line, size_t len);
+/* Queue a client's message record; held while the backend is down. */
+void room_write_message(struct room *r, struct client *c, char *line,
+    size_t len);
+/* The backend's output drained below its low watermark. */
+void room_backend_drained(struct room *r);
 /* A command from the backend. */
 void room_command(struct room *r, const struct record_cmd *cmd);
-/* The backend failed: close the clients, stop a pattern room. */
+/* The backend failed: hold or close the clients, schedule a restart,
+ * or stop a pattern room that has no clients. */
 void room_backend_lost(struct room *r);
 /* Server stop: close clients, stop the backend, free the room. */
 void room_shutdown(struct room *r);
@@ -202,9 +255,15 @@ struct backend {
 	struct log_ratelimit log_budget;	/* for bad records */
 };
 
-/* Connect or spawn the room's backend and send hello.  NULL on failure
+/* Connect or spawn the room's backend and send hello, with "resumed"
+ * when it takes over clients from a failed one.  NULL on failure
  * (logged). */
-struct backend *backend_start(struct room *r);
+struct backend *backend_start(struct room *r, bool resumed);
+/* Bytes queued towards the backend and not yet written. */
+size_t backend_queued(const struct backend *b);
+/* Give the message records that a failed backend never got to the room's
+ * hold queue, in order: they were not lost with it. */
+void backend_requeue_unsent(struct backend *b, struct room *r);
 /* Detach from the room and wind down: flush, close the connection or the
  * process's stdin, then TERM and KILL after stop_timeout each.  Freed
  * once finished. */

@@ -12,10 +12,12 @@
  * subprotocol names are) is answered with 400.  An empty
  * Sec-WebSocket-Protocol field offers nothing and is not an error.
  */
+#include <ctype.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/evp.h>
 
@@ -25,15 +27,23 @@
 #define HANDSHAKE_KEY_LEN	24	/* base64 of 16 bytes, with "==" */
 #define HANDSHAKE_SHA1_LEN	20
 
-static bool	handshake_is_token(const char *, size_t);
+/* A serialized origin, split; pointers into the text parsed. */
+struct handshake_origin {
+	const char *scheme, *host, *port;
+	size_t scheme_len, host_len, port_len;	/* port_len 0: no port */
+	bool wildcard;		/* host is "*." and a domain */
+};
+
 static bool	handshake_name_eq(const char *, size_t, const char *);
 static int	handshake_b64_value(unsigned char);
 static bool	handshake_key_valid(const char *, size_t);
 static int	handshake_subprotocols(const struct http_req *,
 		    struct handshake *, const char **);
+static int	handshake_origin_parse(const char *, size_t, bool,
+		    struct handshake_origin *, const char **);
 
 /* A non-empty run of RFC 9110 tchar. */
-static bool
+bool
 handshake_is_token(const char *s, size_t len)
 {
 	size_t i;
@@ -280,6 +290,228 @@ handshake_find_subprotocol(const struct handshake *hs, const char *name,
 		    memcmp(hs->subprotocols[i], name, name_len) == 0)
 			return (int)i;
 	return -1;
+}
+
+int
+handshake_select_subprotocol(const struct handshake *hs,
+    const char *const *server_list)
+{
+	size_t i;
+
+	if (server_list == NULL)
+		return -1;
+	for (i = 0; server_list[i] != NULL && i < INT_MAX; i++)
+		if (handshake_find_subprotocol(hs, server_list[i],
+		    strlen(server_list[i])) >= 0)
+			return (int)i;
+	return -1;
+}
+
+static bool
+handshake_is_alpha(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static bool
+handshake_is_digit(unsigned char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* A host name: dot-separated non-empty labels of letters, digits, '-'
+ * and '_' (browsers let '_' through), no dot at either end. */
+static bool
+handshake_host_valid(const char *s, size_t len)
+{
+	size_t i, label = 0;
+	unsigned char c;
+
+	if (len == 0)
+		return false;
+	for (i = 0; i < len; i++) {
+		c = (unsigned char)s[i];
+		if (c == '.') {
+			if (label == 0)
+				return false;
+			label = 0;
+		} else if (handshake_is_alpha(c) || handshake_is_digit(c) ||
+		    c == '-' || c == '_')
+			label++;
+		else
+			return false;
+	}
+	return label > 0;
+}
+
+/* An IPv6 literal in brackets, loosely: hex digits, ':' and '.'. */
+static bool
+handshake_ipv6_valid(const char *s, size_t len)
+{
+	size_t i;
+
+	if (len < 4 || s[0] != '[' || s[len - 1] != ']')
+		return false;
+	for (i = 1; i < len - 1; i++)
+		if (!isxdigit((unsigned char)s[i]) && s[i] != ':' &&
+		    s[i] != '.')
+			return false;
+	return memchr(s + 1, ':', len - 2) != NULL;
+}
+
+static bool
+handshake_scheme_is(const struct handshake_origin *o, const char *name)
+{
+	return strlen(name) == o->scheme_len &&
+	    strncasecmp(o->scheme, name, o->scheme_len) == 0;
+}
+
+/*
+ * Split s[0..len) as "scheme://host[:port]", with "*.domain" for host when
+ * wildcard is allowed.  Returns 0, or -1 with *why set.
+ */
+static int
+handshake_origin_parse(const char *s, size_t len, bool wildcard,
+    struct handshake_origin *o, const char **why)
+{
+	const char *end = s + len, *p, *colon;
+	unsigned long port = 0;
+	size_t i;
+
+	memset(o, 0, sizeof(*o));
+	for (p = s; p < end && (handshake_is_alpha((unsigned char)*p) ||
+	    (p > s && (handshake_is_digit((unsigned char)*p) ||
+	    *p == '+' || *p == '-' || *p == '.'))); p++)
+		;
+	if (p == s || end - p < 3 || memcmp(p, "://", 3) != 0) {
+		*why = "expected '*' or scheme://host[:port]";
+		return -1;
+	}
+	o->scheme = s;
+	o->scheme_len = (size_t)(p - s);
+	o->host = p += 3;
+	for (; p < end; p++)
+		if (*p == '/' || *p == '?' || *p == '#' || *p == '@') {
+			*why = *p == '@' ? "an origin has no user part" :
+			    "an origin has no path, query or fragment";
+			return -1;
+		}
+	/* The port: digits after the last ':', outside an IPv6 literal. */
+	colon = NULL;
+	for (p = end; p > o->host; p--) {
+		if (p[-1] == ':') {
+			colon = p - 1;
+			break;
+		}
+		if (p[-1] == ']')
+			break;
+	}
+	if (colon != NULL) {
+		o->port = colon + 1;
+		o->port_len = (size_t)(end - o->port);
+		if (o->port_len == 0 || o->port_len > 5 || o->port[0] == '0') {
+			*why = "the port must be 1..65535, without leading "
+			    "zeros";
+			return -1;
+		}
+		for (i = 0; i < o->port_len; i++) {
+			if (!handshake_is_digit((unsigned char)o->port[i])) {
+				*why = "the port must be 1..65535, without "
+				    "leading zeros";
+				return -1;
+			}
+			port = port * 10 + (unsigned long)(o->port[i] - '0');
+		}
+		if (port > 65535) {
+			*why = "the port must be 1..65535, without leading "
+			    "zeros";
+			return -1;
+		}
+		o->host_len = (size_t)(colon - o->host);
+	} else
+		o->host_len = (size_t)(end - o->host);
+
+	if (o->host_len >= 2 && o->host[0] == '*' && o->host[1] == '.') {
+		if (!wildcard) {
+			*why = "a wildcard host";
+			return -1;
+		}
+		if (!handshake_host_valid(o->host + 2, o->host_len - 2)) {
+			*why = "expected a domain name after '*.'";
+			return -1;
+		}
+		o->wildcard = true;
+	} else if (o->host_len > 0 && o->host[0] == '[') {
+		if (!handshake_ipv6_valid(o->host, o->host_len)) {
+			*why = "not a host name or bracketed IPv6 address";
+			return -1;
+		}
+	} else if (!handshake_host_valid(o->host, o->host_len)) {
+		*why = o->host_len == 0 ? "no host" : memchr(o->host, '*',
+		    o->host_len) != NULL ? "'*' is only allowed as a whole "
+		    "first label, as in https://*.example.com" :
+		    "not a host name or bracketed IPv6 address";
+		return -1;
+	}
+	if ((port == 80 && (handshake_scheme_is(o, "http") ||
+	    handshake_scheme_is(o, "ws"))) ||
+	    (port == 443 && (handshake_scheme_is(o, "https") ||
+	    handshake_scheme_is(o, "wss")))) {
+		*why = "browsers never send the scheme's default port: "
+		    "leave it out";
+		return -1;
+	}
+	return 0;
+}
+
+int
+handshake_origin_check(const char *entry, const char **why)
+{
+	struct handshake_origin o;
+
+	if (strcmp(entry, "*") == 0)
+		return 0;
+	return handshake_origin_parse(entry, strlen(entry), true, &o, why);
+}
+
+bool
+handshake_origin_allowed(const char *const *origins, const char *origin,
+    size_t len)
+{
+	struct handshake_origin have, want;
+	const char *why;
+	bool valid;
+	size_t i, suffix;
+
+	if (origins == NULL || origins[0] == NULL || origin == NULL)
+		return true;
+	valid = handshake_origin_parse(origin, len, false, &have, &why) == 0;
+	for (i = 0; origins[i] != NULL; i++) {
+		if (strcmp(origins[i], "*") == 0)
+			return true;
+		if (!valid || handshake_origin_parse(origins[i],
+		    strlen(origins[i]), true, &want, &why) == -1)
+			continue;
+		if (!want.wildcard) {
+			if (strlen(origins[i]) == len &&
+			    strncasecmp(origins[i], origin, len) == 0)
+				return true;
+			continue;
+		}
+		/* want.host is "*.domain": match ".domain" at the end of a
+		 * longer host of the same scheme and port. */
+		suffix = want.host_len - 1;
+		if (have.scheme_len == want.scheme_len &&
+		    strncasecmp(have.scheme, want.scheme,
+		    want.scheme_len) == 0 &&
+		    have.port_len == want.port_len && (want.port_len == 0 ||
+		    memcmp(have.port, want.port, want.port_len) == 0) &&
+		    have.host_len > suffix &&
+		    strncasecmp(have.host + have.host_len - suffix,
+		    want.host + 1, suffix) == 0)
+			return true;
+	}
+	return false;
 }
 
 /*

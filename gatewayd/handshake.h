@@ -7,6 +7,7 @@
 #ifndef GATEWAYD_HANDSHAKE_H
 #define GATEWAYD_HANDSHAKE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "http_req.h"
@@ -44,6 +45,46 @@ void handshake_accept_key(const char *key, size_t key_len,
 /* The index of name among the offered subprotocols, or -1. */
 int handshake_find_subprotocol(const struct handshake *hs, const char *name,
     size_t name_len);
+
+/*
+ * The index in server_list (NULL-terminated, in the server's order of
+ * preference) of the first name the client offered, or -1 when it offered
+ * none of them (or server_list is NULL or empty).  Names compare
+ * case-sensitively, as subprotocols do.
+ */
+int handshake_select_subprotocol(const struct handshake *hs,
+    const char *const *server_list);
+
+/* True when s[0..len) is a non-empty RFC 9110 token (a subprotocol name). */
+bool handshake_is_token(const char *s, size_t len);
+
+/*
+ * Origins (RFC 6454): an allow-list holds entries of three kinds:
+ *   "*"                          any origin, "null" included
+ *   "scheme://host[:port]"       exactly that origin, compared without
+ *                                regard to case
+ *   "scheme://" then "*.domain[:port]"
+ *                                any origin of that scheme and port whose
+ *                                host is one or more labels followed by
+ *                                ".domain" (not "domain" itself)
+ * No path, query, fragment or user; the port is 1..65535 without leading
+ * zeros, and not the default port of http/ws (80) or https/wss (443),
+ * which browsers never send.
+ */
+
+/* Check one allow-list entry (NUL-terminated): 0, or -1 with *why set. */
+int handshake_origin_check(const char *entry, const char **why);
+
+/*
+ * Whether the Origin header value origin[0..len) passes the NULL-terminated
+ * allow-list origins.  origin NULL means the request had no Origin header:
+ * allowed, since only browsers send one and the check protects browsers.
+ * An empty (or NULL) list allows every origin.  A value that is not a
+ * serialized origin ("null", one with a path) matches "*" alone.  Invalid
+ * entries in the list match nothing.
+ */
+bool handshake_origin_allowed(const char *const *origins, const char *origin,
+    size_t len);
 
 /* Write the 101 response into buf; subprotocol may be NULL.  Returns the
  * length, or 0 when it does not fit. */

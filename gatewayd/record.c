@@ -74,11 +74,18 @@ record_string(const char *s, size_t len)
 }
 
 char *
-record_hello(const char *room, size_t *len)
+record_hello(const char *room, bool resumed, size_t *len)
 {
-	return record_dump(json_pack("{s:s, s:o, s:i}", "type", "hello",
+	json_t *obj = json_pack("{s:s, s:o, s:i}", "type", "hello",
 	    "room", record_string(room, strlen(room)),
-	    "version", RECORD_VERSION), len);
+	    "version", RECORD_VERSION);
+
+	if (obj != NULL && resumed &&
+	    json_object_set_new(obj, "resumed", json_true()) == -1) {
+		json_decref(obj);
+		return NULL;
+	}
+	return record_dump(obj, len);
 }
 
 char *
@@ -251,6 +258,41 @@ record_close(const char *client, unsigned code, const char *reason,
 	    "client", client,
 	    "code", (int)code,
 	    "reason", record_string(reason, reason_len)), len);
+}
+
+char *
+record_open_resumed(const char *open, size_t open_len, size_t *len)
+{
+	static const char field[] = "\"resumed\":true,";
+	char *line;
+
+	/* Every open line starts with '{' and has fields after it. */
+	if (open_len < 2 || open[0] != '{')
+		return NULL;
+	line = malloc(open_len + sizeof(field) - 1);
+	if (line == NULL)
+		return NULL;
+	line[0] = '{';
+	memcpy(line + 1, field, sizeof(field) - 1);
+	memcpy(line + sizeof(field), open + 1, open_len - 1);
+	*len = open_len + sizeof(field) - 1;
+	return line;
+}
+
+const char *
+record_message_client(const char *line, size_t len, char *id, size_t id_size)
+{
+	static const char head[] = "{\"type\":\"message\",\"client\":\"";
+	const char *start = line + sizeof(head) - 1, *end;
+
+	if (len < sizeof(head) || memcmp(line, head, sizeof(head) - 1) != 0)
+		return NULL;
+	end = memchr(start, '"', len - (sizeof(head) - 1));
+	if (end == NULL || (size_t)(end - start) >= id_size)
+		return NULL;
+	memcpy(id, start, (size_t)(end - start));
+	id[end - start] = '\0';
+	return id;
 }
 
 /* Decoding */

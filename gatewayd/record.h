@@ -50,12 +50,22 @@ struct record_open {
  * as UTF-8; bytes that are not valid UTF-8 (possible in request headers)
  * are replaced by U+FFFD so that every line is valid JSON.
  */
-char *record_hello(const char *room, size_t *len);
+char *record_hello(const char *room, bool resumed, size_t *len);
 char *record_open(const struct record_open *open, size_t *len);
 char *record_message(const char *client, bool binary, const uint8_t *data,
     size_t data_len, size_t *len);
 char *record_close(const char *client, unsigned code, const char *reason,
     size_t reason_len, size_t *len);
+
+/* The open line open[0..open_len) (as record_open wrote it) again, with
+ * "resumed":true added: what a restarted backend gets for a client that
+ * was already connected.  NULL when out of memory. */
+char *record_open_resumed(const char *open, size_t open_len, size_t *len);
+
+/* The client id of a message line as record_message wrote it, copied
+ * into id (size >= 24), or NULL when line is not such a message. */
+const char *record_message_client(const char *line, size_t len, char *id,
+    size_t id_size);
 
 enum record_command {
 	RECORD_SEND,

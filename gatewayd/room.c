@@ -1,22 +1,39 @@
 /*
  * room: a matched request path, its clients and its backend.
  *
- * Exact rooms live as long as the daemon; their backend starts with it and,
- * after a failure, again with the next client.  Pattern rooms (a resource
- * whose path ends in a slash and a star) are made by their first client
- * and stopped `linger` after their last one leaves.  The room owns the order of records in both directions: what its
+ * Exact rooms live as long as the daemon; their backend starts with it.
+ * Pattern rooms (a resource whose path ends in a slash and a star) are
+ * made by their first client and stopped `linger` after their last one
+ * leaves.  The room owns the order of records in both directions: what its
  * backend writes is applied in order, and what its clients do is written
  * to the backend in the order it happened.
+ *
+ * A room outlives its backend.  When the backend fails, the room starts it
+ * again after a backoff (restart_delay, doubling up to restart_max_delay)
+ * and, with on_backend_down = hold, keeps its clients meanwhile: their
+ * messages wait in the room's hold queue (up to hold_buffer bytes, then the
+ * clients are no longer read), and the new backend gets a resumed hello,
+ * an open for every client, then the held messages in order.  After
+ * hold_timeout without a backend the clients are closed with 1012.
+ *
+ * Backpressure: past backend_buffer bytes queued towards the backend, or
+ * hold_buffer bytes held, the room stops reading its clients; it reads
+ * them again once the queue is down to half.
  */
 #include <search.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/event.h>
 
 #include "gatewayd.h"
 #include "log.h"
 #include "stats.h"
+
+static void room_linger_cb(evutil_socket_t fd, short events, void *arg);
+static void room_restart_cb(evutil_socket_t fd, short events, void *arg);
+static void room_hold_timeout_cb(evutil_socket_t fd, short events, void *arg);
 
 /* Rooms are told apart by resource and path: "/a/b" matched by a "/a/" pattern
  * is not the room of an exact "/a/b" resource further down the file. */
@@ -30,8 +47,22 @@ room_cmp(const void *a, const void *b)
 	return strcmp(x->path, y->path);
 }
 
+static uint64_t
+room_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static void
-room_linger_cb(evutil_socket_t fd, short events, void *arg);
+room_timer_set(struct event *ev, uint64_t ms)
+{
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+
+	evtimer_add(ev, &tv);
+}
 
 static struct room *
 room_new(const char *path, size_t len, const struct cfg_resource *res)
@@ -45,11 +76,20 @@ room_new(const char *path, size_t len, const struct cfg_resource *res)
 	r->res = res;
 	LIST_INIT(&r->members);
 	LIST_INIT(&r->pending);
+	STAILQ_INIT(&r->held);
+	r->restart_delay_ms = res->opts.restart_delay_ms;
 	r->linger_timer = evtimer_new(server.base, room_linger_cb, r);
+	r->restart_timer = evtimer_new(server.base, room_restart_cb, r);
+	r->hold_timer = evtimer_new(server.base, room_hold_timeout_cb, r);
 	if (r->path == NULL || r->linger_timer == NULL ||
+	    r->restart_timer == NULL || r->hold_timer == NULL ||
 	    tsearch(r, &server.room_index, room_cmp) == NULL) {
 		if (r->linger_timer != NULL)
 			event_free(r->linger_timer);
+		if (r->restart_timer != NULL)
+			event_free(r->restart_timer);
+		if (r->hold_timer != NULL)
+			event_free(r->hold_timer);
 		free(r->path);
 		free(r);
 		return NULL;
@@ -58,18 +98,215 @@ room_new(const char *path, size_t len, const struct cfg_resource *res)
 	return r;
 }
 
+static bool
+room_holding(const struct room *r)
+{
+	return evtimer_pending(r->hold_timer, NULL);
+}
+
+/* Drop every held message; returns how many there were. */
+static size_t
+room_discard_held(struct room *r)
+{
+	struct held_record *h;
+	size_t n = r->n_held;
+
+	while ((h = STAILQ_FIRST(&r->held)) != NULL) {
+		STAILQ_REMOVE_HEAD(&r->held, entry);
+		free(h->line);
+		free(h);
+	}
+	stats.records_discarded += n;
+	stats.bytes_held -= r->held_bytes;
+	r->held_bytes = 0;
+	r->n_held = 0;
+	return n;
+}
+
+/* Read the clients again, or stop reading them, as the queues say. */
+static void
+room_update_pause(struct room *r)
+{
+	const struct cfg_room_opts *o = &r->res->opts;
+	struct client *c;
+	size_t queued = r->backend != NULL ? backend_queued(r->backend) : 0;
+	bool pause;
+
+	if (r->paused)
+		pause = queued > o->backend_buffer / 2 ||
+		    r->held_bytes > o->hold_buffer / 2;
+	else
+		pause = queued > o->backend_buffer || r->held_bytes > o->hold_buffer;
+	if (pause == r->paused)
+		return;
+	r->paused = pause;
+	if (pause) {
+		stats.rooms_paused++;
+		stats.room_pauses++;
+		log_debug("room %s: pausing its clients (%zu bytes queued, %zu "
+		    "held)", r->path, queued, r->held_bytes);
+	} else {
+		stats.rooms_paused--;
+		log_debug("room %s: reading its clients again", r->path);
+	}
+	LIST_FOREACH(c, &r->members, room_entry)
+		client_set_reading(c, !pause);
+}
+
 /* The room must be empty. */
 static void
 room_free(struct room *r)
 {
 	if (r->backend != NULL)
 		backend_stop(r->backend);
+	room_discard_held(r);
+	if (r->paused)
+		stats.rooms_paused--;
 	tdelete(r, &server.room_index, room_cmp);
 	LIST_REMOVE(r, entry);
 	event_free(r->linger_timer);
+	event_free(r->restart_timer);
+	event_free(r->hold_timer);
 	log_debug("room %s: stopped", r->path);
 	free(r->path);
 	free(r);
+}
+
+/*
+ * Start the backend.  A backend that takes over from a failed one gets a
+ * resumed hello, the open record of every client (members marked
+ * resumed; authorizing clients as they were, for their verdict), then the
+ * held messages of clients still here, in order.
+ */
+static int
+room_start_backend(struct room *r)
+{
+	bool resumed = r->n_members + r->n_pending > 0;
+	struct held_record *h;
+	struct client *c;
+	size_t len, held = r->n_held, resumed_clients = 0;
+	char *line;
+
+	r->backend = backend_start(r, resumed);
+	if (r->backend == NULL)
+		return -1;
+	r->backend_since_ms = room_now_ms();
+	LIST_FOREACH(c, &r->members, room_entry) {
+		line = record_open_resumed(c->open_line, c->open_len, &len);
+		if (line != NULL) {
+			backend_write(r->backend, line, len);
+			resumed_clients++;
+		}
+	}
+	LIST_FOREACH(c, &r->pending, room_entry) {
+		line = strndup(c->open_line, c->open_len);
+		if (line != NULL)
+			backend_write(r->backend, line, c->open_len);
+	}
+	while ((h = STAILQ_FIRST(&r->held)) != NULL) {
+		STAILQ_REMOVE_HEAD(&r->held, entry);
+		r->n_held--;
+		r->held_bytes -= h->len;
+		stats.bytes_held -= h->len;
+		c = client_find_id(h->client);
+		if (c != NULL && c->room == r && c->state == CLIENT_OPEN) {
+			backend_write(r->backend, h->line, h->len);
+		} else {
+			/* Its sender left: the new backend never knew it. */
+			stats.records_discarded++;
+			free(h->line);
+		}
+		free(h);
+	}
+	if (evtimer_pending(r->hold_timer, NULL)) {
+		evtimer_del(r->hold_timer);
+		stats.clients_held -= r->n_members + r->n_pending;
+	}
+	if (resumed) {
+		stats.clients_resumed += resumed_clients;
+		log_info("room %s: backend resumed %zu clients and %zu held "
+		    "messages", r->path, resumed_clients, held);
+	}
+	room_update_pause(r);
+	return 0;
+}
+
+/* Schedule the next start after a backoff. */
+static void
+room_schedule_restart(struct room *r)
+{
+	const struct cfg_room_opts *o = &r->res->opts;
+	uint64_t delay = r->restart_delay_ms;
+
+	room_timer_set(r->restart_timer, delay);
+	r->restart_delay_ms = delay * 2 > o->restart_max_delay_ms ?
+	    o->restart_max_delay_ms : delay * 2;
+	if (r->restart_delay_ms == 0)
+		r->restart_delay_ms = o->restart_delay_ms;
+	log_info("room %s: starting the backend again in %llu ms (failure %u)",
+	    r->path, (unsigned long long)delay, r->failures);
+}
+
+static void
+room_restart_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct room *r = arg;
+
+	if (r->backend != NULL)
+		return;
+	if (room_start_backend(r) == 0) {
+		stats.backend_restarts++;
+		return;
+	}
+	r->failures++;
+	room_schedule_restart(r);
+}
+
+/* Hold the room's clients while its backend is down. */
+static void
+room_hold(struct room *r)
+{
+	if (room_holding(r))
+		return;
+	room_timer_set(r->hold_timer, r->res->opts.hold_timeout_ms);
+	stats.clients_held += r->n_members + r->n_pending;
+	if (r->n_members + r->n_pending > 0)
+		log_warn("room %s: holding %zu clients for up to %llu ms until "
+		    "the backend is back", r->path, r->n_members + r->n_pending,
+		    (unsigned long long)r->res->opts.hold_timeout_ms);
+}
+
+/* Close every client: the backend is gone and will not be waited for. */
+static void
+room_close_clients(struct room *r, unsigned code)
+{
+	struct client *c;
+
+	while ((c = LIST_FIRST(&r->members)) != NULL)
+		client_backend_lost(c, code);
+	while ((c = LIST_FIRST(&r->pending)) != NULL)
+		client_backend_lost(c, code);
+}
+
+static void
+room_hold_timeout_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct room *r = arg;
+	size_t clients = r->n_members + r->n_pending, dropped;
+
+	stats.hold_timeouts++;
+	stats.clients_held -= clients;
+	dropped = room_discard_held(r);
+	log_warn("room %s: no backend after %llu ms: closing %zu clients "
+	    "(1012) and discarding %zu held messages", r->path,
+	    (unsigned long long)r->res->opts.hold_timeout_ms, clients, dropped);
+	room_close_clients(r, WS_CLOSE_SERVICE_RESTART);
+	room_update_pause(r);
+	if (r->res->is_prefix) {
+		/* A pattern room with no clients is not started again. */
+		evtimer_del(r->restart_timer);
+		room_free(r);
+	}
 }
 
 struct room *
@@ -86,13 +323,22 @@ room_get(const char *path, size_t len, const struct cfg_resource *res)
 	r = found != NULL ? *found : room_new(path, len, res);
 	if (r == NULL)
 		return NULL;
+	if (r->backend == NULL && !evtimer_pending(r->restart_timer, NULL) &&
+	    room_start_backend(r) == -1) {
+		r->failures++;
+		room_schedule_restart(r);
+	}
 	if (r->backend == NULL) {
-		r->backend = backend_start(r);
-		if (r->backend == NULL) {
-			if (res->is_prefix && r->n_members == 0 && r->n_pending == 0)
+		/* Down: a held room takes the client in, to wait with the
+		 * others; otherwise it is refused. */
+		if (res->opts.on_backend_down != CFG_BACKEND_DOWN_HOLD) {
+			if (res->is_prefix && r->n_members + r->n_pending == 0) {
+				evtimer_del(r->restart_timer);
 				room_free(r);
+			}
 			return NULL;
 		}
+		room_hold(r);
 	}
 	evtimer_del(r->linger_timer);	/* a client is coming in */
 	return r;
@@ -114,8 +360,11 @@ room_start_exact(void)
 		if (r == NULL)
 			return -1;
 		/* An unreachable backend is no reason not to start: the
-		 * room tries again when its first client comes. */
-		r->backend = backend_start(r);
+		 * room tries again after a backoff. */
+		if (room_start_backend(r) == -1) {
+			r->failures++;
+			room_schedule_restart(r);
+		}
 	}
 	return 0;
 }
@@ -126,6 +375,8 @@ room_add_pending(struct room *r, struct client *c)
 	LIST_INSERT_HEAD(&r->pending, c, room_entry);
 	r->n_pending++;
 	c->room = r;
+	if (room_holding(r))
+		stats.clients_held++;
 }
 
 void
@@ -134,6 +385,10 @@ room_add_member(struct room *r, struct client *c)
 	LIST_INSERT_HEAD(&r->members, c, room_entry);
 	r->n_members++;
 	c->room = r;
+	if (room_holding(r))
+		stats.clients_held++;
+	if (r->paused)
+		client_set_reading(c, false);
 }
 
 void
@@ -141,7 +396,10 @@ room_promote(struct room *r, struct client *c)
 {
 	LIST_REMOVE(c, room_entry);
 	r->n_pending--;
-	room_add_member(r, c);
+	LIST_INSERT_HEAD(&r->members, c, room_entry);
+	r->n_members++;
+	if (r->paused)
+		client_set_reading(c, false);
 }
 
 static void
@@ -149,29 +407,31 @@ room_linger_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct room *r = arg;
 
-	if (r->n_members == 0 && r->n_pending == 0)
+	if (r->n_members == 0 && r->n_pending == 0) {
+		evtimer_del(r->restart_timer);
+		if (room_holding(r))
+			evtimer_del(r->hold_timer);
 		room_free(r);
+	}
 }
 
 void
 room_remove(struct room *r, struct client *c)
 {
-	struct timeval tv;
-
 	LIST_REMOVE(c, room_entry);
 	if (c->state == CLIENT_AUTHORIZING)
 		r->n_pending--;
 	else
 		r->n_members--;
 	c->room = NULL;
+	if (room_holding(r))
+		stats.clients_held--;
 	if (!r->res->is_prefix || r->n_members > 0 || r->n_pending > 0 ||
 	    server.stopping)
 		return;
 	/* Even a linger of 0 goes through the timer: the room may be in
 	 * use further up the stack. */
-	tv.tv_sec = (time_t)(r->res->opts.linger_ms / 1000);
-	tv.tv_usec = (suseconds_t)(r->res->opts.linger_ms % 1000) * 1000;
-	evtimer_add(r->linger_timer, &tv);
+	room_timer_set(r->linger_timer, r->res->opts.linger_ms);
 }
 
 void
@@ -181,6 +441,38 @@ room_write(struct room *r, char *line, size_t len)
 		backend_write(r->backend, line, len);
 	else
 		free(line);
+}
+
+void
+room_write_message(struct room *r, struct client *c, char *line, size_t len)
+{
+	struct held_record *h;
+
+	if (r->backend != NULL) {
+		backend_write(r->backend, line, len);
+	} else {
+		h = malloc(sizeof(*h));
+		if (h == NULL) {
+			free(line);
+			return;
+		}
+		h->client = c->id;
+		h->line = line;
+		h->len = len;
+		STAILQ_INSERT_TAIL(&r->held, h, entry);
+		r->n_held++;
+		r->held_bytes += len;
+		stats.bytes_held += len;
+		stats.records_held++;
+	}
+	room_update_pause(r);
+}
+
+void
+room_backend_drained(struct room *r)
+{
+	if (r->paused)
+		room_update_pause(r);
 }
 
 /* True when name is one of the ids in list. */
@@ -239,7 +531,7 @@ room_broadcast(struct room *r, const struct record_cmd *cmd)
 {
 	enum ws_frame_opcode op = cmd->binary ? WS_OP_BINARY : WS_OP_TEXT;
 	struct shared_frame *frame;
-	struct client *c;
+	struct client *c, *next;
 
 	if (r->n_members == 0)
 		return;
@@ -249,7 +541,10 @@ room_broadcast(struct room *r, const struct record_cmd *cmd)
 		log_warn("room %s: out of memory for a broadcast", r->path);
 		return;
 	}
-	LIST_FOREACH(c, &r->members, room_entry) {
+	/* A slow member is closed, and so leaves the list, as it is sent
+	 * to. */
+	for (c = LIST_FIRST(&r->members); c != NULL; c = next) {
+		next = LIST_NEXT(c, room_entry);
 		if (!room_listed(c->name, cmd->except, cmd->n_except))
 			client_send(c, frame);
 	}
@@ -319,21 +614,42 @@ room_command(struct room *r, const struct record_cmd *cmd)
 void
 room_backend_lost(struct room *r)
 {
+	const struct cfg_room_opts *o = &r->res->opts;
 	struct backend *b = r->backend;
-	struct client *c;
+	size_t clients = r->n_members + r->n_pending;
 
 	r->backend = NULL;
-	if (b != NULL)
+	if (b != NULL) {
+		if (o->on_backend_down == CFG_BACKEND_DOWN_HOLD)
+			backend_requeue_unsent(b, r);
 		backend_stop(b);
-	if (r->n_members + r->n_pending > 0)
-		log_warn("room %s: closing %zu clients (1011) and failing %zu "
-		    "handshakes (502)", r->path, r->n_members, r->n_pending);
-	while ((c = LIST_FIRST(&r->members)) != NULL)
-		client_backend_lost(c);
-	while ((c = LIST_FIRST(&r->pending)) != NULL)
-		client_backend_lost(c);
-	if (r->res->is_prefix)
+	}
+	/* A backend that ran a good while failed on its own, not in a
+	 * crash loop: start the backoff afresh. */
+	if (room_now_ms() - r->backend_since_ms >= o->restart_max_delay_ms) {
+		r->restart_delay_ms = o->restart_delay_ms;
+		r->failures = 0;
+	}
+	r->failures++;
+	if (clients == 0 && r->res->is_prefix) {
 		room_free(r);
+		return;
+	}
+	if (o->on_backend_down == CFG_BACKEND_DOWN_HOLD) {
+		room_hold(r);
+	} else {
+		if (clients > 0)
+			log_warn("room %s: closing %zu clients (1011) and failing "
+			    "%zu handshakes (502)", r->path, r->n_members,
+			    r->n_pending);
+		room_close_clients(r, WS_CLOSE_INTERNAL_ERROR);
+		if (r->res->is_prefix) {
+			room_free(r);
+			return;
+		}
+	}
+	room_schedule_restart(r);
+	room_update_pause(r);
 }
 
 void
@@ -341,6 +657,11 @@ room_shutdown(struct room *r)
 {
 	struct client *c;
 
+	evtimer_del(r->restart_timer);
+	if (room_holding(r)) {
+		evtimer_del(r->hold_timer);
+		stats.clients_held -= r->n_members + r->n_pending;
+	}
 	while ((c = LIST_FIRST(&r->members)) != NULL)
 		client_shutdown(c);
 	while ((c = LIST_FIRST(&r->pending)) != NULL)

@@ -22,6 +22,17 @@ struct stats {
 	uint64_t records_too_long;
 	uint64_t commands_dropped;	/* naming a client that is gone */
 	uint64_t authorize_timeouts;
+	uint64_t backend_restarts;	/* backends started again after a failure */
+	uint64_t clients_held;		/* now: clients waiting for a backend */
+	uint64_t clients_resumed;	/* handed to a restarted backend */
+	uint64_t bytes_held;		/* now: messages waiting for a backend */
+	uint64_t records_held;		/* messages that ever waited */
+	uint64_t records_discarded;	/* held messages dropped: hold_timeout, or
+					 * their client left before the resume */
+	uint64_t hold_timeouts;
+	uint64_t rooms_paused;		/* now: rooms whose clients are not read */
+	uint64_t room_pauses;		/* times a room was paused */
+	uint64_t slow_consumers;	/* clients closed with 1008 */
 };
 
 extern struct stats stats;

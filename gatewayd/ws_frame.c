@@ -5,10 +5,14 @@
  * length, then 4 of mask) into p->header, checks each part as soon as it is
  * whole, and then copies the payload into the message buffer (data frames)
  * or p->control (control frames), unmasking it as it arrives.  Every
- * decision that can be made from the header is made there: a frame that
- * would overflow max_message_size is refused before any of its payload is
- * read.  Text is validated as each chunk is unmasked, and the error is
- * reported at the byte that makes it invalid.
+ * decision that can be made from the header is made there: a frame over
+ * max_frame_size, or one that would overflow max_message_size, is refused
+ * before any of its payload is read.  Text is validated as each chunk is
+ * unmasked, and the error is reported at the byte that makes it invalid.
+ *
+ * The message buffer follows the bytes that have arrived, not the length
+ * a header announces: a peer that announces 16 MiB and sends one byte
+ * costs WS_FRAME_FIRST_BUFFER, not 16 MiB.
  *
  * On an error the parser frees its buffer and keeps refusing input; the
  * number of bytes it reports consumed runs up to and including the byte
@@ -24,8 +28,6 @@
 /* A message buffer larger than this is freed once its message has been
  * delivered, so that idle connections hold no big buffers. */
 #define WS_FRAME_KEEP_BUFFER	4096
-/* The first allocation for a fragmented message. */
-#define WS_FRAME_MIN_BUFFER	1024
 
 /* Header bits. */
 #define WS_FIN		0x80
@@ -69,13 +71,14 @@ ws_frame_buffer_free(struct ws_frame_parser *p)
 
 void
 ws_frame_parser_init(struct ws_frame_parser *p, uint64_t max_message_size,
-    bool expect_masked)
+    uint64_t max_frame_size, bool expect_masked)
 {
 	memset(p, 0, sizeof(*p));
 	/* Sizes are computed in size_t; keep them far from overflow. */
 	if (max_message_size > SIZE_MAX / 2)
 		max_message_size = SIZE_MAX / 2;
 	p->max_message_size = max_message_size;
+	p->max_frame_size = max_frame_size;
 	p->expect_masked = expect_masked;
 	p->state = WS_FRAME_HEADER;
 	p->header_need = 2;
@@ -121,28 +124,35 @@ ws_frame_message_reset(struct ws_frame_parser *p)
 }
 
 /*
- * Make room for need bytes of message.  A message in one frame gets its
- * announced size at once (the header check bounded it by max_message_size);
- * a fragmented one grows geometrically, never past max_message_size.
+ * Make room for need bytes of message (need counts bytes that have
+ * arrived).  The buffer grows geometrically with them: it starts at the
+ * smaller of WS_FRAME_FIRST_BUFFER and the message's size at the end of
+ * this frame, at least doubles on each growth, and never passes what the
+ * message can still become: its exact size in its final frame, else
+ * max_message_size.  So it holds at most twice the bytes received, or
+ * WS_FRAME_FIRST_BUFFER, whatever length the header announced.
  */
 static int
 ws_frame_reserve(struct ws_frame_parser *p, size_t need)
 {
-	size_t cap;
+	size_t cap, frame_end, limit;
 	uint8_t *m;
 
 	if (need <= p->message_cap)
 		return 0;
-	if (p->fin && p->opcode != WS_OP_CONTINUATION) {
-		cap = (size_t)p->payload_len;
-	} else {
-		cap = p->message_cap ? p->message_cap : WS_FRAME_MIN_BUFFER;
-		while (cap < need)
-			cap *= 2;
-		if (cap > p->max_message_size)
-			cap = (size_t)p->max_message_size;
-	}
-	if (cap < need)	/* not reached: need <= max_message_size */
+	/* The header check bounded these by max_message_size. */
+	frame_end = p->message_len - (size_t)p->payload_have +
+	    (size_t)p->payload_len;
+	limit = p->fin ? frame_end : (size_t)p->max_message_size;
+	cap = frame_end < WS_FRAME_FIRST_BUFFER ? frame_end :
+	    WS_FRAME_FIRST_BUFFER;
+	if (cap < 2 * p->message_cap)
+		cap = 2 * p->message_cap;
+	if (cap < need)
+		cap = need;
+	if (cap > limit)
+		cap = limit;
+	if (cap < need)	/* not reached: need <= frame_end <= limit */
 		cap = need;
 	if ((m = realloc(p->message, cap)) == NULL)
 		return -1;
@@ -251,7 +261,12 @@ ws_frame_header_step(struct ws_frame_parser *p, struct ws_frame_event *ev)
 		return 0;
 	}
 
-	/* The length is known: the message size is decided here. */
+	/* The length is known: the frame and message sizes are decided
+	 * here.  Control frames are bounded by 125 bytes instead. */
+	if (!ws_frame_is_control(p->opcode) && p->max_frame_size != 0 &&
+	    p->payload_len > p->max_frame_size)
+		return ws_frame_fail(p, ev, WS_CLOSE_TOO_BIG,
+		    "frame over max_frame_size");
 	if (!ws_frame_is_control(p->opcode) &&
 	    p->payload_len > p->max_message_size - p->message_len)
 		return ws_frame_fail(p, ev, WS_CLOSE_TOO_BIG,

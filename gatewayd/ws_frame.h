@@ -19,6 +19,9 @@
 #define WS_FRAME_MAX_HEADER 14		/* 2 + 8 (length) + 4 (mask) */
 #define WS_FRAME_MAX_CONTROL 125	/* largest control frame payload */
 #define WS_FRAME_MAX_REASON 123		/* close reason after the 2-byte code */
+/* The message buffer's first size at most; it then grows with the bytes
+ * that arrive (to at most twice them), never with an announced length. */
+#define WS_FRAME_FIRST_BUFFER 16384
 
 enum ws_frame_opcode {
 	WS_OP_CONTINUATION = 0x0,
@@ -76,6 +79,7 @@ enum ws_frame_state {
 struct ws_frame_parser {
 	/* limits and role, set by ws_frame_parser_init */
 	uint64_t max_message_size;	/* payload bytes of a whole message */
+	uint64_t max_frame_size;	/* of one data frame; 0: no own limit */
 	bool expect_masked;		/* server side: frames must be masked */
 
 	enum ws_frame_state state;
@@ -94,7 +98,8 @@ struct ws_frame_parser {
 	/* the data message being reassembled across fragments */
 	bool in_message;		/* a fragmented message is open */
 	enum ws_frame_opcode message_opcode;
-	uint8_t *message;		/* owned; kept small between messages */
+	uint8_t *message;		/* owned; grows with the bytes received,
+					 * kept small between messages */
 	size_t message_len;
 	size_t message_cap;
 	struct utf8 utf8;		/* text validation across fragments */
@@ -108,11 +113,16 @@ struct ws_frame_parser {
 	const char *error;
 };
 
-/* Set up a parser.  expect_masked is true for a server (client frames must
+/*
+ * Set up a parser.  expect_masked is true for a server (client frames must
  * be masked) and false for a client.  max_message_size bounds a message's
- * payload after reassembly. */
+ * payload after reassembly; max_frame_size bounds the payload of each data
+ * frame (0: no limit of its own, max_message_size alone applies).  A data
+ * frame over either is refused with 1009 as soon as its length is read.
+ * Control frames are bounded by WS_FRAME_MAX_CONTROL alone.
+ */
 void ws_frame_parser_init(struct ws_frame_parser *p, uint64_t max_message_size,
-    bool expect_masked);
+    uint64_t max_frame_size, bool expect_masked);
 
 /* Release the parser's message buffer.  The parser may be reused after
  * ws_frame_parser_init. */

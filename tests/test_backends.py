@@ -1,6 +1,8 @@
 """Backends that misbehave, die, or are not there, and the order of
-records."""
+records.  Failing backends are tested here with on_backend_down = close,
+whose clients see the failure; tests/test_resilience.py covers hold."""
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -65,9 +67,29 @@ def connect(g, path, **kw):
     return websockets.connect(g.url(path), open_timeout=TIMEOUT, **kw)
 
 
+@contextlib.asynccontextmanager
+async def connect_after_restart(g, path, timeout=TIMEOUT):
+    """Connect to a room whose backend just failed: it answers 502 until
+    the backend is started again, after restart_delay."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            ws = await connect(g, path)
+            break
+        except InvalidStatusCode as e:
+            if e.status_code != 502 or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+    try:
+        yield ws
+    finally:
+        await ws.close()
+
+
 def two_rooms(a="/a", b="/b", rec=None, extra=""):
     args = ("--record", rec) if rec else ()
     return f"""[gateway]
+on_backend_down = close
 [resource {a}]
 backend = {backend_cmd("scripted.py", *args)}
 {extra}
@@ -174,8 +196,8 @@ async def test_exec_backend_exits(gateway, tmp_path):
         assert await recv(a1) == "still chatting"
         await a2.send("me too")
         assert await recv(a2) == "me too"
-        # /b starts afresh with its next client.
-        async with connect(g, "/b") as b2:
+        # /b is started again after restart_delay.
+        async with connect_after_restart(g, "/b") as b2:
             again = await whoami(b2)
             assert again["pid"] != b_pid
             await b2.send("works")
@@ -202,6 +224,7 @@ async def test_exec_backend_exits_all_clients_closed(gateway):
 async def test_pattern_room_backend_exits(gateway, tmp_path):
     rec = tmp_path / "rec.jsonl"
     g = gateway(f"""[gateway]
+on_backend_down = close
 [resource /p/*]
 backend = {backend_cmd("scripted.py", "--record", rec)}
 """)
@@ -220,6 +243,7 @@ backend = {backend_cmd("scripted.py", "--record", rec)}
 async def test_unix_backend_missing_at_start(gateway, unix_room, tmp_path):
     sock = tmp_path / "room.sock"
     g = gateway(f"""[gateway]
+on_backend_down = close
 [resource /u]
 backend = unix:{sock}
 """)
@@ -232,10 +256,10 @@ backend = unix:{sock}
     stale.bind(str(sock))
     stale.close()
     await expect_status(g.url("/u"), 502)
-    assert "Connection refused" in g.log()
+    await wait_log(g, "Connection refused")
     sock.unlink()         # unix_room waits for the file to appear
     assert unix_room([PYTHON, SCRIPTED], name="room.sock") == str(sock)
-    async with connect(g, "/u") as ws:
+    async with connect_after_restart(g, "/u") as ws:
         me = await whoami(ws)
         assert me["room"] == "/u"
         await ws.send("hello")
@@ -246,6 +270,7 @@ async def test_unix_backend_drops_connection(gateway, unix_room, tmp_path):
     rec = tmp_path / "rec.jsonl"
     sock = unix_room([PYTHON, SCRIPTED, "--record", str(rec)])
     g = gateway(f"""[gateway]
+on_backend_down = close
 [resource /u]
 backend = unix:{sock}
 [resource /v]
@@ -259,8 +284,8 @@ backend = unix:{sock}
         assert (await expect_close(u2))[0] == 1011
         await v.send("v lives")
         assert await recv(v) == "v lives"
-        # The next client of /u reconnects.
-        async with connect(g, "/u") as u3:
+        # /u reconnects after restart_delay.
+        async with connect_after_restart(g, "/u") as u3:
             await u3.send("back")
             assert await recv(u3) == "back"
     assert "room /u: backend closed its connection" in g.log()
@@ -270,6 +295,7 @@ backend = unix:{sock}
 
 async def test_exec_backend_not_executable(gateway, tmp_path):
     g = gateway(f"""[gateway]
+on_backend_down = close
 [resource /missing]
 backend = exec:{tmp_path}/no/such/program --flag
 [resource /notexec]
@@ -306,6 +332,7 @@ async def test_exec_backend_stderr_logged(gateway):
 async def test_records_in_order(gateway, tmp_path):
     rec = tmp_path / "rec.jsonl"
     g = gateway(f"""[gateway]
+on_backend_down = close
 [resource /order]
 backend = {backend_cmd("recorder.py", rec)}
 """)
@@ -325,6 +352,7 @@ backend = {backend_cmd("recorder.py", rec)}
 async def test_records_in_order_binary_and_text(gateway, tmp_path):
     rec = tmp_path / "rec.jsonl"
     g = gateway(f"""[gateway]
+on_backend_down = close
 [resource /order]
 backend = {backend_cmd("recorder.py", rec)}
 """)
@@ -370,7 +398,7 @@ async def test_output_before_exit_is_applied(gateway):
     """What a backend wrote just before it died still reaches its client."""
     g = gateway(two_rooms())
     for i in range(5):
-        async with connect(g, "/a") as a:
+        async with connect_after_restart(g, "/a") as a:
             me = (await whoami(a))["client"]
             await a.send("cmd:" + json.dumps({"type": "send", "client": me,
                                               "text": f"last words {i}"}))
@@ -381,6 +409,7 @@ async def test_output_before_exit_is_applied(gateway):
 
 async def test_backend_exits_at_once(gateway):
     g = gateway("""[gateway]
+on_backend_down = close
 [resource /false]
 backend = exec:/bin/false
 authorize = yes
@@ -403,6 +432,7 @@ async def test_backend_closes_output_and_lingers(gateway, tmp_path):
     """A backend that closes its records but does not exit is lost, and
     killed after stop_timeout."""
     g = gateway(f"""[gateway]
+on_backend_down = close
 [resource /quiet]
 backend = exec:/bin/sh -c 'read line; exec 0<&- 1>&-; exec sleep 30'
 stop_timeout = 300ms
@@ -410,9 +440,12 @@ stop_timeout = 300ms
 backend = {backend_cmd("scripted.py")}
 """)
     # The backend of the exact room quits its records right after hello:
-    # a client gets its 101, then 1011.
-    async with connect(g, "/quiet") as ws:
-        assert (await expect_close(ws))[0] == 1011
+    # a client gets its 101, then 1011; or 502, once the loss is known.
+    try:
+        async with connect(g, "/quiet") as ws:
+            assert (await expect_close(ws))[0] == 1011
+    except InvalidStatusCode as e:
+        assert e.status_code == 502
     # EOF, or EPIPE when the open record is written first.
     log = g.log()
     assert "room /quiet: backend closed its output" in log or \
@@ -429,6 +462,7 @@ async def test_largest_messages_round_trip(gateway, tmp_path):
     escapes) goes to the backend and back."""
     rec = tmp_path / "rec.jsonl"
     g = gateway(f"""[gateway]
+on_backend_down = close
 [resource /big]
 backend = {backend_cmd("recorder.py", rec)}
 max_message_size = 256K
@@ -445,6 +479,7 @@ max_message_size = 256K
 
 async def test_stderr_without_newline_at_exit(gateway):
     g = gateway("""[gateway]
+on_backend_down = close
 [resource /x]
 backend = exec:/bin/sh -c 'read line; printf "last gasp" >&2; exit 0'
 """)
@@ -456,6 +491,7 @@ async def test_pattern_rooms_on_one_unix_socket(gateway, unix_room, tmp_path):
     rec = tmp_path / "rec.jsonl"
     sock = unix_room([PYTHON, SCRIPTED, "--record", str(rec)])
     g = gateway(f"""[gateway]
+on_backend_down = close
 [resource /u/*]
 backend = unix:{sock}
 linger = 0
@@ -492,6 +528,7 @@ async def test_exec_backend_inherits_no_descriptors(gateway):
     """A spawned backend holds its stdin/stdout and stderr, nothing of
     gatewayd's: no listener, client or other backend's socket."""
     g = gateway("""[gateway]
+on_backend_down = close
 [resource /fds/*]
 backend = exec:/bin/sh -c 'ls -l /proc/self/fd >&2; exec cat >/dev/null'
 """)
@@ -511,6 +548,7 @@ async def test_long_stderr_line_logged_whole(gateway):
     script = ('read l; head -c 5000 /dev/zero | tr "\\\\0" a >&2; '
               'echo END >&2; exec cat >/dev/null')
     g = gateway(f"""[gateway]
+on_backend_down = close
 [resource /long]
 backend = exec:/bin/sh -c '{script}'
 """)

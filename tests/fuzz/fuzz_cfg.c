@@ -3,7 +3,8 @@
  * check what comes back.  Either a model or errors, never both; every
  * error line is "fuzz.ini:LINE: message"; a model holds what the parser
  * promises (a listen address, resources with a backend, values within
- * their bounds, patterns that cfg_match finds).  The input is also split
+ * their bounds, lists that are never NULL and hold only valid items,
+ * restart_max_delay >= restart_delay, patterns that cfg_match finds).  The input is also split
  * as a command line.
  */
 #include <stddef.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 
 #include "cfg.h"
+#include "handshake.h"
 
 #define FILE_NAME	"fuzz.ini"
 
@@ -43,6 +45,9 @@ check_errors(const char *errors)
 static void
 check_opts(const struct cfg_room_opts *o)
 {
+	const char *why;
+	size_t i, j;
+
 	if (o->max_message_size < 1 || o->max_message_size > (1 << 30) ||
 	    o->authorize_timeout_ms < 100 ||
 	    o->authorize_timeout_ms > 3600000 ||
@@ -50,6 +55,39 @@ check_opts(const struct cfg_room_opts *o)
 	    o->close_timeout_ms < 100 || o->close_timeout_ms > 3600000 ||
 	    o->stop_timeout_ms > 3600000)
 		abort();
+	if (o->max_frame_size > (1 << 30) || o->max_clients > 1000000 ||
+	    o->ping_interval_ms > 24 * 3600000 ||
+	    o->pong_timeout_ms < 100 || o->pong_timeout_ms > 3600000 ||
+	    o->idle_timeout_ms > 24 * 3600000 ||
+	    o->max_client_buffer < 1024 || o->max_client_buffer > (1 << 30) ||
+	    o->backend_buffer < 4096 || o->backend_buffer > (1 << 30) ||
+	    (o->on_backend_down != CFG_BACKEND_DOWN_HOLD &&
+	    o->on_backend_down != CFG_BACKEND_DOWN_CLOSE) ||
+	    o->hold_buffer > (1 << 30) || o->hold_timeout_ms > 24 * 3600000 ||
+	    o->restart_delay_ms > 3600000 ||
+	    o->restart_max_delay_ms > 24 * 3600000 ||
+	    o->restart_max_delay_ms < o->restart_delay_ms)
+		abort();
+	if (o->origins == NULL || o->subprotocols == NULL)
+		abort();
+	for (i = 0; o->origins[i] != NULL; i++) {
+		if (handshake_origin_check(o->origins[i], &why) != 0)
+			abort();
+		/* an entry, but "*" and wildcards, lets itself in */
+		if (strcmp(o->origins[i], "*") != 0 &&
+		    strstr(o->origins[i], "://*.") == NULL &&
+		    !handshake_origin_allowed(o->origins + i, o->origins[i],
+		    strlen(o->origins[i])))
+			abort();
+	}
+	for (i = 0; o->subprotocols[i] != NULL; i++) {
+		if (!handshake_is_token(o->subprotocols[i],
+		    strlen(o->subprotocols[i])))
+			abort();
+		for (j = 0; j < i; j++)
+			if (strcmp(o->subprotocols[i], o->subprotocols[j]) == 0)
+				abort();
+	}
 }
 
 static void
@@ -63,6 +101,7 @@ check_cfg(const struct cfg *cfg)
 	    cfg->n_resources == 0)
 		abort();
 	if (cfg->max_connections < 1 || cfg->max_connections > 1000000 ||
+	    cfg->max_connections_per_ip > 1000000 ||
 	    cfg->max_header_size < 1024 || cfg->max_header_size > (1 << 20) ||
 	    cfg->max_headers < 1 || cfg->max_headers > 128 ||
 	    cfg->handshake_timeout_ms < 100 ||

@@ -4,12 +4,14 @@
  * Input: one byte that sets max_headers (1 + byte % 128), then the bytes a
  * client sends.  When they hold a request head, it is parsed, checked as a
  * handshake, and answered; every step's contract is checked, and any
- * breach aborts.
+ * breach aborts.  Every Origin header goes through the origin allow-list
+ * matcher, and the offered subprotocols through the server's choice.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "handshake.h"
 #include "http_req.h"
@@ -109,6 +111,91 @@ check_request(const char *buf, size_t head, size_t max_headers)
 	}
 }
 
+/* What a wildcard may let in: "https://" LABELS ".example.com". */
+static int
+wild_shape(const char *v, size_t len)
+{
+	static const char pre[] = "https://", suf[] = ".example.com";
+	size_t i, np = sizeof(pre) - 1, ns = sizeof(suf) - 1;
+
+	if (len <= np + ns || strncasecmp(v, pre, np) != 0 ||
+	    strncasecmp(v + len - ns, suf, ns) != 0 || v[np] == '.')
+		return 0;
+	for (i = np; i < len; i++)
+		if (strchr("/?#@:*[] \t", v[i]) != NULL)
+			return 0;
+	return 1;
+}
+
+static void
+check_origins(void)
+{
+	static const char *const none[] = { NULL };
+	static const char *const any[] = { "https://x.org", "*", NULL };
+	static const char *const wild[] = { "https://*.example.com", NULL };
+	static const char *const exact[] = { "https://example.com",
+	    "http://[::1]:8080", NULL };
+	static char copy[1024];
+	const char *self[2] = { copy, NULL }, *why;
+	const struct http_req_header *h;
+	size_t i;
+
+	FUZZ_ASSERT(handshake_origin_allowed(wild, NULL, 0));
+	for (i = 0; i < req.n_headers; i++) {
+		h = &req.headers[i];
+		if (h->name_len != 6 || strncasecmp(h->name, "Origin", 6) != 0)
+			continue;
+		FUZZ_ASSERT(handshake_origin_allowed(NULL, h->value,
+		    h->value_len));
+		FUZZ_ASSERT(handshake_origin_allowed(none, h->value,
+		    h->value_len));
+		FUZZ_ASSERT(handshake_origin_allowed(any, h->value,
+		    h->value_len));
+		if (handshake_origin_allowed(wild, h->value, h->value_len))
+			FUZZ_ASSERT(wild_shape(h->value, h->value_len));
+		if (handshake_origin_allowed(exact, h->value, h->value_len))
+			FUZZ_ASSERT((h->value_len == 19 && strncasecmp(h->value,
+			    exact[0], 19) == 0) || (h->value_len == 17 &&
+			    strncasecmp(h->value, exact[1], 17) == 0));
+		/* a valid entry without wildcard lets itself in */
+		if (h->value_len < sizeof(copy) &&
+		    memchr(h->value, '\0', h->value_len) == NULL) {
+			memcpy(copy, h->value, h->value_len);
+			copy[h->value_len] = '\0';
+			if (handshake_origin_check(copy, &why) == 0 &&
+			    strchr(copy, '*') == NULL)
+				FUZZ_ASSERT(handshake_origin_allowed(self,
+				    h->value, h->value_len));
+		}
+	}
+}
+
+static void
+check_select(void)
+{
+	static char names[HANDSHAKE_MAX_SUBPROTOCOLS][1024];
+	const char *list[HANDSHAKE_MAX_SUBPROTOCOLS + 2];
+	static const char *const other[] = { "\x01never", NULL };
+	size_t i, n = 0;
+	int k;
+
+	FUZZ_ASSERT(handshake_select_subprotocol(&hs, NULL) == -1);
+	FUZZ_ASSERT(handshake_select_subprotocol(&hs, other) == -1);
+	/* the server's list: the offers, last first, after one never
+	 * offered: its choice is the client's last offer */
+	list[n++] = "\x01never";
+	for (i = hs.n_subprotocols; i-- > 0; ) {
+		if (hs.subprotocol_lens[i] >= sizeof(names[0]))
+			return;
+		memcpy(names[i], hs.subprotocols[i], hs.subprotocol_lens[i]);
+		names[i][hs.subprotocol_lens[i]] = '\0';
+		list[n++] = names[i];
+	}
+	list[n] = NULL;
+	k = handshake_select_subprotocol(&hs, list);
+	FUZZ_ASSERT(hs.n_subprotocols == 0 ? k == -1 : k == 1);
+}
+
 static void
 check_handshake(const char *buf, size_t head)
 {
@@ -132,6 +219,7 @@ check_handshake(const char *buf, size_t head)
 	}
 
 	FUZZ_ASSERT(why == NULL);
+	check_select();
 	FUZZ_ASSERT(strlen(hs.accept) == HANDSHAKE_ACCEPT_LEN);
 	FUZZ_ASSERT(req.method_len == 3 && memcmp(req.method, "GET", 3) == 0);
 	FUZZ_ASSERT(req.version_minor >= 1);
@@ -196,6 +284,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* what follows the head changes nothing */
 	FUZZ_ASSERT(http_req_parse(&req, buf, len, max_headers) == 0);
 	check_request(buf, head, max_headers);
+	check_origins();
 	check_handshake(buf, head);
 	return 0;
 }

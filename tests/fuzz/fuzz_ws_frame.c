@@ -3,15 +3,17 @@
  *
  * Input layout: byte 0 picks how the stream is cut into pieces (whole, 1,
  * 2, 3, 7 or 64 bytes, sizes read from the stream itself, or 1000), byte 1
- * picks max_message_size (64 KiB most of the time, sometimes 0 or 200), the
- * rest is the byte stream.  The stream goes to a server parser (frames
+ * picks max_message_size with its low two bits (64 KiB most of the time,
+ * sometimes 0 or 200) and max_frame_size with the next two (0, i.e. none,
+ * most of the time, sometimes 100 or 20000), the rest is the byte stream.  The stream goes to a server parser (frames
  * must be masked) and to a client parser (they must not be), each fed
  * whole and in pieces, and checks:
  *   - consumed <= the piece; a piece is used up when no event comes; any
  *     event but an error consumes something;
  *   - MESSAGE: TEXT or BINARY, non-NULL data, within max_message_size,
- *     text is valid UTF-8; the buffer never outgrows the limit and is
- *     released after delivery when big;
+ *     text is valid UTF-8; the buffer never outgrows the limit nor twice
+ *     the bytes received (beyond WS_FRAME_FIRST_BUFFER), and is released
+ *     after delivery when big; no data frame passes max_frame_size;
  *   - PING/PONG within 125 bytes; CLOSE with a valid code or 1005 (and
  *     then no reason), the reason valid UTF-8 within 123 bytes;
  *   - ERROR with 1002, 1007, 1009 or 1011, after which parse returns 0
@@ -127,6 +129,13 @@ check_event(const struct ws_frame_parser *p, const struct ws_frame_event *ev,
 	}
 	require(p->message_cap <= max, "buffer within max_message_size");
 	require(p->message_len <= p->message_cap, "message within buffer");
+	require(p->message_cap <= WS_FRAME_FIRST_BUFFER ||
+	    p->message_cap <= 2 * p->message_len,
+	    "buffer within twice the bytes received");
+	if (p->state == WS_FRAME_PAYLOAD && !(p->opcode & 0x08) &&
+	    p->max_frame_size != 0)
+		require(p->payload_len <= p->max_frame_size,
+		    "data frame within max_frame_size");
 }
 
 /* Encode a delivered event again and parse it back. */
@@ -158,7 +167,7 @@ round_trip(const struct ws_frame_event *ev, uint64_t max)
 	h = ws_frame_header_encode(buf, op, true, len, key);
 	memcpy(buf + h, payload, len);
 	ws_frame_mask(buf + h, len, key, 0);
-	ws_frame_parser_init(&p, max, true);
+	ws_frame_parser_init(&p, max, 0, true);
 	n = ws_frame_parse(&p, buf, h + len, &back);
 	require(n == h + len, "re-encoded frame consumed whole");
 	require(back.type == ev->type, "re-encoded frame, same event");
@@ -172,7 +181,7 @@ round_trip(const struct ws_frame_event *ev, uint64_t max)
 
 static void
 run(const uint8_t *in, size_t len, unsigned mode, uint64_t max,
-    bool expect_masked, bool encode, struct outcome *o)
+    uint64_t frame_max, bool expect_masked, bool encode, struct outcome *o)
 {
 	struct ws_frame_parser p;
 	struct ws_frame_event ev, again;
@@ -180,7 +189,7 @@ run(const uint8_t *in, size_t len, unsigned mode, uint64_t max,
 
 	memset(o, 0, sizeof(*o));
 	o->hash = 0xcbf29ce484222325ULL;
-	ws_frame_parser_init(&p, max, expect_masked);
+	ws_frame_parser_init(&p, max, frame_max, expect_masked);
 	while (off < len) {
 		piece = piece_size(mode, in, off, len);
 		n = ws_frame_parse(&p, in + off, piece, &ev);
@@ -230,27 +239,29 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static const uint64_t maxes[] = { FUZZ_MAX_MESSAGE, FUZZ_MAX_MESSAGE,
 	    200, 0 };
+	static const uint64_t frame_maxes[] = { 0, 0, 100, 20000 };
 	struct outcome whole, cut;
 	unsigned mode;
-	uint64_t max;
+	uint64_t max, frame_max;
 	int side;
 
 	if (size < 2)
 		return 0;
 	mode = data[0] % 8;
 	max = maxes[data[1] % 4];
+	frame_max = frame_maxes[(data[1] >> 2) % 4];
 	data += 2;
 	size -= 2;
 
 	for (side = 0; side < 2; side++) {
 		bool masked = side == 0;
 
-		run(data, size, 0, max, masked, true, &whole);
+		run(data, size, 0, max, frame_max, masked, true, &whole);
 		require(whole.consumed <= size, "consumed <= input");
 		if (whole.last != WS_EV_ERROR)
 			require(whole.consumed == size, "all input consumed");
 		if (mode != 0) {
-			run(data, size, mode, max, masked, false, &cut);
+			run(data, size, mode, max, frame_max, masked, false, &cut);
 			require(cut.hash == whole.hash &&
 			    cut.events == whole.events &&
 			    cut.consumed == whole.consumed,

@@ -211,6 +211,40 @@ test_crlf(void)
 	    "with an optional ms, s, m or h suffix)");
 }
 
+/* The options added for policy and backend supervision, at their
+ * defaults, in [gateway] and (inherited) in the first resource. */
+static void
+check_new_defaults(const struct cfg *cfg)
+{
+	const struct cfg_room_opts *o[2];
+	size_t i;
+
+	CHECK_EQ_INT(cfg->max_connections_per_ip, 0);
+	o[0] = &cfg->defaults;
+	o[1] = &cfg->resources[0].opts;
+	for (i = 0; i < 2; i++) {
+		CHECK(o[i]->origins != NULL && o[i]->origins[0] == NULL);
+		CHECK(o[i]->subprotocols != NULL &&
+		    o[i]->subprotocols[0] == NULL);
+		CHECK(!o[i]->subprotocol_required);
+		CHECK_EQ_INT(o[i]->max_frame_size, 0);
+		CHECK_EQ_INT(o[i]->max_clients, 0);
+		CHECK_EQ_INT(o[i]->ping_interval_ms, 30000);
+		CHECK_EQ_INT(o[i]->pong_timeout_ms, 10000);
+		CHECK_EQ_INT(o[i]->idle_timeout_ms, 0);
+		CHECK_EQ_INT(o[i]->max_client_buffer, 1 << 20);
+		CHECK_EQ_INT(o[i]->backend_buffer, 1 << 20);
+		CHECK_EQ_INT(o[i]->on_backend_down, CFG_BACKEND_DOWN_HOLD);
+		CHECK_EQ_INT(o[i]->hold_buffer, 1 << 20);
+		CHECK_EQ_INT(o[i]->hold_timeout_ms, 30000);
+		CHECK_EQ_INT(o[i]->restart_delay_ms, 100);
+		CHECK_EQ_INT(o[i]->restart_max_delay_ms, 10000);
+	}
+	/* an inherited list is [gateway]'s own array */
+	CHECK(o[1]->origins == o[0]->origins);
+	CHECK(o[1]->subprotocols == o[0]->subprotocols);
+}
+
 static void
 test_defaults(void)
 {
@@ -233,6 +267,7 @@ test_defaults(void)
 	CHECK_EQ_INT(cfg->defaults.linger_ms, 10000);
 	CHECK_EQ_INT(cfg->defaults.close_timeout_ms, 5000);
 	CHECK_EQ_INT(cfg->defaults.stop_timeout_ms, 5000);
+	check_new_defaults(cfg);
 	CHECK(memcmp(&cfg->resources[0].opts, &cfg->defaults,
 	    sizeof(cfg->defaults)) == 0);
 	cfg_free(cfg);
@@ -256,13 +291,26 @@ test_table(void)
 		CHECK((o->def == NULL) ==
 		    (o->type == CFG_T_LISTEN || o->type == CFG_T_BACKEND));
 		if (o->def != NULL)
-			cfg_set_value(&p, o, o->scope == CFG_IN_BOTH ?
-			    (void *)&cfg.defaults : (void *)&cfg, o->def, 0);
+			CHECK_EQ_INT(cfg_set_value(&p, o,
+			    o->scope == CFG_IN_BOTH ? (void *)&cfg.defaults :
+			    (void *)&cfg, o->def, 0), 0);
 		CHECK(o->min <= o->max);
+		/* enums and lists have what their messages need */
+		CHECK((o->names != NULL) == (o->type == CFG_T_ENUM));
+		CHECK((o->check != NULL) == (o->type == CFG_T_LIST));
+		CHECK((o->what != NULL) ==
+		    (o->type == CFG_T_ENUM || o->type == CFG_T_LIST));
+		/* lists are room options (cfg_free knows only those) */
+		CHECK(o->type != CFG_T_LIST || o->scope == CFG_IN_BOTH);
+		CHECK(o->type != CFG_T_LIST || *o->def == '\0');
 		for (j = 0; j < i; j++)
 			CHECK(strcmp(cfg_options[j].name, o->name) != 0);
 	}
 	CHECK_EQ_INT(p.n_errs, 0);
+	CHECK(cfg.defaults.origins != NULL && cfg.defaults.origins[0] == NULL);
+	CHECK(cfg.defaults.subprotocols != NULL &&
+	    cfg.defaults.subprotocols[0] == NULL);
+	cfg_room_opts_free(&cfg.defaults, NULL);
 	cfg_parser_free(&p);
 }
 
@@ -578,6 +626,351 @@ test_value_errors(void)
 	CHECK_ONE_ERROR(MINIMAL "stop_timeout = -1\n",
 	    "t.ini:5: stop_timeout: invalid value '-1': not a duration (a "
 	    "number with an optional ms, s, m or h suffix)");
+}
+
+/* The new [gateway] and room options, set, overridden and inherited. */
+static void
+test_new_options(void)
+{
+	const struct cfg_room_opts *g, *a, *b;
+	struct cfg *cfg;
+	char *errors = NULL;
+
+	cfg = parse(
+	    "[gateway]\n"
+	    "listen = 127.0.0.1:8080\n"
+	    "max_connections_per_ip = 20\n"
+	    "origins = https://example.com, https://*.example.com:8443\n"
+	    "subprotocols = chat.v2 chat\n"
+	    "subprotocol_required = yes\n"
+	    "max_frame_size = 64K\n"
+	    "max_clients = 500\n"
+	    "ping_interval = 20s\n"
+	    "pong_timeout = 5s\n"
+	    "idle_timeout = 10m\n"
+	    "max_client_buffer = 256K\n"
+	    "backend_buffer = 8K\n"
+	    "on_backend_down = close\n"
+	    "hold_buffer = 0\n"
+	    "hold_timeout = 1m\n"
+	    "restart_delay = 250ms\n"
+	    "restart_max_delay = 1m\n"
+	    "[resource /a]\n"
+	    "backend = exec:a\n"
+	    "origins = *\n"
+	    "subprotocols =\n"
+	    "subprotocol_required = no\n"
+	    "max_frame_size = 0\n"
+	    "max_clients = 2\n"
+	    "ping_interval = 0\n"
+	    "pong_timeout = 100ms\n"
+	    "idle_timeout = 0\n"
+	    "max_client_buffer = 1K\n"
+	    "backend_buffer = 1G\n"
+	    "on_backend_down = HOLD\n"
+	    "hold_buffer = 1G\n"
+	    "hold_timeout = 0\n"
+	    "restart_delay = 0\n"
+	    "restart_max_delay = 0\n"
+	    "[resource /b]\n"
+	    "backend = exec:b\n", &errors);
+	CHECK(cfg != NULL);
+	if (cfg == NULL) {
+		fprintf(stderr, "%s", errors ? errors : "(oom)\n");
+		free(errors);
+		return;
+	}
+	g = &cfg->defaults;
+	a = &cfg->resources[0].opts;
+	b = &cfg->resources[1].opts;
+	CHECK_EQ_INT(cfg->max_connections_per_ip, 20);
+
+	CHECK_EQ_STR(g->origins[0], "https://example.com");
+	CHECK_EQ_STR(g->origins[1], "https://*.example.com:8443");
+	CHECK(g->origins[2] == NULL);
+	CHECK_EQ_STR(g->subprotocols[0], "chat.v2");
+	CHECK_EQ_STR(g->subprotocols[1], "chat");
+	CHECK(g->subprotocols[2] == NULL);
+	CHECK(g->subprotocol_required);
+	CHECK_EQ_INT(g->max_frame_size, 65536);
+	CHECK_EQ_INT(g->max_clients, 500);
+	CHECK_EQ_INT(g->ping_interval_ms, 20000);
+	CHECK_EQ_INT(g->pong_timeout_ms, 5000);
+	CHECK_EQ_INT(g->idle_timeout_ms, 600000);
+	CHECK_EQ_INT(g->max_client_buffer, 262144);
+	CHECK_EQ_INT(g->backend_buffer, 8192);
+	CHECK_EQ_INT(g->on_backend_down, CFG_BACKEND_DOWN_CLOSE);
+	CHECK_EQ_INT(g->hold_buffer, 0);
+	CHECK_EQ_INT(g->hold_timeout_ms, 60000);
+	CHECK_EQ_INT(g->restart_delay_ms, 250);
+	CHECK_EQ_INT(g->restart_max_delay_ms, 60000);
+
+	/* /a overrides every one, with its bounds */
+	CHECK_EQ_STR(a->origins[0], "*");
+	CHECK(a->origins[1] == NULL);
+	CHECK(a->subprotocols != NULL && a->subprotocols[0] == NULL);
+	CHECK(a->subprotocols != g->subprotocols);
+	CHECK(!a->subprotocol_required);
+	CHECK_EQ_INT(a->max_frame_size, 0);
+	CHECK_EQ_INT(a->max_clients, 2);
+	CHECK_EQ_INT(a->ping_interval_ms, 0);
+	CHECK_EQ_INT(a->pong_timeout_ms, 100);
+	CHECK_EQ_INT(a->idle_timeout_ms, 0);
+	CHECK_EQ_INT(a->max_client_buffer, 1024);
+	CHECK_EQ_INT(a->backend_buffer, 1 << 30);
+	CHECK_EQ_INT(a->on_backend_down, CFG_BACKEND_DOWN_HOLD);
+	CHECK_EQ_INT(a->hold_buffer, 1 << 30);
+	CHECK_EQ_INT(a->hold_timeout_ms, 0);
+	CHECK_EQ_INT(a->restart_delay_ms, 0);
+	CHECK_EQ_INT(a->restart_max_delay_ms, 0);
+	/* the older options are still [gateway]'s */
+	CHECK_EQ_INT(a->max_message_size, 1 << 20);
+	CHECK_EQ_INT(a->linger_ms, 10000);
+
+	/* /b inherits all of [gateway]'s, lists shared */
+	CHECK(memcmp(b, g, sizeof(*g)) == 0);
+	CHECK(b->origins == g->origins);
+	CHECK(b->subprotocols == g->subprotocols);
+	cfg_free(cfg);
+
+	/* [gateway] after the resources gives them its values all the same */
+	cfg = parse(
+	    "[resource /a]\n"
+	    "backend = exec:a\n"
+	    "[gateway]\n"
+	    "listen = *:80\n"
+	    "origins = https://x.org\n"
+	    "on_backend_down = close\n"
+	    "pong_timeout = 1h\n", &errors);
+	CHECK(cfg != NULL);
+	if (cfg == NULL)
+		return;
+	a = &cfg->resources[0].opts;
+	CHECK_EQ_STR(a->origins[0], "https://x.org");
+	CHECK(a->origins == cfg->defaults.origins);
+	CHECK_EQ_INT(a->on_backend_down, CFG_BACKEND_DOWN_CLOSE);
+	CHECK_EQ_INT(a->pong_timeout_ms, 3600000);
+	cfg_free(cfg);
+}
+
+static void
+test_lists(void)
+{
+	struct cfg *cfg;
+	char *errors;
+
+	/* blanks, tabs and commas separate; a comment ends the value; only
+	 * separators is the empty list */
+	cfg = parse(MINIMAL
+	    "origins = ,https://a.example,\thttps://B.example:8080 ,, * ; x\n"
+	    "subprotocols = , ,\n", &errors);
+	CHECK(cfg != NULL);
+	if (cfg != NULL) {
+		const struct cfg_room_opts *o = &cfg->resources[0].opts;
+
+		CHECK_EQ_STR(o->origins[0], "https://a.example");
+		CHECK_EQ_STR(o->origins[1], "https://B.example:8080");
+		CHECK_EQ_STR(o->origins[2], "*");
+		CHECK(o->origins[3] == NULL);
+		CHECK(o->subprotocols[0] == NULL);
+		CHECK(o->origins != cfg->defaults.origins);
+		CHECK(cfg->defaults.origins[0] == NULL);
+	}
+	cfg_free(cfg);
+
+	/* subprotocols are case-sensitive, origins are not */
+	cfg = parse(MINIMAL "subprotocols = chat Chat\n", &errors);
+	CHECK(cfg != NULL);
+	if (cfg != NULL)
+		CHECK_EQ_STR(cfg->resources[0].opts.subprotocols[1], "Chat");
+	cfg_free(cfg);
+	CHECK_ONE_ERROR(MINIMAL "subprotocols = chat json chat\n",
+	    "t.ini:5: subprotocols: duplicate subprotocol 'chat'");
+	CHECK_ONE_ERROR(MINIMAL "origins = https://a.org, HTTPS://A.ORG\n",
+	    "t.ini:5: origins: duplicate origin 'HTTPS://A.ORG'");
+
+	/* every bad item is reported, on the line of the key */
+	errors = errors_of(MINIMAL
+	    "origins = https://a.org/ x https://ok.org null "
+	    "https://a.org:443\n");
+	CHECK_EQ_STR(errors,
+	    "t.ini:5: origins: invalid origin 'https://a.org/': an origin has "
+	    "no path, query or fragment\n"
+	    "t.ini:5: origins: invalid origin 'x': expected '*' or "
+	    "scheme://host[:port]\n"
+	    "t.ini:5: origins: invalid origin 'null': expected '*' or "
+	    "scheme://host[:port]\n"
+	    "t.ini:5: origins: invalid origin 'https://a.org:443': browsers "
+	    "never send the scheme's default port: leave it out\n");
+	free(errors);
+	CHECK_ONE_ERROR(RES_FIRST "origins = https://*\n",
+	    "t.ini:5: origins: invalid origin 'https://*': '*' is only allowed "
+	    "as a whole first label, as in https://*.example.com");
+	CHECK_ONE_ERROR(MINIMAL "subprotocols = chat a/b\n",
+	    "t.ini:5: subprotocols: invalid subprotocol 'a/b': not a token "
+	    "(letters, digits and !#$%&'*+-.^_`|~)");
+	CHECK_ONE_ERROR(MINIMAL "subprotocols = chat \"x\"\n",
+	    "t.ini:5: subprotocols: invalid subprotocol '\"x\"': not a token "
+	    "(letters, digits and !#$%&'*+-.^_`|~)");
+	CHECK_ONE_ERROR(MINIMAL "origins = *\norigins = *\n",
+	    "t.ini:6: duplicate key 'origins' in [resource /echo] (first at "
+	    "line 5)");
+
+	/* a bad list in [gateway] is reported once, and the resources that
+	 * would inherit it still have a list (the error path frees it) */
+	CHECK_ONE_ERROR("[gateway]\nlisten = *:80\norigins = nope\n"
+	    "[resource /a]\nbackend = exec:a\n[resource /b]\n"
+	    "backend = exec:b\norigins = https://ok.org\n",
+	    "t.ini:3: origins: invalid origin 'nope': expected '*' or "
+	    "scheme://host[:port]");
+	/* and a bad one in a resource too */
+	CHECK_ONE_ERROR("[gateway]\nlisten = *:80\norigins = https://g.org\n"
+	    "[resource /a]\nbackend = exec:a\norigins = https://ok.org nope\n",
+	    "t.ini:6: origins: invalid origin 'nope': expected '*' or "
+	    "scheme://host[:port]");
+}
+
+static void
+test_enum(void)
+{
+	struct cfg *cfg;
+	char *errors;
+
+	cfg = parse(MINIMAL "on_backend_down = Close\n", &errors);
+	CHECK(cfg != NULL);
+	if (cfg != NULL) {
+		CHECK_EQ_INT(cfg->resources[0].opts.on_backend_down,
+		    CFG_BACKEND_DOWN_CLOSE);
+		CHECK_EQ_INT(cfg->defaults.on_backend_down,
+		    CFG_BACKEND_DOWN_HOLD);
+	}
+	cfg_free(cfg);
+	CHECK_ONE_ERROR(MINIMAL "on_backend_down = drop\n",
+	    "t.ini:5: on_backend_down: invalid value 'drop': not a policy "
+	    "(hold or close)");
+	CHECK_ONE_ERROR(MINIMAL "on_backend_down =\n",
+	    "t.ini:5: on_backend_down: missing value");
+	CHECK_ONE_ERROR(RES_FIRST "log_level = warning\n",
+	    "t.ini:5: log_level: invalid value 'warning': not a log level "
+	    "(error, warn, info or debug)");
+}
+
+/* Bounds and placement of the new options, with their exact messages. */
+static void
+test_new_value_errors(void)
+{
+	CHECK_ONE_ERROR(RES_FIRST "max_connections_per_ip = 1000001\n",
+	    "t.ini:5: max_connections_per_ip: 1000001 is out of range "
+	    "0..1000000");
+	CHECK_ONE_ERROR(RES_FIRST "max_connections_per_ip = -1\n",
+	    "t.ini:5: max_connections_per_ip: invalid value '-1': not a "
+	    "number");
+	CHECK_ONE_ERROR(MINIMAL "max_connections_per_ip = 5\n",
+	    "t.ini:5: 'max_connections_per_ip' is not allowed in [resource "
+	    "/echo], only in [gateway]");
+	CHECK_ONE_ERROR(MINIMAL "subprotocol_required = sometimes\n",
+	    "t.ini:5: subprotocol_required: invalid value 'sometimes': not a "
+	    "boolean (yes, no, true, false, on, off, 1 or 0)");
+	CHECK_ONE_ERROR(MINIMAL "max_frame_size = 1025M\n",
+	    "t.ini:5: max_frame_size: 1025M is out of range 0..1G");
+	CHECK_ONE_ERROR(MINIMAL "max_frame_size = 1k5\n",
+	    "t.ini:5: max_frame_size: invalid value '1k5': not a size (a "
+	    "number with an optional K, M or G suffix)");
+	CHECK_ONE_ERROR(MINIMAL "max_clients = 1000001\n",
+	    "t.ini:5: max_clients: 1000001 is out of range 0..1000000");
+	CHECK_ONE_ERROR(RES_FIRST "ping_interval = 25h\n",
+	    "t.ini:5: ping_interval: 25h is out of range 0..24h");
+	CHECK_ONE_ERROR(MINIMAL "pong_timeout = 99ms\n",
+	    "t.ini:5: pong_timeout: 99ms is out of range 100ms..1h");
+	CHECK_ONE_ERROR(MINIMAL "pong_timeout = 0\n",
+	    "t.ini:5: pong_timeout: 0 is out of range 100ms..1h");
+	CHECK_ONE_ERROR(MINIMAL "pong_timeout = 61m\n",
+	    "t.ini:5: pong_timeout: 61m is out of range 100ms..1h");
+	CHECK_ONE_ERROR(MINIMAL "idle_timeout = 1441m\n",
+	    "t.ini:5: idle_timeout: 1441m is out of range 0..24h");
+	CHECK_ONE_ERROR(MINIMAL "max_client_buffer = 1023\n",
+	    "t.ini:5: max_client_buffer: 1023 is out of range 1K..1G");
+	CHECK_ONE_ERROR(MINIMAL "max_client_buffer = 2G\n",
+	    "t.ini:5: max_client_buffer: 2G is out of range 1K..1G");
+	CHECK_ONE_ERROR(MINIMAL "backend_buffer = 4095\n",
+	    "t.ini:5: backend_buffer: 4095 is out of range 4K..1G");
+	CHECK_ONE_ERROR(MINIMAL "backend_buffer = 3K\n",
+	    "t.ini:5: backend_buffer: 3K is out of range 4K..1G");
+	CHECK_ONE_ERROR(MINIMAL "hold_buffer = 1048577K\n",
+	    "t.ini:5: hold_buffer: 1048577K is out of range 0..1G");
+	CHECK_ONE_ERROR(MINIMAL "hold_timeout = 25h\n",
+	    "t.ini:5: hold_timeout: 25h is out of range 0..24h");
+	CHECK_ONE_ERROR(MINIMAL "restart_delay = 2h\n",
+	    "t.ini:5: restart_delay: 2h is out of range 0..1h");
+	CHECK_ONE_ERROR(MINIMAL "restart_max_delay = 25h\n",
+	    "t.ini:5: restart_max_delay: 25h is out of range 0..24h");
+	CHECK_ONE_ERROR(MINIMAL "restart_max_delay = soon\n",
+	    "t.ini:5: restart_max_delay: invalid value 'soon': not a duration "
+	    "(a number with an optional ms, s, m or h suffix)");
+	CHECK_ONE_ERROR(MINIMAL "idle_timeout =\n",
+	    "t.ini:5: idle_timeout: missing value");
+}
+
+/* restart_max_delay >= restart_delay, as resolved for each section. */
+static void
+test_restart_delays(void)
+{
+	struct cfg *cfg;
+	char *errors;
+
+	/* both in one section: at restart_max_delay's line */
+	CHECK_ONE_ERROR(RES_FIRST "restart_max_delay = 5s\n"
+	    "restart_delay = 10s\n",
+	    "t.ini:5: restart_max_delay: 5s is less than restart_delay (10s)");
+	CHECK_ONE_ERROR(MINIMAL "restart_delay = 10s\n"
+	    "restart_max_delay = 9999ms\n",
+	    "t.ini:6: restart_max_delay: 9999ms is less than restart_delay "
+	    "(10s)");
+	/* one of them, the other the default */
+	CHECK_ONE_ERROR(RES_FIRST "restart_delay = 20s\n",
+	    "t.ini:5: restart_delay: 20s is more than restart_max_delay (10s, "
+	    "the default)");
+	CHECK_ONE_ERROR(MINIMAL "restart_max_delay = 50ms\n",
+	    "t.ini:5: restart_max_delay: 50ms is less than restart_delay "
+	    "(100ms, the default)");
+	/* one in a resource, the other from [gateway] */
+	CHECK_ONE_ERROR("[gateway]\nlisten = *:80\nrestart_delay = 2s\n"
+	    "[resource /a]\nbackend = exec:a\nrestart_max_delay = 1s\n",
+	    "t.ini:6: restart_max_delay: 1s is less than restart_delay (2s, "
+	    "from [gateway])");
+	CHECK_ONE_ERROR("[resource /a]\nbackend = exec:a\nrestart_delay = 1m\n"
+	    "[gateway]\nlisten = *:80\nrestart_max_delay = 30s\n",
+	    "t.ini:3: restart_delay: 1m is more than restart_max_delay (30s, "
+	    "from [gateway])");
+	/* [gateway]'s pair is wrong: reported there, not again in every
+	 * resource that inherits it */
+	CHECK_ONE_ERROR("[gateway]\nlisten = *:80\nrestart_delay = 1m\n"
+	    "[resource /a]\nbackend = exec:a\n[resource /b]\n"
+	    "backend = exec:b\n",
+	    "t.ini:3: restart_delay: 1m is more than restart_max_delay (10s, "
+	    "the default)");
+	/* a refused value is not compared as well */
+	CHECK_ONE_ERROR(MINIMAL "restart_delay = 2h\nrestart_max_delay = 1s\n",
+	    "t.ini:5: restart_delay: 2h is out of range 0..1h");
+	CHECK_ONE_ERROR("[gateway]\nlisten = *:80\nrestart_delay = x\n"
+	    "[resource /a]\nbackend = exec:a\nrestart_max_delay = 50ms\n",
+	    "t.ini:3: restart_delay: invalid value 'x': not a duration (a "
+	    "number with an optional ms, s, m or h suffix)");
+
+	/* equal is fine; so is a resource that mends [gateway]'s default */
+	cfg = parse(MINIMAL "restart_delay = 5s\nrestart_max_delay = 5s\n",
+	    &errors);
+	CHECK(cfg != NULL);
+	cfg_free(cfg);
+	cfg = parse("[gateway]\nlisten = *:80\nrestart_max_delay = 30s\n"
+	    "[resource /a]\nbackend = exec:a\nrestart_delay = 20s\n", &errors);
+	CHECK(cfg != NULL);
+	if (cfg != NULL) {
+		CHECK_EQ_INT(cfg->resources[0].opts.restart_delay_ms, 20000);
+		CHECK_EQ_INT(cfg->resources[0].opts.restart_max_delay_ms,
+		    30000);
+	}
+	cfg_free(cfg);
 }
 
 static void
@@ -1004,16 +1397,22 @@ test_reference_config(void)
 			CHECK(strstr(line, want) != NULL);
 		}
 		if (o->def != NULL) {
-			snprintf(want, sizeof(want), "default %s", o->def);
+			/* A list's default, "", is the empty list. */
+			snprintf(want, sizeof(want), "default %s",
+			    *o->def != '\0' ? o->def : "empty");
 			if (strstr(line, want) == NULL)
 				fprintf(stderr, "'%s': no '%s'\n", line, want);
 			CHECK(strstr(line, want) != NULL);
 		}
+		if (o->type == CFG_T_LIST) {
+			snprintf(want, sizeof(want), " %s: list of ", o->name);
+			CHECK(strncmp(line, want, strlen(want)) == 0);
+		}
 		free(line);
 		pos = s + 1;
 
-		/* Then the setting itself. */
-		if (o->def != NULL)
+		/* Then the setting itself (for a list, an example). */
+		if (o->def != NULL && *o->def != '\0')
 			snprintf(want, sizeof(want), "\n%s = %s\n", o->name,
 			    o->def);
 		else
@@ -1070,6 +1469,11 @@ main(void)
 	RUN(test_section_errors);
 	RUN(test_key_errors);
 	RUN(test_value_errors);
+	RUN(test_new_options);
+	RUN(test_lists);
+	RUN(test_enum);
+	RUN(test_new_value_errors);
+	RUN(test_restart_delays);
 	RUN(test_backend_errors);
 	RUN(test_many_errors);
 	RUN(test_parse_size);

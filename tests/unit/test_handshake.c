@@ -381,6 +381,228 @@ test_subprotocols(void)
 	CHECK(strstr(why, "too many") != NULL);
 }
 
+/* The server's order of preference wins over the client's. */
+static void
+test_select_subprotocol(void)
+{
+	static const char *const server[] = { "v2.chat", "chat", NULL };
+	static const char *const other[] = { "mqtt", NULL };
+	static const char *const empty[] = { NULL };
+	static const char *const cased[] = { "Chat", "chat", NULL };
+
+	CHECK_EQ_INT(try_get(NULL,
+	    "Sec-WebSocket-Protocol: chat, v2.chat\r\n"), 0);
+	CHECK_EQ_INT(handshake_select_subprotocol(&hs, server), 0);
+	CHECK_EQ_INT(handshake_select_subprotocol(&hs, server + 1), 0);
+	CHECK_EQ_INT(handshake_select_subprotocol(&hs, other), -1);
+	CHECK_EQ_INT(handshake_select_subprotocol(&hs, empty), -1);
+	CHECK_EQ_INT(handshake_select_subprotocol(&hs, NULL), -1);
+	/* case-sensitive */
+	CHECK_EQ_INT(handshake_select_subprotocol(&hs, cased), 1);
+
+	CHECK_EQ_INT(try_get(NULL, "Sec-WebSocket-Protocol: chat\r\n"), 0);
+	CHECK_EQ_INT(handshake_select_subprotocol(&hs, server), 1);
+	/* a client offering nothing gets nothing */
+	CHECK_EQ_INT(try_get(NULL, NULL), 0);
+	CHECK_EQ_INT(handshake_select_subprotocol(&hs, server), -1);
+	/* a prefix is not a match */
+	CHECK_EQ_INT(try_get(NULL, "Sec-WebSocket-Protocol: cha, chat2\r\n"),
+	    0);
+	CHECK_EQ_INT(handshake_select_subprotocol(&hs, server), -1);
+}
+
+static void
+test_is_token(void)
+{
+	CHECK(handshake_is_token("chat", 4));
+	CHECK(handshake_is_token("v2.chat+json_x~!#$%&'*^`|-", 26));
+	CHECK(!handshake_is_token("", 0));
+	CHECK(!handshake_is_token("a b", 3));
+	CHECK(!handshake_is_token("a,b", 3));
+	CHECK(!handshake_is_token("a/b", 3));
+	CHECK(!handshake_is_token("a\0b", 3));
+	CHECK(!handshake_is_token("\"a\"", 3));
+	CHECK(!handshake_is_token("\xc3\xa9", 2));
+}
+
+/* Allow-list entries: what the config accepts, and why not. */
+static void
+test_origin_check(void)
+{
+	static const char *const good[] = {
+	    "*", "https://example.com", "http://example.com:8080",
+	    "HTTPS://EXAMPLE.COM", "https://*.example.com",
+	    "https://*.example.com:8443", "https://a.b-c.d_e.example",
+	    "http://localhost", "http://localhost:3000",
+	    "http://127.0.0.1:8080", "http://[::1]:8080", "https://[::1]",
+	    "chrome-extension://abcdefghijklmnop", "app+x.y-z://host",
+	    "https://*.com", "https://example.com:65535",
+	    "https://example.com:80", "http://example.com:443",
+	};
+	static const struct {
+		const char *entry, *why;
+	} bad[] = {
+	    { "", "expected '*' or scheme://host[:port]" },
+	    { "**", "expected '*' or scheme://host[:port]" },
+	    { "null", "expected '*' or scheme://host[:port]" },
+	    { "example.com", "expected '*' or scheme://host[:port]" },
+	    { "https:/example.com", "expected '*' or scheme://host[:port]" },
+	    { "1http://example.com", "expected '*' or scheme://host[:port]" },
+	    { "://example.com", "expected '*' or scheme://host[:port]" },
+	    { "https://", "no host" },
+	    { "https://example.com/", "an origin has no path, query or "
+		"fragment" },
+	    { "https://example.com/app", "an origin has no path, query or "
+		"fragment" },
+	    { "https://example.com?x", "an origin has no path, query or "
+		"fragment" },
+	    { "https://example.com#x", "an origin has no path, query or "
+		"fragment" },
+	    { "https://u@example.com", "an origin has no user part" },
+	    { "https://example.com:", "the port must be 1..65535, without "
+		"leading zeros" },
+	    { "https://example.com:0", "the port must be 1..65535, without "
+		"leading zeros" },
+	    { "https://example.com:08080", "the port must be 1..65535, "
+		"without leading zeros" },
+	    { "https://example.com:65536", "the port must be 1..65535, "
+		"without leading zeros" },
+	    { "https://example.com:123456", "the port must be 1..65535, "
+		"without leading zeros" },
+	    { "https://example.com:8o", "the port must be 1..65535, "
+		"without leading zeros" },
+	    { "https://x:443x", "the port must be 1..65535, without leading "
+		"zeros" },
+	    { "https://example.com:443", "browsers never send the scheme's "
+		"default port: leave it out" },
+	    { "wss://example.com:443", "browsers never send the scheme's "
+		"default port: leave it out" },
+	    { "http://example.com:80", "browsers never send the scheme's "
+		"default port: leave it out" },
+	    { "https://*", "'*' is only allowed as a whole first label, as "
+		"in https://*.example.com" },
+	    { "https://*example.com", "'*' is only allowed as a whole first "
+		"label, as in https://*.example.com" },
+	    { "https://a.*.example.com", "'*' is only allowed as a whole "
+		"first label, as in https://*.example.com" },
+	    { "https://*.", "expected a domain name after '*.'" },
+	    { "https://*.*.example.com", "expected a domain name after '*.'" },
+	    { "https://*..com", "expected a domain name after '*.'" },
+	    { "https://example..com", "not a host name or bracketed IPv6 "
+		"address" },
+	    { "https://.example.com", "not a host name or bracketed IPv6 "
+		"address" },
+	    { "https://example.com.", "not a host name or bracketed IPv6 "
+		"address" },
+	    { "https://ex ample.com", "not a host name or bracketed IPv6 "
+		"address" },
+	    { "https://[::1", "not a host name or bracketed IPv6 address" },
+	    { "https://[xyz]", "not a host name or bracketed IPv6 address" },
+	    { "https://*.[::1]", "expected a domain name after '*.'" },
+	};
+	const char *w;
+	size_t i;
+
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		w = NULL;
+		if (handshake_origin_check(good[i], &w) != 0)
+			fprintf(stderr, "'%s' refused: %s\n", good[i], w);
+		CHECK_EQ_INT(handshake_origin_check(good[i], &w), 0);
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		w = NULL;
+		CHECK_EQ_INT(handshake_origin_check(bad[i].entry, &w), -1);
+		if (w == NULL || strcmp(w, bad[i].why) != 0)
+			fprintf(stderr, "'%s': got '%s'\n", bad[i].entry,
+			    w ? w : "(null)");
+		CHECK_EQ_STR(w, bad[i].why);
+	}
+}
+
+static bool
+allowed(const char *const *list, const char *origin)
+{
+	return handshake_origin_allowed(list, origin,
+	    origin != NULL ? strlen(origin) : 0);
+}
+
+#define ALLOWED(list, o)	allowed((list), (o))
+
+static void
+test_origin_allowed(void)
+{
+	static const char *const exact[] = { "https://example.com",
+	    "http://localhost:3000", NULL };
+	static const char *const wild[] = { "https://*.example.com", NULL };
+	static const char *const wild_port[] = { "https://*.example.com:8443",
+	    NULL };
+	static const char *const any[] = { "https://example.com", "*", NULL };
+	static const char *const empty[] = { NULL };
+	static const char *const v6[] = { "http://[::1]:8080", NULL };
+	static const char *const broken[] = { "https://example.com/", NULL };
+
+	/* an empty list, and no Origin header at all, pass */
+	CHECK(ALLOWED(NULL, "https://evil.example"));
+	CHECK(ALLOWED(empty, "https://evil.example"));
+	CHECK(ALLOWED(empty, "null"));
+	CHECK(ALLOWED(exact, NULL));
+	CHECK(ALLOWED(wild, NULL));
+
+	/* exact entries, without regard to case, and nothing else */
+	CHECK(ALLOWED(exact, "https://example.com"));
+	CHECK(ALLOWED(exact, "HTTPS://Example.COM"));
+	CHECK(ALLOWED(exact, "http://localhost:3000"));
+	CHECK(!ALLOWED(exact, "http://example.com"));
+	CHECK(!ALLOWED(exact, "https://example.com:8443"));
+	CHECK(!ALLOWED(exact, "https://www.example.com"));
+	CHECK(!ALLOWED(exact, "https://example.com.evil.net"));
+	CHECK(!ALLOWED(exact, "https://example.co"));
+	CHECK(!ALLOWED(exact, "https://example.com/"));
+	CHECK(!ALLOWED(exact, "http://localhost"));
+	CHECK(!ALLOWED(exact, "http://localhost:30000"));
+	CHECK(!ALLOWED(exact, "null"));
+	CHECK(!ALLOWED(exact, ""));
+	/* the length counts, not a NUL */
+	CHECK(handshake_origin_allowed(exact, "https://example.com.evil", 19));
+	CHECK(!handshake_origin_allowed(exact, "https://example.com", 18));
+
+	/* wildcards: one label or more, the same scheme and port */
+	CHECK(ALLOWED(wild, "https://a.example.com"));
+	CHECK(ALLOWED(wild, "https://A.Example.Com"));
+	CHECK(ALLOWED(wild, "https://a.b.example.com"));
+	CHECK(ALLOWED(wild, "https://x-1.example.com"));
+	CHECK(!ALLOWED(wild, "https://example.com"));
+	CHECK(!ALLOWED(wild, "https://.example.com"));
+	CHECK(!ALLOWED(wild, "https://a..example.com"));
+	CHECK(!ALLOWED(wild, "https://aexample.com"));
+	CHECK(!ALLOWED(wild, "https://a.example.com.evil.net"));
+	CHECK(!ALLOWED(wild, "https://evil.net/.example.com"));
+	CHECK(!ALLOWED(wild, "https://evil.net?.example.com"));
+	CHECK(!ALLOWED(wild, "https://a.example.com@evil.net"));
+	CHECK(!ALLOWED(wild, "https://evil.net#.example.com"));
+	CHECK(!ALLOWED(wild, "http://a.example.com"));
+	CHECK(!ALLOWED(wild, "https://a.example.com:8443"));
+	CHECK(!ALLOWED(wild, "https://*.example.com"));
+	CHECK(!ALLOWED(wild, "https://a.example.com/"));
+	CHECK(!ALLOWED(wild, "null"));
+	CHECK(!ALLOWED(wild, "https://a b.example.com"));
+	CHECK(ALLOWED(wild_port, "https://a.example.com:8443"));
+	CHECK(!ALLOWED(wild_port, "https://a.example.com"));
+	CHECK(!ALLOWED(wild_port, "https://a.example.com:443"));
+	CHECK(!ALLOWED(wild_port, "https://a.example.com:84430"));
+
+	/* "*" lets everything in, "null" and malformed values too */
+	CHECK(ALLOWED(any, "https://evil.net"));
+	CHECK(ALLOWED(any, "null"));
+	CHECK(ALLOWED(any, "garbage"));
+
+	CHECK(ALLOWED(v6, "http://[::1]:8080"));
+	CHECK(!ALLOWED(v6, "http://[::2]:8080"));
+	/* an invalid entry matches nothing, not even itself */
+	CHECK(!ALLOWED(broken, "https://example.com/"));
+	CHECK(!ALLOWED(broken, "https://example.com"));
+}
+
 /* A failed check leaves no subprotocols from an earlier one. */
 static void
 test_reuse(void)
@@ -692,6 +914,10 @@ main(void)
 	RUN(test_key);
 	RUN(test_key_valid);
 	RUN(test_subprotocols);
+	RUN(test_select_subprotocol);
+	RUN(test_is_token);
+	RUN(test_origin_check);
+	RUN(test_origin_allowed);
 	RUN(test_reuse);
 	RUN(test_response_101);
 	RUN(test_response_101_refuses);

@@ -36,10 +36,40 @@ static void
 test_hello(void)
 {
 	size_t len;
-	char *line = record_hello("/rooms/42", &len);
+	char *line = record_hello("/rooms/42", false, &len);
 
 	CHECK_EQ_STR(line, "{\"type\":\"hello\",\"room\":\"/rooms/42\",\"version\":1}\n");
 	CHECK_EQ_INT(len, strlen(line));
+	free(line);
+	line = record_hello("/a", true, &len);
+	CHECK_EQ_STR(line, "{\"type\":\"hello\",\"room\":\"/a\",\"version\":1,"
+	    "\"resumed\":true}\n");
+	free(line);
+}
+
+static void
+test_open_resumed(void)
+{
+	static const char open[] = "{\"type\":\"open\",\"client\":\"c1\"}\n";
+	size_t len;
+	char *line = record_open_resumed(open, sizeof(open) - 1, &len);
+
+	CHECK_EQ_MEM(line, len, "{\"resumed\":true,\"type\":\"open\",\"client\":\"c1\"}\n",
+	    strlen("{\"resumed\":true,\"type\":\"open\",\"client\":\"c1\"}\n"));
+	free(line);
+	CHECK(record_open_resumed("x", 1, &len) == NULL);
+}
+
+static void
+test_message_client(void)
+{
+	char id[24];
+	size_t len;
+	char *line = record_message("c123", false, (const uint8_t *)"hi", 2, &len);
+
+	CHECK_EQ_STR(record_message_client(line, len, id, sizeof(id)), "c123");
+	CHECK(record_message_client(line, 20, id, sizeof(id)) == NULL);
+	CHECK(record_message_client("{\"type\":\"close\"}", 16, id, sizeof(id)) == NULL);
 	free(line);
 }
 
@@ -268,6 +298,8 @@ int
 main(void)
 {
 	RUN(test_hello);
+	RUN(test_open_resumed);
+	RUN(test_message_client);
 	RUN(test_message_text_escapes);
 	RUN(test_message_nul_survives);
 	RUN(test_message_binary);

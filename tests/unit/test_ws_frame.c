@@ -1,7 +1,7 @@
 /*
  * Unit tests for ws_frame.c: the RFC 6455 5.7 examples, every protocol
  * error with its close code, fragmentation with interleaved control frames,
- * the message size limit, fail-fast UTF-8, close frames, the encoder, and
+ * the message and frame size limits, fail-fast UTF-8, close frames, the encoder, and
  * the parser's memory use.  Inputs are fed whole, a byte at a time and in
  * odd-sized pieces, and all three must produce the same events at the same
  * input offsets.
@@ -142,10 +142,11 @@ runs_equal(const struct run *a, const struct run *b)
 }
 
 /* Parse buf whole into *r, and check that byte-at-a-time and 3- and 7-byte
- * pieces give the same events at the same offsets. */
+ * pieces give the same events at the same offsets.  frame_max is the
+ * parser's max_frame_size. */
 static bool
-parse_all_ways(uint64_t max, bool expect_masked, const uint8_t *buf,
-    size_t len, struct run *r)
+parse_all_ways_f(uint64_t max, uint64_t frame_max, bool expect_masked,
+    const uint8_t *buf, size_t len, struct run *r)
 {
 	static const size_t chunks[] = { 1, 3, 7 };
 	struct ws_frame_parser p;
@@ -153,11 +154,11 @@ parse_all_ways(uint64_t max, bool expect_masked, const uint8_t *buf,
 	bool ok;
 	size_t i;
 
-	ws_frame_parser_init(&p, max, expect_masked);
+	ws_frame_parser_init(&p, max, frame_max, expect_masked);
 	ok = run_parse(&p, buf, len, 0, r);
 	ws_frame_parser_free(&p);
 	for (i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
-		ws_frame_parser_init(&p, max, expect_masked);
+		ws_frame_parser_init(&p, max, frame_max, expect_masked);
 		ok = run_parse(&p, buf, len, chunks[i], &other) && ok;
 		ws_frame_parser_free(&p);
 		if (!runs_equal(r, &other)) {
@@ -170,16 +171,24 @@ parse_all_ways(uint64_t max, bool expect_masked, const uint8_t *buf,
 	return ok;
 }
 
-/* The error code a server (masked) or client parser reports for buf, or
- * 0 when there is none; *at is where it came. */
+static bool
+parse_all_ways(uint64_t max, bool expect_masked, const uint8_t *buf,
+    size_t len, struct run *r)
+{
+	return parse_all_ways_f(max, 0, expect_masked, buf, len, r);
+}
+
+/* The error code a server (masked) or client parser with max_frame_size
+ * frame_max reports for buf, or 0 when there is none; *at is where it
+ * came. */
 static int
-error_of(bool expect_masked, uint64_t max, const uint8_t *buf, size_t len,
-    size_t *at)
+error_of_f(bool expect_masked, uint64_t max, uint64_t frame_max,
+    const uint8_t *buf, size_t len, size_t *at)
 {
 	struct run r;
 	int code = 0;
 
-	if (!parse_all_ways(max, expect_masked, buf, len, &r))
+	if (!parse_all_ways_f(max, frame_max, expect_masked, buf, len, &r))
 		return -1;
 	if (r.n > 0 && r.ev[r.n - 1].type == WS_EV_ERROR) {
 		code = r.ev[r.n - 1].code;
@@ -188,6 +197,13 @@ error_of(bool expect_masked, uint64_t max, const uint8_t *buf, size_t len,
 	}
 	run_free(&r);
 	return code;
+}
+
+static int
+error_of(bool expect_masked, uint64_t max, const uint8_t *buf, size_t len,
+    size_t *at)
+{
+	return error_of_f(expect_masked, max, 0, buf, len, at);
 }
 
 #define SERVER_ERROR(...) error_of(true, 1 << 20, B(__VA_ARGS__), NULL)
@@ -540,7 +556,7 @@ test_max_message_size(void)
 	h = n - 300 - 4;
 	CHECK_EQ_INT(error_of(true, 299, buf, n, &at), 1009);
 	CHECK_EQ_INT(at, h);
-	ws_frame_parser_init(&p, 299, true);
+	ws_frame_parser_init(&p, 299, 0, true);
 	CHECK_EQ_INT(ws_frame_parse(&p, buf, n - 300, &ev), h);
 	CHECK_EQ_INT(ev.type, WS_EV_ERROR);
 	CHECK_EQ_INT(ev.code, 1009);
@@ -562,7 +578,7 @@ test_max_message_size(void)
 	CHECK_EQ_INT(largest_realloc, 0);
 	CHECK_EQ_INT(CLIENT_ERROR(0x02, 0x01, 'x', 0x80, 0x7f, 0x7f, 0xff,
 	    0xff, 0xff, 0xff, 0xff, 0xff, 0xff), 1009);
-	CHECK(largest_realloc <= WS_FRAME_MIN_BUFFER);
+	CHECK(largest_realloc <= WS_FRAME_FIRST_BUFFER);
 	/* the limit covers control-free messages only: a ping is fine */
 	CHECK_EQ_INT(error_of(false, 0, B(0x89, 0x01, 'a'), NULL), 0);
 }
@@ -587,7 +603,7 @@ test_utf8_fail_fast(void)
 	CHECK(at < n);
 
 	/* the whole input at once: consumed stops at the bad byte */
-	ws_frame_parser_init(&p, 1024, true);
+	ws_frame_parser_init(&p, 1024, 0, true);
 	CHECK_EQ_INT(ws_frame_parse(&p, buf, n, &ev), second + 6 + 3);
 	CHECK_EQ_INT(ev.type, WS_EV_ERROR);
 	CHECK_EQ_INT(ev.code, 1007);
@@ -597,7 +613,7 @@ test_utf8_fail_fast(void)
 	ws_frame_parser_free(&p);
 
 	/* only part of the frame has arrived: the error comes already */
-	ws_frame_parser_init(&p, 1024, true);
+	ws_frame_parser_init(&p, 1024, 0, true);
 	CHECK_EQ_INT(ws_frame_parse(&p, buf, second + 6 + 5, &ev),
 	    second + 6 + 3);
 	CHECK_EQ_INT(ev.type, WS_EV_ERROR);
@@ -821,7 +837,7 @@ test_round_trip(void)
 			CHECK_EQ_INT(n - len, (len < 126 ? 2 : len < 65536 ?
 			    4 : 10) + (masked ? 4 : 0));
 			/* whole */
-			ws_frame_parser_init(&p, 1 << 20, masked);
+			ws_frame_parser_init(&p, 1 << 20, 0, masked);
 			CHECK_EQ_INT(ws_frame_parse(&p, buf, n, &ev), n);
 			CHECK_EQ_INT(ev.type, WS_EV_MESSAGE);
 			CHECK_EQ_INT(ev.opcode, WS_OP_BINARY);
@@ -837,7 +853,7 @@ test_round_trip(void)
 
 				if (j && len > 65536)
 					break;
-				ws_frame_parser_init(&p, 1 << 20, masked);
+				ws_frame_parser_init(&p, 1 << 20, 0, masked);
 				ev.type = WS_EV_NONE;
 				while (off < n) {
 					got = ws_frame_parse(&p, buf + off,
@@ -856,7 +872,7 @@ test_round_trip(void)
 		/* text of the same length round trips too */
 		memset(payload, 'T', len);
 		n = frame(buf, WS_OP_TEXT, true, payload, len, k);
-		ws_frame_parser_init(&p, 1 << 20, true);
+		ws_frame_parser_init(&p, 1 << 20, 0, true);
 		CHECK_EQ_INT(ws_frame_parse(&p, buf, n, &ev), n);
 		CHECK_EQ_INT(ev.type, WS_EV_MESSAGE);
 		CHECK_EQ_INT(ev.opcode, WS_OP_TEXT);
@@ -921,7 +937,7 @@ test_memory(void)
 	for (i = 0; i < 4; i++)
 		n += frame(buf + n, WS_OP_CONTINUATION, i == 3, payload, 2000,
 		    NULL);
-	ws_frame_parser_init(&p, 9000, false);
+	ws_frame_parser_init(&p, 9000, 0, false);
 	for (off = 0; off < n; off++) {
 		CHECK_EQ_INT(ws_frame_parse(&p, buf + off, 1, &ev), 1);
 		if (p.message_cap > max_cap)
@@ -948,7 +964,7 @@ test_memory(void)
 	CHECK(p.message == NULL);
 
 	/* allocation failure is an error with 1011 */
-	ws_frame_parser_init(&p, 1 << 20, false);
+	ws_frame_parser_init(&p, 1 << 20, 0, false);
 	n = frame(buf, WS_OP_BINARY, true, payload, 5000, NULL);
 	fail_next_realloc = 1;
 	CHECK_EQ_INT(ws_frame_parse(&p, buf, n, &ev), 4);
@@ -958,6 +974,186 @@ test_memory(void)
 	CHECK_EQ_INT(ev.code, 1011);
 	ws_frame_parser_free(&p);
 	fail_next_realloc = 0;
+}
+
+/* max_frame_size bounds each data frame, checked at its header; control
+ * frames and the message limit are unaffected. */
+static void
+test_max_frame_size(void)
+{
+	static uint8_t buf[4096];
+	uint8_t payload[1000];
+	struct ws_frame_parser p;
+	struct ws_frame_event ev;
+	struct run r;
+	size_t n, h, at = 0;
+
+	memset(payload, 'f', sizeof(payload));
+
+	/* exactly at the limit is fine, one over is 1009 at the header,
+	 * before the mask key and any payload */
+	n = frame(buf, WS_OP_BINARY, true, payload, 200, key);
+	CHECK(parse_all_ways_f(1 << 20, 200, true, buf, n, &r));
+	CHECK_EQ_INT(r.n, 1);
+	CHECK(is_message(&r.ev[0], WS_OP_BINARY, payload, 200));
+	run_free(&r);
+	h = n - 200 - 4;
+	CHECK_EQ_INT(error_of_f(true, 1 << 20, 199, buf, n, &at), 1009);
+	CHECK_EQ_INT(at, h);
+	largest_realloc = 0;
+	ws_frame_parser_init(&p, 1 << 20, 199, true);
+	CHECK_EQ_INT(ws_frame_parse(&p, buf, n, &ev), h);
+	CHECK_EQ_INT(ev.type, WS_EV_ERROR);
+	CHECK_EQ_INT(ev.code, 1009);
+	CHECK_EQ_STR(ev.error, "frame over max_frame_size");
+	CHECK(p.message == NULL);
+	CHECK_EQ_INT(largest_realloc, 0);
+	ws_frame_parser_free(&p);
+
+	/* 7-bit lengths too: a frame of 11 bytes over a limit of 10 */
+	CHECK_EQ_INT(error_of_f(false, 1 << 20, 10, B(0x81, 0x0b, 'h', 'e',
+	    'l', 'l', 'o', ' ', 'w', 'o', 'r', 'l', 'd'), &at), 1009);
+	CHECK_EQ_INT(at, 2);
+	/* a huge announced length, with a frame limit below the message
+	 * limit */
+	CHECK_EQ_INT(error_of_f(false, (uint64_t)1 << 30, 1 << 20, B(0x82,
+	    0x7f, 0x00, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x00), &at), 1009);
+	CHECK_EQ_INT(at, 10);
+
+	/* a message of frames each within the limit may exceed it */
+	n = frame(buf, WS_OP_TEXT, false, payload, 100, key);
+	n += frame(buf + n, WS_OP_CONTINUATION, false, payload, 100, key);
+	n += frame(buf + n, WS_OP_CONTINUATION, true, payload, 100, key);
+	CHECK(parse_all_ways_f(1 << 20, 100, true, buf, n, &r));
+	CHECK_EQ_INT(r.n, 1);
+	CHECK(is_message(&r.ev[0], WS_OP_TEXT, payload, 300));
+	run_free(&r);
+	/* a continuation over it fails at its own header */
+	n = frame(buf, WS_OP_TEXT, false, payload, 100, key);
+	h = n;
+	n += frame(buf + n, WS_OP_CONTINUATION, true, payload, 101, key);
+	CHECK_EQ_INT(error_of_f(true, 1 << 20, 100, buf, n, &at), 1009);
+	CHECK_EQ_INT(at, h + 2);
+
+	/* control frames are bounded by 125 alone: a 125-byte ping and a
+	 * close with a 30-byte reason pass a limit of 10 */
+	n = frame(buf, WS_OP_PING, true, payload, 125, key);
+	buf[n] = 0x88;
+	buf[n + 1] = 0x80 | 32;
+	memcpy(buf + n + 2, key, 4);
+	buf[n + 6] = 0x03;
+	buf[n + 7] = 0xe8;
+	memset(buf + n + 8, 'r', 30);
+	ws_frame_mask(buf + n + 6, 32, key, 0);
+	n += 6 + 32;
+	CHECK(parse_all_ways_f(1 << 20, 10, true, buf, n, &r));
+	CHECK_EQ_INT(r.n, 2);
+	CHECK_EQ_INT(r.ev[0].type, WS_EV_PING);
+	CHECK_EQ_INT(r.ev[0].len, 125);
+	CHECK_EQ_INT(r.ev[1].type, WS_EV_CLOSE);
+	CHECK_EQ_INT(r.ev[1].code, 1000);
+	CHECK_EQ_INT(r.ev[1].len, 30);
+	run_free(&r);
+
+	/* a frame limit above the message limit: the message limit says */
+	n = frame(buf, WS_OP_BINARY, true, payload, 300, key);
+	ws_frame_parser_init(&p, 299, 1000, true);
+	ws_frame_parse(&p, buf, n, &ev);
+	CHECK_EQ_INT(ev.type, WS_EV_ERROR);
+	CHECK_EQ_INT(ev.code, 1009);
+	CHECK_EQ_STR(ev.error, "message over max_message_size");
+	ws_frame_parser_free(&p);
+	/* and 0 is no frame limit at all */
+	CHECK(parse_all_ways_f(300, 0, true, buf, n, &r));
+	CHECK_EQ_INT(r.n, 1);
+	CHECK(is_message(&r.ev[0], WS_OP_BINARY, payload, 300));
+	run_free(&r);
+}
+
+/* The buffer follows the bytes received, not the announced length. */
+static void
+test_memory_announced(void)
+{
+	const size_t big = 10000000;	/* not a power of two */
+	uint8_t hdr[WS_FRAME_MAX_HEADER], *payload, piece[1000];
+	struct ws_frame_parser p;
+	struct ws_frame_event ev;
+	size_t h, off, got, chunk, max_ratio_bad = 0;
+
+	/* 16 MiB announced, one byte sent: the first buffer, no more */
+	largest_realloc = 0;
+	h = ws_frame_header_encode(hdr, WS_OP_BINARY, true, 16 << 20, NULL);
+	ws_frame_parser_init(&p, 32 << 20, 0, false);
+	CHECK_EQ_INT(ws_frame_parse(&p, hdr, h, &ev), h);
+	CHECK_EQ_INT(ev.type, WS_EV_NONE);
+	CHECK(p.message == NULL);
+	CHECK_EQ_INT(ws_frame_parse(&p, (const uint8_t *)"x", 1, &ev), 1);
+	CHECK_EQ_INT(ev.type, WS_EV_NONE);
+	CHECK_EQ_INT(p.message_cap, WS_FRAME_FIRST_BUFFER);
+	CHECK_EQ_INT(largest_realloc, WS_FRAME_FIRST_BUFFER);
+	/* 100 KB more, in pieces: at most twice what arrived */
+	memset(piece, 'y', sizeof(piece));
+	for (off = 0; off < 100; off++) {
+		CHECK_EQ_INT(ws_frame_parse(&p, piece, sizeof(piece), &ev),
+		    sizeof(piece));
+		if (p.message_cap > WS_FRAME_FIRST_BUFFER &&
+		    p.message_cap > 2 * p.message_len)
+			max_ratio_bad++;
+	}
+	CHECK_EQ_INT(max_ratio_bad, 0);
+	CHECK_EQ_INT(p.message_len, 100001);
+	CHECK(p.message_cap < 2 * 100001);
+	ws_frame_parser_free(&p);
+
+	/* the same for the first, non-final fragment of a message */
+	largest_realloc = 0;
+	h = ws_frame_header_encode(hdr, WS_OP_TEXT, false, 1 << 20, NULL);
+	ws_frame_parser_init(&p, 32 << 20, 0, false);
+	CHECK_EQ_INT(ws_frame_parse(&p, hdr, h, &ev), h);
+	CHECK_EQ_INT(ws_frame_parse(&p, (const uint8_t *)"x", 1, &ev), 1);
+	CHECK_EQ_INT(ev.type, WS_EV_NONE);
+	CHECK_EQ_INT(p.message_cap, WS_FRAME_FIRST_BUFFER);
+	CHECK_EQ_INT(largest_realloc, WS_FRAME_FIRST_BUFFER);
+	ws_frame_parser_free(&p);
+
+	/* a small frame gets its size, not the first buffer */
+	ws_frame_parser_init(&p, 32 << 20, 0, false);
+	CHECK_EQ_INT(ws_frame_parse(&p, B(0x82, 0x03, 'a'), &ev), 3);
+	CHECK_EQ_INT(p.message_cap, 3);
+	ws_frame_parser_free(&p);
+
+	/* a big frame, fed in pieces of odd sizes, ends in a buffer of its
+	 * exact size, never more than twice what had arrived on the way,
+	 * and is released after delivery */
+	payload = malloc(big);
+	CHECK(payload != NULL);
+	if (payload == NULL)
+		return;
+	for (off = 0; off < big; off++)
+		payload[off] = (uint8_t)(off * 7 + (off >> 12));
+	h = ws_frame_header_encode(hdr, WS_OP_BINARY, true, big, NULL);
+	ws_frame_parser_init(&p, 16 << 20, 0, false);
+	CHECK_EQ_INT(ws_frame_parse(&p, hdr, h, &ev), h);
+	max_ratio_bad = 0;
+	for (off = 0, chunk = 1; off < big; off += got) {
+		chunk = chunk * 3 % 65521 + 1;
+		got = ws_frame_parse(&p, payload + off,
+		    big - off < chunk ? big - off : chunk, &ev);
+		CHECK(got > 0);
+		if (got == 0)
+			break;
+		if (p.message_cap > WS_FRAME_FIRST_BUFFER &&
+		    p.message_cap > 2 * p.message_len)
+			max_ratio_bad++;
+	}
+	CHECK_EQ_INT(max_ratio_bad, 0);
+	CHECK_EQ_INT(ev.type, WS_EV_MESSAGE);
+	CHECK_EQ_MEM(ev.data, ev.len, payload, big);
+	CHECK_EQ_INT(p.message_cap, big);
+	CHECK_EQ_INT(ws_frame_parse(&p, NULL, 0, &ev), 0);
+	CHECK(p.message == NULL);
+	ws_frame_parser_free(&p);
+	free(payload);
 }
 
 /* Pointers in an event stay valid until the next call, and the message
@@ -1005,6 +1201,7 @@ main(void)
 	RUN(test_control_between_fragments);
 	RUN(test_empty_messages);
 	RUN(test_max_message_size);
+	RUN(test_max_frame_size);
 	RUN(test_utf8_fail_fast);
 	RUN(test_close);
 	RUN(test_close_code_valid);
@@ -1013,6 +1210,7 @@ main(void)
 	RUN(test_round_trip);
 	RUN(test_mask);
 	RUN(test_memory);
+	RUN(test_memory_announced);
 	RUN(test_consecutive_messages);
 	return check_summary();
 }
