@@ -20,6 +20,12 @@ test whose server does not answer fails instead of hanging.
 Server frames must be unmasked with clear RSV bits, and control frames must
 be final with at most 125 bytes of payload: a frame that breaks one of
 these rules fails the test with an AssertionError (ProtocolViolation).
+
+For longer exchanges (tests/conformance): frames(...) and fragment(...)
+build several frames at once; RawConnection.recv_data returns a message's
+exact bytes, recv_until_close what came before the close, expect_close a
+close code followed by the end of TCP, expect_drop the end of TCP by FIN
+or reset, and send_raw_lenient keeps sending into a closed connection.
 """
 import base64
 import collections
@@ -34,7 +40,7 @@ __all__ = [
     "OP_PONG", "Frame", "Response", "ProtocolViolation", "make_key",
     "accept_for", "handshake_request", "encode_frame", "close_payload",
     "parse_close", "RawConnection", "open_raw", "http_request", "connect",
-    "read_response_head",
+    "read_response_head", "frames", "fragment",
 ]
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -373,6 +379,94 @@ class RawConnection:
         raise ProtocolViolation(
             f"expected the connection to close, got {bytes(self._buf[:60])!r}")
 
+    # Additions for the conformance suite (tests/conformance)
+
+    def send_raw_lenient(self, data, split=None, delay=0.0):
+        """Send like send_raw, but take a server that has already closed or
+        reset the connection as the end of the sending: returns False when
+        the send failed that way, True when every byte went out.  For
+        tests that keep sending after the frame that should fail the
+        connection."""
+        try:
+            _send(self.sock, data, split, delay)
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+        return True
+
+    def recv_data(self, timeout=DEFAULT_TIMEOUT):
+        """The next data message, reassembled, as (opcode, payload) with the
+        payload as bytes even for text, so that it compares exactly with
+        what was sent.  Unlike recv_message, a control frame on the way
+        (ping, pong or close) fails with ProtocolViolation: nothing but
+        the message may come first."""
+        deadline = time.monotonic() + timeout
+        opcode, parts = None, []
+        while True:
+            f = self.recv_frame(max(0.0, deadline - time.monotonic()))
+            if f.opcode == OP_CLOSE:
+                raise ProtocolViolation(
+                    f"close frame {parse_close(f.payload)} instead of a "
+                    "message")
+            if f.opcode in (OP_PING, OP_PONG):
+                raise ProtocolViolation(
+                    f"control frame {f.opcode} with {f.payload[:60]!r} "
+                    "instead of a message")
+            if (opcode is None) != (f.opcode != OP_CONT):
+                raise ProtocolViolation("bad fragmentation from the server")
+            opcode = f.opcode if opcode is None else opcode
+            parts.append(f.payload)
+            if f.fin:
+                return opcode, b"".join(parts)
+
+    def recv_until_close(self, timeout=DEFAULT_TIMEOUT):
+        """Read frames up to and including the server's close frame:
+        (the frames that came before it, (code, reason) of the close or
+        None when it was empty)."""
+        deadline = time.monotonic() + timeout
+        before = []
+        while True:
+            f = self.recv_frame(max(0.0, deadline - time.monotonic()))
+            if f.opcode == OP_CLOSE:
+                return before, parse_close(f.payload)
+            before.append(f)
+
+    def expect_close(self, code, timeout=DEFAULT_TIMEOUT):
+        """Expect the next frame to be a close frame with code (None: an
+        empty close frame), then the server to close TCP with an orderly
+        FIN.  Returns the close reason ("" for an empty close)."""
+        got = self.recv_close(timeout)
+        if code is None:
+            if got is not None:
+                raise AssertionError(f"expected an empty close frame, got "
+                                     f"{got}")
+            self.expect_eof(timeout)
+            return ""
+        if got is None or got[0] != code:
+            raise AssertionError(f"expected close code {code}, got {got}")
+        self.expect_eof(timeout)
+        return got[1]
+
+    def expect_drop(self, timeout=DEFAULT_TIMEOUT):
+        """Expect the server to end the connection, with a FIN or a reset,
+        without sending any more bytes first.  Returns "eof" or "reset"."""
+        deadline = time.monotonic() + timeout
+        while not self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the server did not end the connection")
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except ConnectionResetError:
+                return "reset"
+            if not chunk:
+                return "eof"
+            self._buf += chunk
+        raise ProtocolViolation(
+            f"expected the connection to end, got {bytes(self._buf[:60])!r}")
+
 
 def parse_close(payload):
     """(code, reason) of a close payload, or None when it is empty."""
@@ -487,3 +581,37 @@ def http_request(port, data, timeout=DEFAULT_TIMEOUT, split=None, delay=0.0,
                 break
             body += chunk
     return Response(status, headers, bytes(body))
+
+
+# Additions for the conformance suite (tests/conformance)
+
+
+def frames(*specs):
+    """The bytes of several client frames in a row, for one send: each spec
+    is (opcode, payload) or (opcode, payload, {encode_frame keywords})."""
+    return b"".join(encode_frame(s[0], s[1], **(s[2] if len(s) > 2 else {}))
+                    for s in specs)
+
+
+def fragment(opcode, payload, sizes, **kw):
+    """The frames of one message in fragments, as a list of bytes: the
+    first frame has opcode, the others are continuations, the last has
+    FIN.  sizes is an int (fragments of that many bytes, the last one
+    what is left) or a list of fragment lengths adding up to the payload's
+    length (zeros make empty fragments).  kw goes to encode_frame."""
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    if isinstance(sizes, int):
+        if sizes <= 0:
+            raise ValueError("fragment size must be positive")
+        sizes = [min(sizes, len(payload) - i)
+                 for i in range(0, len(payload), sizes)] or [0]
+    if sum(sizes) != len(payload) or not sizes:
+        raise ValueError("fragment sizes must add up to the payload length")
+    out, pos = [], 0
+    for i, n in enumerate(sizes):
+        out.append(encode_frame(opcode if i == 0 else OP_CONT,
+                                payload[pos:pos + n],
+                                fin=i == len(sizes) - 1, **kw))
+        pos += n
+    return out
