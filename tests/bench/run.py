@@ -1,0 +1,908 @@
+#!/usr/bin/python3
+"""gatewayd's benchmark runner (tests/bench/README.md).
+
+    run.py [--quick] [--runs N] [--cases A,B] [--peers A,B] [--perf]
+           [--build DIR] [--out FILE]
+
+Runs every case (a scenario with its parameters) against every peer that
+can serve it, RUNS times each, interleaving the peers so that the noise of
+a shared machine falls on all of them alike.  Each run gets a fresh server
+on a free loopback port and one wsbench process; the server is stopped (and
+any process it left behind killed) before the next run starts.  Prints a
+table of medians with ratios to the peers, checks the targets of the
+benchmark's issue, and writes every run and the medians to
+BUILD/bench/results.json.
+
+It builds nothing: `make bench` builds gatewayd, wsbench and bench_room
+first.  Standard library only.
+"""
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+PYTHON = "/usr/bin/python3"
+NOFILE = 20000          # the open-file limit of these machines
+READY_TIMEOUT = 15.0    # seconds for a server to accept connections
+STOP_TIMEOUT = 10.0     # seconds for a server to exit on SIGTERM
+RUN_SLACK = 60.0        # seconds a wsbench run may take beyond its plan
+
+
+# Peers ---------------------------------------------------------------------
+
+class Peer:
+    """A server to measure: how to start it and what it can serve."""
+
+    name = "?"
+    skips = {}          # scenario -> why this peer does not run it
+
+    def __init__(self, runner):
+        self.runner = runner
+
+    def available(self):
+        """None, or why the peer cannot run on this machine."""
+        return None
+
+    def command(self, port, log_dir):
+        raise NotImplementedError
+
+    def wsbench_args(self, case):
+        return []
+
+    def connections(self, case):
+        """The connections this peer is measured with in case."""
+        return case.connections
+
+
+class Gatewayd(Peer):
+    """gatewayd with the rooms /echo and /broadcast served by backends."""
+
+    echo_backend = broadcast_backend = None
+
+    def available(self):
+        if not os.access(self.runner.gatewayd, os.X_OK):
+            return f"{self.runner.gatewayd} is not built (make bench builds it)"
+        return None
+
+    def command(self, port, log_dir):
+        config = os.path.join(log_dir, f"{self.name}.ini")
+        with open(config, "w") as f:
+            f.write(f"""; written by tests/bench/run.py
+[gateway]
+listen = 127.0.0.1:{port}
+max_connections = {NOFILE}
+log_level = warn
+shutdown_timeout = 3s
+stop_timeout = 1s
+
+[resource /echo]
+backend = exec:{self.echo_backend}
+
+[resource /broadcast]
+backend = exec:{self.broadcast_backend}
+""")
+        return [self.runner.gatewayd, "-c", config]
+
+
+class GatewaydC(Gatewayd):
+    name = "gatewayd-c"
+    about = ("gatewayd with bench_room, the benchmark's C room backend: "
+             "the gateway's own cost")
+
+    def __init__(self, runner):
+        super().__init__(runner)
+        room = runner.bench_room
+        self.echo_backend = f"{room} echo"
+        self.broadcast_backend = f"{room} broadcast"
+
+    def available(self):
+        if not os.access(self.runner.bench_room, os.X_OK):
+            return f"{self.runner.bench_room} is not built"
+        return super().available()
+
+
+class GatewaydPy(Gatewayd):
+    name = "gatewayd-py"
+    about = ("gatewayd with the Python example rooms: examples/echo/room.py "
+             "for echo, examples/chat/room.py for broadcast (its "
+             "'NAME says TEXT' broadcasts; joins and leaves are ignored)")
+
+    def __init__(self, runner):
+        super().__init__(runner)
+        self.echo_room = os.path.join(ROOT, "examples", "echo", "room.py")
+        self.chat_room = os.path.join(ROOT, "examples", "chat", "room.py")
+        self.echo_backend = f"{PYTHON} {self.echo_room}"
+        self.broadcast_backend = f"{PYTHON} {self.chat_room}"
+
+    def available(self):
+        for room in (self.echo_room, self.chat_room):
+            if not os.path.exists(room):
+                return f"{os.path.relpath(room, ROOT)} is missing"
+        return super().available()
+
+    def wsbench_args(self, case):
+        return ["--allow-foreign"] if case.scenario == "broadcast" else []
+
+
+class Websocketd(Peer):
+    name = "websocketd"
+    about = ("Debian's websocketd running cat: a process (and four file "
+             "descriptors, more while it forks) per connection")
+    skips = {"broadcast": "websocketd has no rooms: a process per "
+                          "connection cannot broadcast"}
+    # Its file descriptors: the socket and three pipes per connection, and
+    # more while it forks: at the limit of 20000 it fails from about 2600
+    # connections on.
+    MAX_CONNECTIONS = 2000
+
+    def available(self):
+        return None if shutil.which("websocketd") else \
+            "websocketd is not installed (make bench installs it)"
+
+    def command(self, port, log_dir):
+        return ["websocketd", f"--port={port}", "--address=127.0.0.1",
+                "--loglevel=fatal", "cat"]
+
+    def connections(self, case):
+        return min(case.connections, self.MAX_CONNECTIONS) \
+            if case.scenario in ("idle", "echo") else case.connections
+
+
+class PyWebsockets(Peer):
+    name = "py-websockets"
+    about = ("tests/bench/py_server.py: echo and broadcast in one asyncio "
+             "process on Debian's python3-websockets 10.4")
+
+    def available(self):
+        r = subprocess.run([PYTHON, "-c", "import websockets"],
+                           capture_output=True)
+        return None if r.returncode == 0 else \
+            "python3-websockets is not installed (make bench installs it)"
+
+    def command(self, port, log_dir):
+        return [PYTHON, os.path.join(ROOT, "tests", "bench", "py_server.py"),
+                "--port", str(port)]
+
+
+PEERS = [GatewaydC, GatewaydPy, Websocketd, PyWebsockets]
+
+
+# Cases ---------------------------------------------------------------------
+
+class Case:
+    """One scenario with its parameters."""
+
+    def __init__(self, name, scenario, connections, duration, **params):
+        self.name = name
+        self.scenario = scenario
+        self.connections = connections
+        self.duration = duration
+        self.params = params            # other wsbench options
+        self.peers = params.pop("peers", None)   # None: every peer
+
+    def wsbench_args(self, connections):
+        args = ["--scenario", self.scenario, "--connections", str(connections),
+                "--duration", str(self.duration)]
+        for key, value in self.params.items():
+            args += ["--" + key.replace("_", "-"), str(value)]
+        return args
+
+    def planned_seconds(self):
+        p = self.params
+        return (self.duration + float(p.get("warmup", 1)) +
+                float(p.get("settle", 1)) + 60)   # 60: connect and drain
+
+    def describe(self, connections=None):
+        n = connections or self.connections
+        p = self.params
+        if self.scenario == "echo":
+            return (f"echo: N={n} connections, S={p.get('size', 64)} bytes, "
+                    f"W={p.get('inflight', 1)} in flight each, "
+                    f"{self.duration:g} s measured")
+        if self.scenario == "broadcast":
+            pace = (f"{p['rate']:g} a second" if p.get("rate") else
+                    f"window {p.get('window', 64)}")
+            return (f"broadcast: N={n} receivers and 1 sender, "
+                    f"M={p.get('messages')} messages of "
+                    f"{p.get('size', 64)} bytes, {pace}, "
+                    f"at most {self.duration:g} s")
+        if self.scenario == "idle":
+            return (f"idle: N={n} connections held {self.duration:g} s")
+        return (f"connect: C={n} in parallel, {self.duration:g} s measured")
+
+
+def full_cases():
+    return [
+        Case("echo-100", "echo", 100, 5, size=64, inflight=1, warmup=1),
+        Case("echo-1000", "echo", 1000, 5, size=64, inflight=1, warmup=1),
+        # websocketd cannot hold 10000 (four descriptors per connection).
+        Case("echo-10000", "echo", 10000, 5, size=64, inflight=1, warmup=1,
+             peers=["gatewayd-c", "gatewayd-py", "py-websockets"]),
+        # As fast as the receivers keep up: a new message whenever one
+        # has reached them all, at most 64 on their way.
+        Case("broadcast-1000", "broadcast", 1000, 5, size=64,
+             messages=5000, window=64),
+        # A steady 50 messages a second (50000 deliveries a second), which
+        # every peer sustains: delivery latency without a queue.
+        Case("broadcast-1000-r50", "broadcast", 1000, 5, size=64,
+             messages=250, rate=50),
+        # The open-file limit is 20000 per process: 15000 leaves room.
+        Case("idle-15000", "idle", 15000, 2, settle=1),
+        Case("connect-50", "connect", 50, 5, warmup=1),
+    ]
+
+
+def quick_cases():
+    return [
+        Case("echo-50", "echo", 50, 1, size=64, inflight=1, warmup=0.3),
+        Case("broadcast-50", "broadcast", 50, 1, size=64, messages=2000,
+             window=64),
+        Case("idle-500", "idle", 500, 0.5, settle=0.3),
+        Case("connect-10", "connect", 10, 1, warmup=0.3),
+    ]
+
+
+# Processes -----------------------------------------------------------------
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def process_table():
+    """{pid: ppid} of every process."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        table[int(entry)] = int(fields[1])
+    return table
+
+
+def descendants(pid):
+    table = process_table()
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in table.items()
+                    if pp in frontier and p not in found}
+        found |= frontier
+    return found
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is as good as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Server:
+    """One running peer."""
+
+    def __init__(self, peer, log_dir, tag):
+        self.peer = peer
+        self.port = free_port()
+        self.log_path = os.path.join(log_dir, f"{tag}.log")
+        self.proc = None
+
+    def start(self):
+        cmd = self.peer.command(self.port, os.path.dirname(self.log_path))
+        log = open(self.log_path, "w")
+        try:
+            self.proc = self.spawn(cmd, log)
+        finally:
+            log.close()
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.peer.name} exited at start "
+                                   f"(status {self.proc.returncode}); see "
+                                   f"{self.log_path}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.peer.name} did not listen within "
+                           f"{READY_TIMEOUT:.0f} s")
+
+    @staticmethod
+    def spawn(cmd, log):
+        """Start cmd in a session of its own (a ^C at the terminal reaches
+        the runner alone, and the group can be killed at the end).  One
+        retry: `make` in another shell may be relinking the binary."""
+        for attempt in (1, 2):
+            try:
+                return subprocess.Popen(cmd, cwd=ROOT,
+                                        stdin=subprocess.DEVNULL, stdout=log,
+                                        stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+            except OSError:
+                if attempt == 2:
+                    raise
+                time.sleep(2)
+        return None
+
+    def stop(self):
+        """TERM, then KILL; then kill whatever it left behind.  Returns a
+        list of complaints (empty when it all went away)."""
+        if self.proc is None:
+            return []
+        problems = []
+        left = descendants(self.proc.pid)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                problems.append(f"{self.peer.name} ignored SIGTERM for "
+                                f"{STOP_TIMEOUT:.0f} s: killed")
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait()
+        # Backends in process groups of their own, cat processes of a
+        # websocketd that died: give them a moment, then kill them.
+        deadline = time.monotonic() + 3
+        while any(alive(p) for p in left) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stray = [p for p in left if alive(p)]
+        for p in stray:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if stray:
+            problems.append(f"{self.peer.name} left {len(stray)} processes "
+                            f"running: killed")
+        return problems
+
+
+# Running -------------------------------------------------------------------
+
+class PerfRecorder:
+    """perf record on the server while wsbench measures."""
+
+    def __init__(self, pid, seconds, path):
+        self.pid, self.seconds, self.path = pid, seconds, path
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["perf", "record", "-q", "-g", "-p", str(self.pid), "-o",
+             self.path, "--", "sleep", str(self.seconds)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def finish(self):
+        if self.proc is None:
+            return None
+        try:
+            self.proc.wait(self.seconds + 30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
+        r = subprocess.run(
+            ["perf", "report", "-i", self.path, "--stdio", "--no-children",
+             "--sort", "symbol", "--percent-limit", "0.8"],
+            capture_output=True, text=True, timeout=120)
+        top = []
+        for line in r.stdout.splitlines():
+            # "  7.08%  [.] _int_free    -   -": [.] user, [k] kernel
+            m = re.match(r"\s*([\d.]+)%\s+\[(.)\]\s+(.*?)(\s{2,}|$)", line)
+            if m:
+                top.append({"percent": float(m.group(1)),
+                            "kernel": m.group(2) == "k",
+                            "symbol": m.group(3)})
+        return top[:20]
+
+
+class Runner:
+    def __init__(self, args):
+        self.args = args
+        build = os.path.join(ROOT, args.build)
+        self.gatewayd = os.path.join(build, "gatewayd")
+        self.wsbench = os.path.join(build, "bench", "wsbench")
+        self.bench_room = os.path.join(build, "bench", "bench_room")
+        self.out_dir = os.path.join(build, "bench")
+        self.log_dir = os.path.join(self.out_dir, "logs")
+        os.makedirs(self.log_dir, exist_ok=True)
+        self.results = []
+        self.notes = []
+
+    def note(self, text):
+        self.notes.append(text)
+        print(f"note: {text}", flush=True)
+
+    def run_one(self, case, peer, index, perf=False):
+        n = peer.connections(case)
+        tag = f"{case.name}-{peer.name}-{index}"
+        server = Server(peer, self.log_dir, tag)
+        result = {"case": case.name, "peer": peer.name, "run": index,
+                  "connections": n}
+        t0 = time.monotonic()
+        try:
+            server.start()
+            cmd = [self.wsbench, "--port", str(server.port), "--json",
+                   "--server-pid", str(server.proc.pid)]
+            cmd += case.wsbench_args(n) + peer.wsbench_args(case)
+            result["command"] = " ".join(cmd)
+            result.update(self.wsbench_run(cmd, case, server, tag, perf))
+        except (RuntimeError, OSError) as e:
+            result.update(ok=False, failure=str(e))
+        finally:
+            problems = server.stop()
+        if problems:
+            result.setdefault("problems", []).extend(problems)
+        result["wall_s"] = round(time.monotonic() - t0, 2)
+        self.results.append(result)
+        status = "ok" if result.get("ok") else "FAILED"
+        print(f"  {tag:<40} {status:<6} {headline(case, result)}"
+              f"  ({result['wall_s']:.1f} s)", flush=True)
+        if not result.get("ok"):
+            for msg in (result.get("error_messages") or
+                        [result.get("failure", "")])[:3]:
+                print(f"      {msg}", flush=True)
+        return result
+
+    def wsbench_run(self, cmd, case, server, tag, perf):
+        err_path = os.path.join(self.log_dir, f"{tag}.wsbench.log")
+        limit = case.planned_seconds() + RUN_SLACK
+        recorder = None
+        with open(err_path, "w") as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            out_lines = []
+            # Read stdout in a thread so that stderr can be watched for
+            # the measuring phase (perf starts then).
+            reader = threading.Thread(
+                target=lambda: out_lines.extend(proc.stdout), daemon=True)
+            reader.start()
+            deadline = time.monotonic() + limit
+            timer = threading.Timer(limit, proc.kill)
+            timer.start()
+            try:
+                for line in proc.stderr:
+                    err.write(line)
+                    if perf and recorder is None and "phase measure" in line:
+                        recorder = PerfRecorder(
+                            server.proc.pid, min(case.duration, 5),
+                            os.path.join(self.out_dir, f"perf-{case.name}.data"))
+                        recorder.start()
+                proc.wait(max(1, deadline - time.monotonic()))
+            finally:
+                timer.cancel()
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            reader.join(5)
+        result = {}
+        if recorder is not None:
+            result["perf_top"] = recorder.finish()
+        if proc.returncode < 0:
+            result.update(ok=False, failure=f"wsbench killed after "
+                                            f"{limit:.0f} s")
+            return result
+        try:
+            report = json.loads(out_lines[-1])
+        except (IndexError, ValueError):
+            with open(err_path) as f:
+                tail = f.read()[-300:]
+            result.update(ok=False, failure=f"wsbench exited "
+                                            f"{proc.returncode} without a "
+                                            f"report: {tail}")
+            return result
+        result.update(report)
+        result["exit_status"] = proc.returncode
+        result["ok"] = bool(report.get("ok")) and proc.returncode == 0
+        return result
+
+    def run(self, cases, peers):
+        total = time.monotonic()
+        for case in cases:
+            runnable = []
+            for peer in peers:
+                if case.peers is not None and peer.name not in case.peers:
+                    if peer.name == "websocketd":
+                        self.note(f"{case.name}: websocketd skipped: a process "
+                                  f"and four file descriptors per connection "
+                                  f"(more while it forks) do not fit "
+                                  f"{case.connections} connections in the "
+                                  f"open-file limit of {NOFILE}")
+                    continue
+                if case.scenario in peer.skips:
+                    self.note(f"{case.name}: {peer.name} skipped: "
+                              f"{peer.skips[case.scenario]}")
+                    continue
+                if peer.connections(case) != case.connections:
+                    self.note(f"{case.name}: {peer.name} measured at "
+                              f"N={peer.connections(case)}, not "
+                              f"{case.connections}: with a process and four "
+                              f"file descriptors per connection (more while "
+                              f"it forks) it fails from about 2600 on under "
+                              f"the open-file limit of {NOFILE}")
+                runnable.append(peer)
+            print(f"== {case.name}: {case.describe()}", flush=True)
+            for index in range(self.args.runs):
+                for peer in runnable:
+                    self.run_one(case, peer, index)
+        return time.monotonic() - total
+
+    def run_perf(self, cases, peer):
+        profiles = {}
+        for case in cases:
+            print(f"== perf {case.name}: {case.describe()}", flush=True)
+            result = self.run_one(case, peer, "perf", perf=True)
+            profiles[case.name] = result.get("perf_top")
+        return profiles
+
+
+# Summaries -----------------------------------------------------------------
+
+# What the table shows per scenario: (label, dotted key, format).
+COLUMNS = {
+    "echo": [("rt/s", "echo.per_second", "{:.0f}"),
+             ("p50 us", "latency_us.p50", "{:.0f}"),
+             ("p99 us", "latency_us.p99", "{:.0f}"),
+             ("max us", "latency_us.max", "{:.0f}"),
+             ("srv us/rt", "cpu_per_op_us.server", "{:.2f}"),
+             ("bk us/rt", "cpu_per_op_us.backends", "{:.2f}"),
+             ("gen us/rt", "cpu_per_op_us.generator", "{:.2f}"),
+             ("srv cpu", "cpu.server_util", "{:.0%}"),
+             ("bk cpu", "cpu.backends_util", "{:.0%}"),
+             ("gen cpu", "cpu.generator_util", "{:.0%}")],
+    "broadcast": [("deliv/s", "broadcast.deliveries_per_second", "{:.0f}"),
+                  ("msgs/s", "broadcast.messages_per_second", "{:.0f}"),
+                  ("p50 us", "latency_us.p50", "{:.0f}"),
+                  ("p99 us", "latency_us.p99", "{:.0f}"),
+                  ("srv us/dl", "cpu_per_op_us.server", "{:.3f}"),
+                  ("bk us/dl", "cpu_per_op_us.backends", "{:.3f}"),
+                  ("gen us/dl", "cpu_per_op_us.generator", "{:.3f}"),
+                  ("srv cpu", "cpu.server_util", "{:.0%}"),
+                  ("gen cpu", "cpu.generator_util", "{:.0%}"),
+                  ("lost", "errors.lost", "{:.0f}"),
+                  ("dup", "errors.duplicated", "{:.0f}"),
+                  ("reord", "errors.reordered", "{:.0f}")],
+    "idle": [("held", "idle.held", "{:.0f}"),
+             ("srv B/conn", "idle.server_bytes_per_conn", "{:.0f}"),
+             ("+bk B/conn", "idle.with_backends_bytes_per_conn", "{:.0f}"),
+             ("PSS B/conn", "idle.pss_bytes_per_conn", "{:.0f}"),
+             ("srv RSS MiB", "idle.server_rss_kib", "{:.1f}", 1 / 1024),
+             ("procs", "cpu.backends", "{:.0f}"),
+             ("conn/s", "setup.connects_per_second", "{:.0f}")],
+    "connect": [("hs/s", "connect.per_second", "{:.0f}"),
+                ("p50 us", "latency_us.p50", "{:.0f}"),
+                ("p99 us", "latency_us.p99", "{:.0f}"),
+                ("srv us/hs", "cpu_per_op_us.server", "{:.1f}"),
+                ("bk us/hs", "cpu_per_op_us.backends", "{:.1f}"),
+                ("gen us/hs", "cpu_per_op_us.generator", "{:.1f}"),
+                ("srv cpu", "cpu.server_util", "{:.0%}"),
+                ("gen cpu", "cpu.generator_util", "{:.0%}")],
+}
+
+# The number a peer is compared by, and whether more is better.
+PRIMARY = {"echo": ("echo.per_second", True),
+           "broadcast": ("broadcast.deliveries_per_second", True),
+           "idle": ("idle.server_bytes_per_conn", False),
+           "connect": ("connect.per_second", True)}
+
+
+def flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = prefix + k
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[key] = v
+    return out
+
+
+def headline(case, result):
+    if "scenario" not in result:
+        return ""
+    flat = flatten(result)
+    label, key, fmt = COLUMNS[case.scenario][0][:3]
+    if case.scenario == "idle":
+        label, key, fmt = COLUMNS["idle"][1][:3]
+    value = flat.get(key)
+    text = f"{label} {fmt.format(value)}" if value is not None else ""
+    if case.scenario in ("echo", "broadcast", "connect"):
+        p99 = flat.get("latency_us.p99")
+        if p99 is not None:
+            text += f", p99 {p99:.0f} us"
+    return text
+
+
+def summarize(cases, results):
+    """Medians per (case, peer) over the runs that passed."""
+    summary = {}
+    for case in cases:
+        for r in results:
+            if r["case"] != case.name:
+                continue
+            s = summary.setdefault((case.name, r["peer"]),
+                                   {"case": case.name, "peer": r["peer"],
+                                    "scenario": case.scenario, "runs": 0,
+                                    "failed": 0, "flat": []})
+            s["runs"] += 1
+            if r.get("ok"):
+                s["flat"].append(flatten(r))
+            else:
+                s["failed"] += 1
+    for s in summary.values():
+        keys = set().union(*s["flat"]) if s["flat"] else set()
+        s["median"] = {k: statistics.median(f[k] for f in s["flat"] if k in f)
+                       for k in sorted(keys)}
+        s["connections"] = s["median"].get("connections")
+        del s["flat"]
+    return summary
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def print_table(cases, summary, peers):
+    for case in cases:
+        rows = [summary[(case.name, p.name)] for p in peers
+                if (case.name, p.name) in summary]
+        if not rows:
+            continue
+        cols = COLUMNS[case.scenario]
+        primary, _ = PRIMARY[case.scenario]
+        refs = [p for p in ("websocketd", "py-websockets")
+                if (case.name, p) in summary and
+                summary[(case.name, p)]["median"]]
+        header = ["peer", "ok"] + [c[0] for c in cols] + \
+            [f"x {r}" for r in refs]
+        table = [header]
+        for s in rows:
+            m = s["median"]
+            line = [s["peer"], f"{s['runs'] - s['failed']}/{s['runs']}"]
+            for col in cols:
+                v = m.get(col[1])
+                scale = col[3] if len(col) > 3 else 1
+                line.append("-" if v is None else col[2].format(v * scale))
+            for ref in refs:
+                x = ratio(m.get(primary), summary[(case.name, ref)]["median"]
+                          .get(primary))
+                line.append("-" if x is None else f"{x:.2f}")
+            table.append(line)
+        print()
+        print(f"{case.name}: {case.describe()}; medians")
+        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+        for r in table:
+            print("  " + "  ".join(v.rjust(w) if i else v.ljust(w)
+                                   for i, (v, w) in enumerate(zip(r, widths))))
+    print()
+    print("rt = round trip, dl = delivery, hs = handshake; srv = the server "
+          "process, bk = its children (backends), gen = wsbench; CPU % of "
+          "one core over the measured interval; x PEER = the first column "
+          "over that peer's (for idle: bytes per connection, lower is "
+          "better)")
+
+
+def check_targets(summary):
+    """The issue's targets, for gatewayd with the C room backend."""
+    def m(case, peer, key):
+        s = summary.get((case, peer))
+        return s["median"].get(key) if s else None
+
+    checks = []
+
+    def check(name, value, limit, ok):
+        if value is None or limit is None:
+            checks.append({"target": name, "value": value, "limit": limit,
+                           "pass": None})
+        else:
+            checks.append({"target": name, "value": value, "limit": limit,
+                           "pass": bool(ok(value, limit))})
+
+    gw_rt = m("echo-1000", "gatewayd-c", "echo.per_second")
+    wd_rt = m("echo-1000", "websocketd", "echo.per_second")
+    check("echo N=1000: round trips/s >= 3 x websocketd", gw_rt,
+          wd_rt and 3 * wd_rt, lambda v, lim: v >= lim)
+    gw_p99 = m("echo-1000", "gatewayd-c", "latency_us.p99")
+    wd_p99 = m("echo-1000", "websocketd", "latency_us.p99")
+    check("echo N=1000: p99 < 1/3 of websocketd's (us)", gw_p99,
+          wd_p99 and wd_p99 / 3, lambda v, lim: v < lim)
+    check("broadcast N=1000: gateway CPU per delivery <= 0.5 us",
+          m("broadcast-1000", "gatewayd-c", "cpu_per_op_us.server"), 0.5,
+          lambda v, lim: v <= lim)
+    check("idle N=15000: gateway RSS per connection <= 2 KiB (bytes)",
+          m("idle-15000", "gatewayd-c", "idle.server_bytes_per_conn"), 2048,
+          lambda v, lim: v <= lim)
+    gw_hs = m("connect-50", "gatewayd-c", "connect.per_second")
+    wd_hs = m("connect-50", "websocketd", "connect.per_second")
+    check("connect: handshakes/s >= 2 x websocketd", gw_hs,
+          wd_hs and 2 * wd_hs, lambda v, lim: v >= lim)
+    check("connect: gateway CPU per handshake <= 25 us",
+          m("connect-50", "gatewayd-c", "cpu_per_op_us.server"), 25,
+          lambda v, lim: v <= lim)
+    e100 = m("echo-100", "gatewayd-c", "echo.per_second")
+    e10k = m("echo-10000", "gatewayd-c", "echo.per_second")
+    check("echo N=10000: round trips/s >= 80% of N=100's", e10k,
+          e100 and 0.8 * e100, lambda v, lim: v >= lim)
+    return checks
+
+
+def print_targets(checks):
+    print()
+    print("targets (gatewayd-c):")
+    for c in checks:
+        verdict = {True: "pass", False: "FAIL", None: "n/a "}[c["pass"]]
+        value = "-" if c["value"] is None else f"{c['value']:.4g}"
+        limit = "-" if c["limit"] is None else f"{c['limit']:.4g}"
+        print(f"  {verdict}  {c['target']}: {value} (limit {limit})")
+
+
+def machine():
+    info = {"cpus": os.cpu_count(), "kernel": os.uname().release}
+    try:
+        with open("/proc/loadavg") as f:
+            info["loadavg_at_start"] = f.read().split()[:3]
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def raise_nofile():
+    """ulimit -n 20000, for the runner and every process it starts."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = NOFILE
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: small N, about a second each, "
+                             "one run")
+    parser.add_argument("--runs", type=int,
+                        help="runs per case and peer (3; --quick: 1)")
+    parser.add_argument("--cases", help="comma-separated case names or "
+                        "scenarios (default: all)")
+    parser.add_argument("--peers", help="comma-separated peers (default: "
+                        "all): " + ", ".join(p.name for p in PEERS))
+    parser.add_argument("--perf", action="store_true",
+                        help="profile gatewayd-c under echo, broadcast "
+                             "and connect with perf instead")
+    parser.add_argument("--build", default="build",
+                        help="the build directory (build)")
+    parser.add_argument("--out", help="results file "
+                        "(BUILD/bench/results.json)")
+    parser.add_argument("--list", action="store_true",
+                        help="list the cases and peers, and exit")
+    args = parser.parse_args()
+    if args.runs is None:
+        args.runs = 1 if args.quick or args.perf else 3
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+
+    runner = Runner(args)
+    cases = quick_cases() if args.quick else full_cases()
+    if args.cases:
+        wanted = args.cases.split(",")
+        cases = [c for c in cases if c.name in wanted or c.scenario in wanted]
+        if not cases:
+            parser.error(f"no case matches {args.cases}")
+    peers = [cls(runner) for cls in PEERS]
+    if args.peers:
+        wanted = args.peers.split(",")
+        unknown = set(wanted) - {p.name for p in peers}
+        if unknown:
+            parser.error(f"unknown peers: {', '.join(sorted(unknown))}")
+        peers = [p for p in peers if p.name in wanted]
+    if args.list:
+        for c in cases:
+            print(f"{c.name:<16} {c.describe()}")
+        for p in peers:
+            print(f"{p.name:<16} {p.about}")
+        return 0
+
+    if not os.access(runner.wsbench, os.X_OK):
+        sys.exit(f"run.py: {runner.wsbench} is not built: run make bench")
+    for p in list(peers):
+        why = p.available()
+        if why:
+            runner.note(f"{p.name} skipped: {why}")
+            peers.remove(p)
+    if not peers:
+        sys.exit("run.py: no peer can run")
+    nofile = raise_nofile()
+    if nofile < NOFILE:
+        runner.note(f"the open-file limit is {nofile}, not {NOFILE}: the "
+                    f"largest cases will fail")
+
+    if args.perf:
+        gw = next((p for p in peers if p.name == "gatewayd-c"), None)
+        if gw is None or not shutil.which("perf"):
+            sys.exit("run.py: --perf needs gatewayd-c and perf "
+                     "(apt-get install linux-perf)")
+        perf_cases = [c for c in cases if c.name in (
+            "echo-1000", "broadcast-1000", "connect-50",
+            "echo-50", "broadcast-50", "connect-10")]
+        profiles = runner.run_perf(perf_cases, gw)
+        for name, top in profiles.items():
+            print(f"\nperf, gatewayd (self time), {name}:")
+            for row in top or []:
+                where = "kernel" if row["kernel"] else "user"
+                print(f"  {row['percent']:6.2f}%  {where:<6}  {row['symbol']}")
+        out = args.out or os.path.join(runner.out_dir, "perf.json")
+        with open(out, "w") as f:
+            json.dump({"machine": machine(), "profiles": profiles,
+                       "runs": runner.results}, f, indent=1)
+        print(f"\nwrote {os.path.relpath(out, ROOT)}")
+        return 0
+
+    print(f"machine: {machine()}; open-file limit {nofile}; "
+          f"{args.runs} run(s) per case and peer", flush=True)
+    for p in peers:
+        print(f"peer {p.name}: {p.about}")
+    elapsed = runner.run(cases, peers)
+    summary = summarize(cases, runner.results)
+    print_table(cases, summary, peers)
+    checks = check_targets(summary) if not args.quick else []
+    if checks:
+        print_targets(checks)
+    for note in runner.notes:
+        print(f"note: {note}")
+    failed = [r for r in runner.results if not r.get("ok")]
+    problems = [p for r in runner.results for p in r.get("problems", [])]
+    out = args.out or os.path.join(runner.out_dir, "results.json")
+    with open(out, "w") as f:
+        json.dump({"machine": machine(), "runs_per_case": args.runs,
+                   "quick": args.quick, "elapsed_s": round(elapsed, 1),
+                   "peers": {p.name: p.about for p in peers},
+                   "cases": {c.name: c.describe() for c in cases},
+                   "notes": runner.notes,
+                   "summary": list(summary.values()),
+                   "targets": checks, "runs": runner.results}, f, indent=1)
+    print(f"\n{len(runner.results)} runs in {elapsed:.0f} s, "
+          f"{len(failed)} failed; wrote {os.path.relpath(out, ROOT)}")
+    for p in problems:
+        print(f"problem: {p}")
+    return 1 if failed or problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
