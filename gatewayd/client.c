@@ -348,7 +348,8 @@ client_send_control(struct client *c, enum ws_frame_opcode opcode,
 	size_t n;
 
 	n = ws_frame_header_encode(frame, opcode, true, len, NULL);
-	memcpy(frame + n, payload, len);
+	if (len > 0)
+		memcpy(frame + n, payload, len);
 	bufferevent_write(c->bev, frame, n + len);
 }
 
@@ -591,9 +592,13 @@ client_read_frames(struct client *c)
 	struct ws_frame_event ev;
 	size_t used;
 
-	/* Anything heard from the client answers a ping. */
+	/* Anything heard from the client answers a ping; the timer, set
+	 * for the pong's deadline, is set again for the next ping. */
 	c->last_frame_ms = client_now_ms();
-	c->ping_sent = false;
+	if (c->ping_sent && c->state == CLIENT_OPEN) {
+		c->ping_sent = false;
+		client_liveness(c);
+	}
 	while (evbuffer_peek(in, -1, NULL, &vec, 1) > 0 && vec.iov_len > 0) {
 		used = ws_frame_parse(&c->parser, vec.iov_base, vec.iov_len, &ev);
 		evbuffer_drain(in, used);
@@ -608,14 +613,19 @@ client_read_frames(struct client *c)
 static void
 client_write_101(struct client *c, const char *accept, const char *subprotocol)
 {
+	size_t len = subprotocol != NULL ? strlen(subprotocol) : 0;
+	size_t size = 256 + len;	/* a subprotocol may be long */
 	struct handshake hs;
-	char buf[512];
+	char *buf;
 	size_t n;
 
 	memcpy(hs.accept, accept, sizeof(hs.accept));
-	n = handshake_response_101(buf, sizeof(buf), &hs, subprotocol,
-	    subprotocol != NULL ? strlen(subprotocol) : 0);
-	bufferevent_write(c->bev, buf, n);
+	buf = malloc(size);
+	n = buf != NULL ? handshake_response_101(buf, size, &hs, subprotocol,
+	    len) : 0;
+	if (n > 0)
+		bufferevent_write(c->bev, buf, n);
+	free(buf);
 	stats.clients_opened++;
 }
 

@@ -56,9 +56,13 @@ def main():
     server.listen(16)
     while True:
         conn, _ = server.accept()
-        f = conn.makefile("rw", encoding="utf-8", newline="\n")
+        # One file each way: writing to a "rw" text file drops what it
+        # had read ahead.
+        rfile = conn.makefile("r", encoding="utf-8", newline="\n")
+        wfile = conn.makefile("w", encoding="utf-8", newline="\n")
         threading.Thread(target=serve, daemon=True,
-                         args=(f, f, args.record_file, args.authorize)).start()
+                         args=(rfile, wfile, args.record_file,
+                               args.authorize)).start()
 
 
 if __name__ == "__main__":
