@@ -422,14 +422,41 @@ shared_frame_release(struct shared_frame *f)
 void
 client_send(struct client *c, struct shared_frame *f)
 {
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+
 	if (c->state != CLIENT_OPEN || client_check_backlog(c) == -1)
 		return;
-	f->refs++;
-	if (evbuffer_add_reference(bufferevent_get_output(c->bev), f->data,
-	    f->len, shared_frame_cleanup, f) == -1) {
-		f->refs--;
-		return;
+	/* A small frame is cheaper copied, into the free end of the last
+	 * chain, than referenced through a chain of its own per member;
+	 * a large one is shared, so that N members cost one copy. */
+	if (f->len <= CLIENT_COPY_MAX) {
+		if (evbuffer_add(out, f->data, f->len) == -1)
+			return;
+	} else {
+		f->refs++;
+		if (evbuffer_add_reference(out, f->data, f->len,
+		    shared_frame_cleanup, f) == -1) {
+			f->refs--;
+			return;
+		}
 	}
+	stats.messages_out++;
+}
+
+void
+client_send_small(struct client *c, enum ws_frame_opcode opcode,
+    const uint8_t *payload, size_t len)
+{
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	uint8_t header[WS_FRAME_MAX_HEADER];
+	size_t n;
+
+	if (c->state != CLIENT_OPEN || client_check_backlog(c) == -1)
+		return;
+	n = ws_frame_header_encode(header, opcode, true, len, NULL);
+	if (evbuffer_add(out, header, n) == -1 ||
+	    (len > 0 && evbuffer_add(out, payload, len) == -1))
+		return;
 	stats.messages_out++;
 }
 

@@ -141,6 +141,14 @@ void shared_frame_release(struct shared_frame *frame);
 
 /* Queue a frame to an open client. */
 void client_send(struct client *c, struct shared_frame *frame);
+/* Queue a message of at most CLIENT_COPY_MAX bytes to one open client,
+ * copied: no shared frame is needed for one recipient. */
+void client_send_small(struct client *c, enum ws_frame_opcode opcode,
+    const uint8_t *payload, size_t len);
+
+/* Messages up to this size are copied into each client's output buffer;
+ * bigger ones are shared between recipients (see client_send). */
+#define CLIENT_COPY_MAX 2048
 
 /* Stop or resume reading an open client (its room's backend is behind). */
 void client_set_reading(struct client *c, bool reading);

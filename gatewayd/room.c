@@ -515,6 +515,10 @@ room_send(struct room *r, const struct record_cmd *cmd)
 		c = room_target(r, cmd->clients[i], CLIENT_OPEN, "send");
 		if (c == NULL)
 			continue;
+		if (cmd->payload_len <= CLIENT_COPY_MAX) {
+			client_send_small(c, op, cmd->payload, cmd->payload_len);
+			continue;
+		}
 		if (frame == NULL)
 			frame = shared_frame_new(op, cmd->payload, cmd->payload_len);
 		if (frame == NULL) {

@@ -176,13 +176,22 @@ int
 server_start(struct cfg *cfg)
 {
 	static const int signals[] = { SIGTERM, SIGINT, SIGCHLD, SIGHUP };
+	struct event_config *evcfg;
 	size_t i;
 
 	server.cfg = cfg;
 	LIST_INIT(&server.clients);
 	LIST_INIT(&server.rooms);
 	LIST_INIT(&server.backends);
-	server.base = event_base_new();
+	/* epoll's changelist folds the EV_WRITE on and off of a busy socket
+	 * within a loop turn into at most one epoll_ctl.  Its one hazard,
+	 * descriptors shared through dup(), does not arise here. */
+	evcfg = event_config_new();
+	if (evcfg != NULL)
+		event_config_set_flag(evcfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	server.base = evcfg != NULL ? event_base_new_with_config(evcfg) : NULL;
+	if (evcfg != NULL)
+		event_config_free(evcfg);
 	if (server.base == NULL) {
 		log_error("cannot create the event loop");
 		return -1;
