@@ -446,12 +446,17 @@ backend_requeue_unsent(struct backend *b, struct room *r)
 	 * string, so a partial line never passes for one.  Open and close
 	 * records are not kept: the restarted backend gets fresh opens.
 	 */
+	/* A socket bufferevent freezes the start of its output buffer to
+	 * all but its own writes: thaw it to take the lines back. */
+	evbuffer_unfreeze(out, 1);
 	while ((eol = evbuffer_search(out, "\n", 1, NULL)).pos != -1) {
 		len = (size_t)eol.pos + 1;
 		line = malloc(len);
-		if (line == NULL)
+		if (line == NULL ||
+		    evbuffer_remove(out, line, len) != (ev_ssize_t)len) {
+			free(line);
 			break;
-		evbuffer_remove(out, line, len);
+		}
 		c = record_message_client(line, len, id, sizeof(id)) != NULL ?
 		    client_find(id) : NULL;
 		if (c != NULL && c->room == r && c->state == CLIENT_OPEN)
@@ -459,6 +464,7 @@ backend_requeue_unsent(struct backend *b, struct room *r)
 		else
 			free(line);
 	}
+	evbuffer_freeze(out, 1);
 }
 
 void

@@ -38,22 +38,10 @@ static void client_write_cb(struct bufferevent *bev, void *arg);
 static void client_event_cb(struct bufferevent *bev, short events, void *arg);
 static void client_timer_cb(evutil_socket_t fd, short events, void *arg);
 
-static int
-client_cmp(const void *a, const void *b)
-{
-	const struct client *x = a, *y = b;
-
-	return x->id < y->id ? -1 : x->id > y->id;
-}
-
 struct client *
 client_find_id(uint64_t id)
 {
-	struct client key, **found;
-
-	key.id = id;
-	found = tfind(&key, &server.client_index, client_cmp);
-	return found != NULL ? *found : NULL;
+	return idmap_get(&server.client_index, id);
 }
 
 struct client *
@@ -95,6 +83,8 @@ client_timer_set(struct client *c, uint64_t ms)
 
 	evtimer_add(c->timer, &tv);
 }
+
+#define CLIENT_REMOTE_MAX 64	/* "[v6 address]:port" */
 
 static void
 client_format_remote(char *out, size_t size, const struct sockaddr *sa)
@@ -229,12 +219,11 @@ client_accept(int fd, const struct sockaddr *addr, int addr_len)
 	c->ip = ip;
 	c->id = ++server.next_client_id;
 	snprintf(c->name, sizeof(c->name), "c%llu", (unsigned long long)c->id);
-	client_format_remote(c->remote, sizeof(c->remote), addr);
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->bev = bufferevent_socket_new(server.base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->timer = evtimer_new(server.base, client_timer_cb, c);
 	if (c->bev == NULL || c->timer == NULL ||
-	    tsearch(c, &server.client_index, client_cmp) == NULL) {
+	    idmap_put(&server.client_index, c) == -1) {
 		if (c->bev != NULL)
 			bufferevent_free(c->bev);
 		else
@@ -252,7 +241,12 @@ client_accept(int fd, const struct sockaddr *addr, int addr_len)
 	    client_event_cb, c);
 	bufferevent_enable(c->bev, EV_READ);
 	client_timer_set(c, server.cfg->handshake_timeout_ms);
-	log_debug("%s: connected from %s", c->name, c->remote);
+	if (log_enabled(LOG_LEVEL_DEBUG)) {
+		char remote[CLIENT_REMOTE_MAX];
+
+		client_format_remote(remote, sizeof(remote), addr);
+		log_debug("%s: connected from %s", c->name, remote);
+	}
 }
 
 /* Leave the room, telling the backend why when it knows of the client. */
@@ -295,7 +289,7 @@ client_free(struct client *c)
 	client_free_pending(c);
 	free(c->open_line);
 	client_ip_release(c->ip);
-	tdelete(c, &server.client_index, client_cmp);
+	idmap_del(&server.client_index, c->id);
 	LIST_REMOVE(c, entry);
 	server.n_clients--;
 	stats.clients_closed++;
@@ -692,6 +686,9 @@ client_handshake(struct client *c, char *head, size_t head_len)
 	const struct cfg_resource *res;
 	const struct http_req_header *origin;
 	const char *why, *subprotocol;
+	char remote[CLIENT_REMOTE_MAX];
+	struct sockaddr_storage peer;
+	socklen_t peer_len;
 	struct room *r;
 	int chosen;
 	char *line;
@@ -764,7 +761,13 @@ client_handshake(struct client *c, char *head, size_t head_len)
 	open.path_len = req.path_len;
 	open.query = req.query;
 	open.query_len = req.query_len;
-	open.remote = c->remote;
+	/* Formatted now rather than kept: an idle client costs less. */
+	peer_len = sizeof(peer);
+	if (getpeername(bufferevent_getfd(c->bev), (struct sockaddr *)&peer,
+	    &peer_len) == -1)
+		peer.ss_family = AF_UNSPEC;
+	client_format_remote(remote, sizeof(remote), (struct sockaddr *)&peer);
+	open.remote = remote;
 	open.subprotocol = subprotocol;
 	open.subprotocols = hs.subprotocols;
 	open.subprotocol_lens = hs.subprotocol_lens;

@@ -25,6 +25,7 @@
 
 #include "cfg.h"
 #include "handshake.h"
+#include "idmap.h"
 #include "log.h"
 #include "record.h"
 #include "ws_frame.h"
@@ -47,7 +48,7 @@ struct server {
 	uint64_t next_client_id;
 	size_t n_clients;		/* every connection, any state */
 	LIST_HEAD(, client) clients;
-	void *client_index;		/* tsearch tree by id */
+	struct idmap client_index;	/* clients by id */
 	void *ip_index;			/* tsearch tree of struct ip_count */
 	void *room_index;		/* tsearch tree by path */
 	LIST_HEAD(, room) rooms;
@@ -96,15 +97,15 @@ struct client {
 	uint64_t id;
 	char name[24];			/* "c<id>", the id in records */
 	enum client_state state;
+	bool announced;			/* open record sent, close not yet */
+	bool ping_sent;			/* awaiting its pong */
 	struct bufferevent *bev;
 	struct event *timer;		/* handshake, authorize, close, linger */
-	char remote[64];		/* "addr:port" */
 	LIST_ENTRY(client) entry;	/* server.clients */
 
 	struct room *room;		/* while a member or pending */
 	LIST_ENTRY(client) room_entry;	/* room.members or room.pending */
 	const struct cfg_room_opts *opts;	/* its resource's, once matched */
-	bool announced;			/* open record sent, close not yet */
 	char *open_line;		/* its open record, sent again to a
 					 * restarted backend */
 	size_t open_len;
@@ -116,7 +117,6 @@ struct client {
 	uint64_t last_frame_ms;		/* any frame from the client */
 	uint64_t last_message_ms;	/* a data message from the client */
 	uint64_t ping_sent_ms;		/* when the unanswered ping went */
-	bool ping_sent;			/* awaiting its pong */
 
 	struct ws_frame_parser parser;
 };
@@ -205,6 +205,11 @@ struct room {
 	unsigned failures;		/* consecutive, for the log */
 	uint64_t backend_since_ms;	/* when the backend last started */
 	struct event *hold_timer;	/* pending: clients are held */
+	uint64_t outage_since_ms;	/* when the backend went down; a
+					 * backend that fails before it has run
+					 * restart_max_delay does not end the
+					 * outage, so a crash loop cannot hold
+					 * clients past hold_timeout */
 	STAILQ_HEAD(, held_record) held;
 	size_t held_bytes;
 	size_t n_held;

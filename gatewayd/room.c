@@ -262,13 +262,19 @@ room_restart_cb(evutil_socket_t fd, short events, void *arg)
 	room_schedule_restart(r);
 }
 
-/* Hold the room's clients while its backend is down. */
+/* Hold the room's clients while its backend is down, until hold_timeout
+ * after the outage began. */
 static void
 room_hold(struct room *r)
 {
+	uint64_t now = room_now_ms(), deadline;
+
 	if (room_holding(r))
 		return;
-	room_timer_set(r->hold_timer, r->res->opts.hold_timeout_ms);
+	if (r->outage_since_ms == 0)
+		r->outage_since_ms = now;
+	deadline = r->outage_since_ms + r->res->opts.hold_timeout_ms;
+	room_timer_set(r->hold_timer, deadline > now ? deadline - now : 0);
 	stats.clients_held += r->n_members + r->n_pending;
 	if (r->n_members + r->n_pending > 0)
 		log_warn("room %s: holding %zu clients for up to %llu ms until "
@@ -296,6 +302,7 @@ room_hold_timeout_cb(evutil_socket_t fd, short events, void *arg)
 
 	stats.hold_timeouts++;
 	stats.clients_held -= clients;
+	r->outage_since_ms = 0;		/* the next clients wait afresh */
 	dropped = room_discard_held(r);
 	log_warn("room %s: no backend after %llu ms: closing %zu clients "
 	    "(1012) and discarding %zu held messages", r->path,
@@ -629,10 +636,11 @@ room_backend_lost(struct room *r)
 		backend_stop(b);
 	}
 	/* A backend that ran a good while failed on its own, not in a
-	 * crash loop: start the backoff afresh. */
+	 * crash loop: start the backoff, and the outage, afresh. */
 	if (room_now_ms() - r->backend_since_ms >= o->restart_max_delay_ms) {
 		r->restart_delay_ms = o->restart_delay_ms;
 		r->failures = 0;
+		r->outage_since_ms = 0;
 	}
 	r->failures++;
 	if (clients == 0 && r->res->is_prefix) {

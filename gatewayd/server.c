@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -180,6 +181,7 @@ server_start(struct cfg *cfg)
 	size_t i;
 
 	server.cfg = cfg;
+	idmap_init(&server.client_index, offsetof(struct client, id));
 	LIST_INIT(&server.clients);
 	LIST_INIT(&server.rooms);
 	LIST_INIT(&server.backends);
@@ -238,6 +240,7 @@ server_free(void)
 
 	server_stop_listening();
 	free(server.listeners);
+	idmap_free(&server.client_index);
 	for (i = 0; i < sizeof(server.signals) / sizeof(server.signals[0]); i++) {
 		if (server.signals[i] != NULL)
 			event_free(server.signals[i]);

@@ -77,40 +77,42 @@ enum ws_frame_state {
 };
 
 struct ws_frame_parser {
-	/* limits and role, set by ws_frame_parser_init */
+	/* Fields are ordered by size: every open connection has one. */
+
+	/* limits, set by ws_frame_parser_init */
 	uint64_t max_message_size;	/* payload bytes of a whole message */
 	uint64_t max_frame_size;	/* of one data frame; 0: no own limit */
-	bool expect_masked;		/* server side: frames must be masked */
-
-	enum ws_frame_state state;
-	uint8_t header[WS_FRAME_MAX_HEADER];	/* header bytes gathered */
-	size_t header_have;
-	size_t header_need;
 
 	/* the frame being read */
-	bool fin;
-	enum ws_frame_opcode opcode;
-	bool masked;
-	uint8_t mask[4];
 	uint64_t payload_len;
 	uint64_t payload_have;
 
 	/* the data message being reassembled across fragments */
-	bool in_message;		/* a fragmented message is open */
-	enum ws_frame_opcode message_opcode;
 	uint8_t *message;		/* owned; grows with the bytes received,
 					 * kept small between messages */
 	size_t message_len;
 	size_t message_cap;
+
+	/* WS_FRAME_FAILED: the error, repeated on every later call */
+	const char *error;
+
+	enum ws_frame_state state;
+	enum ws_frame_opcode opcode;
+	enum ws_frame_opcode message_opcode;
 	struct utf8 utf8;		/* text validation across fragments */
+	uint16_t error_code;
+	uint8_t header[WS_FRAME_MAX_HEADER];	/* header bytes gathered */
+	uint8_t header_have;
+	uint8_t header_need;
+	uint8_t mask[4];
+	bool expect_masked;		/* server side: frames must be masked */
+	bool fin;
+	bool masked;
+	bool in_message;		/* a fragmented message is open */
+	bool deliver_pending;	/* a message was returned; reset on next feed */
 
 	/* a control frame's payload (they may interleave with fragments) */
 	uint8_t control[WS_FRAME_MAX_CONTROL];
-	bool deliver_pending;	/* a message was returned; reset on next feed */
-
-	/* WS_FRAME_FAILED: the error, repeated on every later call */
-	uint16_t error_code;
-	const char *error;
 };
 
 /*
