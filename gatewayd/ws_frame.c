@@ -92,6 +92,8 @@ ws_frame_parser_free(struct ws_frame_parser *p)
 {
 	ws_frame_buffer_free(p);
 	p->message_len = 0;
+	free(p->control);
+	p->control = NULL;
 }
 
 /* Enter the failed state and describe the error in ev.  Returns -1. */
@@ -191,6 +193,12 @@ ws_frame_header_first(struct ws_frame_parser *p, struct ws_frame_event *ev)
 		if (opcode == WS_OP_CLOSE && len7 == 1)
 			return ws_frame_fail(p, ev, WS_CLOSE_PROTOCOL_ERROR,
 			    "close payload of one byte");
+		/* Made on the first control frame and kept: most clients
+		 * never send one, and every open client has a parser. */
+		if (p->control == NULL &&
+		    (p->control = malloc(WS_FRAME_MAX_CONTROL)) == NULL)
+			return ws_frame_fail(p, ev, WS_CLOSE_INTERNAL_ERROR,
+			    "out of memory");
 	} else if (opcode == WS_OP_CONTINUATION) {
 		if (!p->in_message)
 			return ws_frame_fail(p, ev, WS_CLOSE_PROTOCOL_ERROR,

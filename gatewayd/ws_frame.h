@@ -111,8 +111,9 @@ struct ws_frame_parser {
 	bool in_message;		/* a fragmented message is open */
 	bool deliver_pending;	/* a message was returned; reset on next feed */
 
-	/* a control frame's payload (they may interleave with fragments) */
-	uint8_t control[WS_FRAME_MAX_CONTROL];
+	/* a control frame's payload (they may interleave with fragments):
+	 * WS_FRAME_MAX_CONTROL bytes, made on the first control frame */
+	uint8_t *control;
 };
 
 /*
