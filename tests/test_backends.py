@@ -8,63 +8,14 @@ import os
 import socket
 import time
 
-import pytest
-import websockets
-from websockets.exceptions import ConnectionClosed, InvalidStatusCode
+from websockets.exceptions import InvalidStatusCode
 
 from conftest import PYTHON, BACKENDS, backend_cmd, read_records
+from wsclient import (assert_silent, connect, expect_close, expect_status,
+                      recv, wait_log, whoami)
 
 TIMEOUT = 5
 SCRIPTED = os.path.join(BACKENDS, "scripted.py")
-
-
-async def recv(ws, timeout=TIMEOUT):
-    return await asyncio.wait_for(ws.recv(), timeout)
-
-
-async def whoami(ws):
-    await ws.send("whoami")
-    return json.loads(await recv(ws))
-
-
-async def assert_silent(ws, wait=0.3):
-    try:
-        msg = await asyncio.wait_for(ws.recv(), wait)
-    except asyncio.TimeoutError:
-        return
-    raise AssertionError(f"unexpected message {msg!r}")
-
-
-async def expect_close(ws, timeout=TIMEOUT):
-    """Wait for the server to close ws; return (code, reason)."""
-    async def closed():
-        try:
-            while True:
-                msg = await ws.recv()
-                raise AssertionError(f"message {msg!r} instead of a close")
-        except ConnectionClosed:
-            pass
-        await ws.wait_closed()
-    await asyncio.wait_for(closed(), timeout)
-    return ws.close_code, ws.close_reason
-
-
-async def expect_status(url, status, timeout=TIMEOUT, **kw):
-    with pytest.raises(InvalidStatusCode) as e:
-        await asyncio.wait_for(websockets.connect(url, **kw), timeout)
-    assert e.value.status_code == status
-
-
-async def wait_log(g, text, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while text not in g.log():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{text!r} not in the log:\n{g.log()}")
-        await asyncio.sleep(0.02)
-
-
-def connect(g, path, **kw):
-    return websockets.connect(g.url(path), open_timeout=TIMEOUT, **kw)
 
 
 @contextlib.asynccontextmanager

@@ -3,78 +3,16 @@ linger, authorization, and the commands a backend gives."""
 import asyncio
 import json
 import os
-import socket
 import time
 
 import pytest
-import websockets
-from websockets.exceptions import ConnectionClosed, InvalidStatusCode
+from websockets.exceptions import InvalidStatusCode
 
 from conftest import PYTHON, ROOT, backend_cmd, example_cmd, read_records
+from wsclient import (assert_silent, connect, expect_close, expect_status,
+                      recv, recv_json, wait_log, whoami)
 
 TIMEOUT = 5
-
-
-def unix_ready(path, timeout=TIMEOUT):
-    """unix_room waits for the socket file, which a program may create a
-    moment before it listens: wait until a connection succeeds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with socket.socket(socket.AF_UNIX) as s:
-            try:
-                s.connect(path)
-                return path
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-        time.sleep(0.02)
-
-
-async def recv(ws, timeout=TIMEOUT):
-    return await asyncio.wait_for(ws.recv(), timeout)
-
-
-async def recv_json(ws):
-    return json.loads(await recv(ws))
-
-
-async def assert_silent(ws, wait=0.3):
-    """Nothing arrives for wait seconds."""
-    try:
-        msg = await asyncio.wait_for(ws.recv(), wait)
-    except asyncio.TimeoutError:
-        return
-    raise AssertionError(f"unexpected message {msg!r}")
-
-
-async def whoami(ws):
-    await ws.send("whoami")
-    return await recv_json(ws)
-
-
-async def expect_close(ws, timeout=TIMEOUT):
-    """Wait for the server to close ws; return (code, reason)."""
-    async def closed():
-        try:
-            while True:
-                msg = await ws.recv()
-                raise AssertionError(f"message {msg!r} instead of a close")
-        except ConnectionClosed:
-            pass
-        await ws.wait_closed()
-    await asyncio.wait_for(closed(), timeout)
-    return ws.close_code, ws.close_reason
-
-
-async def expect_status(url, status, timeout=TIMEOUT, **kw):
-    with pytest.raises(InvalidStatusCode) as e:
-        await asyncio.wait_for(websockets.connect(url, **kw), timeout)
-    assert e.value.status_code == status
-    return e.value
-
-
-def connect(g, path, **kw):
-    return websockets.connect(g.url(path), open_timeout=TIMEOUT, **kw)
 
 
 def chat_config(backend):
@@ -106,7 +44,7 @@ async def chat_scenario(g):
 
 
 async def test_chat_unix(gateway, unix_room):
-    sock = unix_ready(unix_room([PYTHON, "examples/chat/room.py"]))
+    sock = unix_room([PYTHON, "examples/chat/room.py"])
     g = gateway(chat_config(f"unix:{sock}"))
     await chat_scenario(g)
 
@@ -198,14 +136,6 @@ def pid_gone(pid):
             return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
     except FileNotFoundError:
         return True
-
-
-async def wait_log(g, text, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while text not in g.log():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{text!r} not in the log:\n{g.log()}")
-        await asyncio.sleep(0.02)
 
 
 async def test_pattern_room_lingers(gateway, tmp_path):

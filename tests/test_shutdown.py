@@ -1,58 +1,19 @@
 """A graceful stop: SIGTERM or SIGINT closes every client with 1001, tells
 the backends, lets them exit and exits 0."""
 import asyncio
-import json
 import re
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
-import websockets
-from websockets.exceptions import ConnectionClosed, InvalidStatusCode
+from websockets.exceptions import InvalidStatusCode
 
 from conftest import (BACKENDS, GATEWAYD, PYTHON, ROOT, backend_cmd,
                       free_port, read_records, wait_for)
+from wsclient import (connect, expect_close, recv, whoami)
 
 TIMEOUT = 5
-
-
-def unix_ready(path, timeout=TIMEOUT):
-    """unix_room waits for the socket file, which a program may create a
-    moment before it listens: wait until a connection succeeds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with socket.socket(socket.AF_UNIX) as s:
-            try:
-                s.connect(path)
-                return path
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-        time.sleep(0.02)
-
-
-async def recv(ws, timeout=TIMEOUT):
-    return await asyncio.wait_for(ws.recv(), timeout)
-
-
-async def whoami(ws):
-    await ws.send("whoami")
-    return json.loads(await recv(ws))
-
-
-async def expect_close(ws, timeout=TIMEOUT):
-    async def closed():
-        try:
-            while True:
-                msg = await ws.recv()
-                raise AssertionError(f"message {msg!r} instead of a close")
-        except ConnectionClosed:
-            pass
-        await ws.wait_closed()
-    await asyncio.wait_for(closed(), timeout)
-    return ws.close_code, ws.close_reason
 
 
 async def wait_exit(proc, timeout):
@@ -71,10 +32,6 @@ def pid_gone(pid):
             return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
     except FileNotFoundError:
         return True
-
-
-def connect(g, path, **kw):
-    return websockets.connect(g.url(path), open_timeout=TIMEOUT, **kw)
 
 
 async def stop_with_clients(gateway, tmp_path, sig):
@@ -255,8 +212,7 @@ stop_timeout = 1h
 async def test_sigterm_unix_backend(gateway, unix_room, tmp_path):
     """A unix: backend gets the close records before its connection ends."""
     rec = tmp_path / "rec.jsonl"
-    sock = unix_ready(unix_room([PYTHON, f"{BACKENDS}/recorder.py",
-                                 str(rec)]))
+    sock = unix_room([PYTHON, f"{BACKENDS}/recorder.py", str(rec)])
     g = gateway(f"""[gateway]
 [resource /u]
 backend = unix:{sock}
