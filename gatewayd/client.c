@@ -333,18 +333,21 @@ client_http_error(struct client *c, int status, const char *body)
 	client_linger(c);
 }
 
-/* Queue a control frame (close, pong) with its small payload. */
-static void
-client_send_control(struct client *c, enum ws_frame_opcode opcode,
+/* Queue a frame, copying its payload: control frames (close, ping, pong)
+ * and small messages.  Returns 0, or -1 when out of memory. */
+static int
+client_queue_frame(struct client *c, enum ws_frame_opcode opcode,
     const uint8_t *payload, size_t len)
 {
-	uint8_t frame[WS_FRAME_MAX_HEADER + WS_FRAME_MAX_CONTROL];
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	uint8_t header[WS_FRAME_MAX_HEADER];
 	size_t n;
 
-	n = ws_frame_header_encode(frame, opcode, true, len, NULL);
-	if (len > 0)
-		memcpy(frame + n, payload, len);
-	bufferevent_write(c->bev, frame, n + len);
+	n = ws_frame_header_encode(header, opcode, true, len, NULL);
+	if (evbuffer_add(out, header, n) == -1 ||
+	    (len > 0 && evbuffer_add(out, payload, len) == -1))
+		return -1;
+	return 0;
 }
 
 /*
@@ -380,7 +383,7 @@ client_send_close(struct client *c, unsigned code, const char *reason,
 	size_t n;
 
 	n = ws_frame_close_payload(payload, (uint16_t)code, reason, reason_len);
-	client_send_control(c, WS_OP_CLOSE, payload, n);
+	client_queue_frame(c, WS_OP_CLOSE, payload, n);
 }
 
 static void
@@ -441,15 +444,8 @@ void
 client_send_small(struct client *c, enum ws_frame_opcode opcode,
     const uint8_t *payload, size_t len)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	uint8_t header[WS_FRAME_MAX_HEADER];
-	size_t n;
-
-	if (c->state != CLIENT_OPEN || client_check_backlog(c) == -1)
-		return;
-	n = ws_frame_header_encode(header, opcode, true, len, NULL);
-	if (evbuffer_add(out, header, n) == -1 ||
-	    (len > 0 && evbuffer_add(out, payload, len) == -1))
+	if (c->state != CLIENT_OPEN || client_check_backlog(c) == -1 ||
+	    client_queue_frame(c, opcode, payload, len) == -1)
 		return;
 	stats.messages_out++;
 }
@@ -518,7 +514,7 @@ client_frame_event(struct client *c, const struct ws_frame_event *ev)
 			/* A client pinging without reading is slow too. */
 			if (client_check_backlog(c) == -1)
 				return 0;
-			client_send_control(c, WS_OP_PONG, ev->data, ev->len);
+			client_queue_frame(c, WS_OP_PONG, ev->data, ev->len);
 		}
 		return 0;
 	case WS_EV_PONG:
@@ -582,7 +578,7 @@ client_liveness(struct client *c)
 		} else {
 			due = c->last_frame_ms + o->ping_interval_ms;
 			if (now >= due) {
-				client_send_control(c, WS_OP_PING, NULL, 0);
+				client_queue_frame(c, WS_OP_PING, NULL, 0);
 				c->ping_sent = true;
 				c->ping_sent_ms = now;
 				due = now + o->pong_timeout_ms;

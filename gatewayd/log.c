@@ -19,12 +19,6 @@ log_init(enum log_level level)
 	log_journal = getenv("JOURNAL_STREAM") != NULL;
 }
 
-void
-log_set_level(enum log_level level)
-{
-	log_threshold = level;
-}
-
 int
 log_enabled(enum log_level level)
 {
@@ -66,17 +60,6 @@ LOG_FUNCTION(log_error, LOG_LEVEL_ERROR)
 LOG_FUNCTION(log_warn, LOG_LEVEL_WARN)
 LOG_FUNCTION(log_info, LOG_LEVEL_INFO)
 LOG_FUNCTION(log_debug, LOG_LEVEL_DEBUG)
-
-void
-fatal(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	log_write(LOG_LEVEL_ERROR, fmt, ap);
-	va_end(ap);
-	exit(1);
-}
 
 const char *
 log_quote(char *out, const void *data, size_t len, size_t max)

@@ -10,7 +10,6 @@
 
 #include <stdbool.h>
 #include <stddef.h>
-#include <stdnoreturn.h>
 #include <time.h>
 
 enum log_level {
@@ -27,7 +26,6 @@ enum log_level {
 
 /* Lines above level are not written; decides whether to use priorities. */
 void log_init(enum log_level level);
-void log_set_level(enum log_level level);
 int log_enabled(enum log_level level);
 
 #define LOG_PRINTF __attribute__((format(printf, 1, 2)))
@@ -35,7 +33,6 @@ void log_error(const char *fmt, ...) LOG_PRINTF;
 void log_warn(const char *fmt, ...) LOG_PRINTF;
 void log_info(const char *fmt, ...) LOG_PRINTF;
 void log_debug(const char *fmt, ...) LOG_PRINTF;
-noreturn void fatal(const char *fmt, ...) LOG_PRINTF;
 
 /* Copy at most max bytes of data into out (size >= 4 * max + 4) for
  * quoting what a peer sent in a log line: valid UTF-8 and printable ASCII
