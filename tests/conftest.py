@@ -142,6 +142,28 @@ def example_cmd(path, *args):
     return " ".join(["exec:" + full] + list(args))
 
 
+def start_unix_room(argv, path, procs):
+    """Start a room program serving a Unix socket at path (it gets
+    --listen PATH) and wait until it accepts; the process is appended to
+    procs, for the caller to stop."""
+    proc = subprocess.Popen(argv + ["--listen", path], cwd=ROOT)
+    procs.append(proc)
+
+    # The socket file appears at bind(), before listen(): wait until a
+    # connection goes through.
+    def accepting():
+        if proc.poll() is not None:
+            raise AssertionError("the room program exited")
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(path)
+            return True
+        except OSError:
+            return False
+    wait_for(accepting, what="the room program's socket")
+    return proc
+
+
 @pytest.fixture
 def unix_room(tmp_path):
     """Start a room program listening on a Unix socket; returns the socket
@@ -150,20 +172,7 @@ def unix_room(tmp_path):
 
     def start(argv, name="room.sock"):
         path = str(tmp_path / name)
-        proc = subprocess.Popen(argv + ["--listen", path], cwd=ROOT)
-        procs.append(proc)
-        # The socket file appears at bind(), before listen(): wait until
-        # a connection goes through.
-        def accepting():
-            if proc.poll() is not None:
-                raise AssertionError("room program exited")
-            try:
-                with socket.socket(socket.AF_UNIX) as s:
-                    s.connect(path)
-                return True
-            except OSError:
-                return False
-        wait_for(accepting, what="the room's socket")
+        start_unix_room(argv, path, procs)
         return path
 
     yield start

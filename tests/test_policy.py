@@ -22,7 +22,7 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatusCode
 
-from conftest import GATEWAYD, backend_cmd, read_records, wait_for
+from conftest import backend_cmd, read_records, wait_for
 import wsraw
 from wsraw import (OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT,
                    RawConnection, accept_for, encode_frame, handshake_request,
@@ -84,27 +84,11 @@ def attempt(port, path, headers=(), source=None, allow_reset=False):
         assert hdrs.get("sec-websocket-accept") == accept_for(key), hdrs
         return conn
     # A refusal: its body, then the end of the connection.
-    body = bytearray(rest)
-    deadline = time.monotonic() + TIMEOUT
     try:
-        while True:
-            left = deadline - time.monotonic()
-            assert left > 0, f"no close after a {status} response"
-            sock.settimeout(left)
-            try:
-                chunk = sock.recv(65536)
-            except socket.timeout:
-                continue
-            except ConnectionResetError:
-                if not allow_reset:
-                    raise
-                break
-            if not chunk:
-                break
-            body += chunk
+        conn.body = wsraw.read_until_close(
+            sock, rest, time.monotonic() + TIMEOUT, status, allow_reset)
     finally:
         sock.close()
-    conn.body = bytes(body)
     return conn
 
 

@@ -15,8 +15,6 @@ import os
 import re
 import selectors
 import signal
-import socket
-import subprocess
 import threading
 import time
 
@@ -25,7 +23,8 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 import wsraw
-from conftest import BACKENDS, GATEWAYD, PYTHON, backend_cmd, wait_for
+from conftest import (BACKENDS, GATEWAYD, PYTHON, backend_cmd, start_unix_room,
+                      wait_for)
 
 TIMEOUT = 5
 SAN = "build-san" in GATEWAYD
@@ -188,25 +187,6 @@ def texts_by_client(records):
         if r.get("type") == "message":
             out.setdefault(r["client"], []).append(r.get("text"))
     return out
-
-
-def start_unix_room(argv, path, procs):
-    """Start a room program serving path and wait until it accepts; the
-    process is appended to procs (the test kills them at the end)."""
-    proc = subprocess.Popen(argv + ["--listen", path])
-    procs.append(proc)
-
-    def accepting():
-        if proc.poll() is not None:
-            raise AssertionError("the room program exited")
-        try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.connect(path)
-            return True
-        except OSError:
-            return False
-    wait_for(accepting, what="the room program's socket")
-    return proc
 
 
 @pytest.fixture

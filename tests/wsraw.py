@@ -40,7 +40,7 @@ __all__ = [
     "OP_PONG", "Frame", "Response", "ProtocolViolation", "make_key",
     "accept_for", "handshake_request", "encode_frame", "close_payload",
     "parse_close", "RawConnection", "open_raw", "http_request", "connect",
-    "read_response_head", "frames", "fragment",
+    "read_response_head", "read_until_close", "frames", "fragment",
 ]
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -562,25 +562,33 @@ def http_request(port, data, timeout=DEFAULT_TIMEOUT, split=None, delay=0.0,
     with connect(port, host, timeout) as sock:
         _send(sock, data, split, delay)
         status, headers, rest = _read_head(sock, deadline)
-        body = bytearray(rest)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("the server did not close the connection "
-                                   f"after a {status} response")
-            sock.settimeout(left)
-            try:
-                chunk = sock.recv(65536)
-            except socket.timeout:
-                continue
-            except ConnectionResetError:
-                if not allow_reset:
-                    raise
-                break
-            if not chunk:
-                break
-            body += chunk
-    return Response(status, headers, bytes(body))
+        body = read_until_close(sock, rest, deadline, status, allow_reset)
+    return Response(status, headers, body)
+
+
+def read_until_close(sock, rest, deadline, status, allow_reset=False):
+    """The body of a response whose head came with rest: rest and every
+    byte until the server closes the connection, which it must do by
+    deadline (time.monotonic()); see http_request for allow_reset."""
+    body = bytearray(rest)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the server did not close the connection "
+                               f"after a {status} response")
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            if not allow_reset:
+                raise
+            break
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
 
 
 # Additions for the conformance suite (tests/conformance)
