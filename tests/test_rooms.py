@@ -8,6 +8,8 @@ import time
 import pytest
 from websockets.exceptions import InvalidStatusCode
 
+import wsraw
+
 from conftest import PYTHON, ROOT, backend_cmd, example_cmd, read_records
 from wsclient import (assert_silent, connect, expect_close, expect_status,
                       recv, recv_json, wait_log, whoami)
@@ -210,6 +212,31 @@ async def test_authorize_accept(auth_gateway):
     assert opens[0]["subprotocol"] is None
     assert [r["type"] for r in records] == ["hello", "open", "message",
                                             "close"]
+
+
+def test_frames_before_the_verdict_wait_for_it(auth_gateway):
+    """A client that sends frames right behind its request head, before
+    the backend has accepted it, has them relayed after the accept, in
+    order; a rejected client's frames reach nobody."""
+    g, recs = auth_gateway
+    early = (wsraw.encode_frame(wsraw.OP_TEXT, b"early 1") +
+             wsraw.encode_frame(wsraw.OP_TEXT, b"early 2"))
+    with wsraw.open_raw(g.port, "/accept", then=early) as conn:
+        assert conn.recv_message() == (wsraw.OP_TEXT, "early 1")
+        assert conn.recv_message() == (wsraw.OP_TEXT, "early 2")
+        conn.send_close(1000)
+        assert conn.recv_close()[0] == 1000
+    records = read_records(recs["accept"],
+                           until=lambda r: r and r[-1]["type"] == "close")
+    assert [(r["type"], r.get("text")) for r in records[1:]] == [
+        ("open", None), ("message", "early 1"), ("message", "early 2"),
+        ("close", None)]
+
+    request = wsraw.handshake_request("/reject", host="127.0.0.1") + early
+    assert wsraw.http_request(g.port, request).status == 403
+    records = read_records(recs["reject"],
+                           until=lambda r: r and r[-1]["type"] == "open")
+    assert [r["type"] for r in records] == ["hello", "open"]
 
 
 async def test_authorize_reject(auth_gateway):
