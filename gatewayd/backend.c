@@ -285,10 +285,8 @@ backend_too_long(struct backend *b)
 }
 
 static void
-backend_read_cb(struct bufferevent *bev, void *arg)
+backend_read_lines(struct backend *b, struct evbuffer *in)
 {
-	struct backend *b = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
 	struct evbuffer_ptr start, eol;
 	size_t avail, len;
 	char *line;
@@ -327,6 +325,16 @@ backend_read_cb(struct bufferevent *bev, void *arg)
 		backend_line(b, line, len);
 		evbuffer_drain(in, len + 1);
 	}
+}
+
+static void
+backend_read_cb(struct bufferevent *bev, void *arg)
+{
+	/* Whatever the records send is written once per client, after
+	 * all of them. */
+	client_batch_begin();
+	backend_read_lines(arg, bufferevent_get_input(bev));
+	client_batch_end();
 }
 
 /* Stopping backends finish here once their output has drained. */

@@ -16,7 +16,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <search.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +24,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "gatewayd.h"
@@ -33,10 +31,18 @@
 #include "log.h"
 #include "stats.h"
 
-static void client_read_cb(struct bufferevent *bev, void *arg);
-static void client_write_cb(struct bufferevent *bev, void *arg);
-static void client_event_cb(struct bufferevent *bev, short events, void *arg);
+static void client_read_cb(evutil_socket_t fd, short events, void *arg);
+static void client_write_cb(evutil_socket_t fd, short events, void *arg);
 static void client_timer_cb(evutil_socket_t fd, short events, void *arg);
+
+/* Bytes read from a client at a time, into one buffer for all of them:
+ * the frame parser keeps what it needs, so no input buffer per client. */
+#define CLIENT_READ_MAX 65536
+
+/* Clients with output queued in the current batch (client_batch_begin). */
+static LIST_HEAD(, client) client_flush_list =
+    LIST_HEAD_INITIALIZER(client_flush_list);
+static unsigned client_batch_depth;
 
 struct client *
 client_find_id(uint64_t id)
@@ -188,10 +194,10 @@ client_ip_release(struct ip_count *ip)
 void
 client_accept(int fd, const struct sockaddr *addr, int addr_len)
 {
+	char remote[CLIENT_REMOTE_MAX];
 	struct ip_count *ip = NULL;
 	struct client *c;
 	bool refused;
-	int one = 1;
 
 	stats.connections_accepted++;
 	if (server.stopping) {
@@ -219,17 +225,30 @@ client_accept(int fd, const struct sockaddr *addr, int addr_len)
 	c->ip = ip;
 	c->id = ++server.next_client_id;
 	snprintf(c->name, sizeof(c->name), "c%llu", (unsigned long long)c->id);
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	c->bev = bufferevent_socket_new(server.base, fd, BEV_OPT_CLOSE_ON_FREE);
+	/* TCP_NODELAY comes from the listener (server_listen).  The address
+	 * is kept as text until the open record, which reports it. */
+	c->fd = fd;
+	client_format_remote(remote, sizeof(remote), addr);
+	c->remote = strdup(remote);
+	c->read_event = event_new(server.base, fd, EV_READ | EV_PERSIST,
+	    client_read_cb, c);
+	c->write_event = event_new(server.base, fd, EV_WRITE | EV_PERSIST,
+	    client_write_cb, c);
+	c->out = evbuffer_new();
 	c->timer = evtimer_new(server.base, client_timer_cb, c);
-	if (c->bev == NULL || c->timer == NULL ||
+	if (c->remote == NULL || c->read_event == NULL ||
+	    c->write_event == NULL || c->out == NULL || c->timer == NULL ||
 	    idmap_put(&server.client_index, c) == -1) {
-		if (c->bev != NULL)
-			bufferevent_free(c->bev);
-		else
-			close(fd);
+		free(c->remote);
+		if (c->read_event != NULL)
+			event_free(c->read_event);
+		if (c->write_event != NULL)
+			event_free(c->write_event);
+		if (c->out != NULL)
+			evbuffer_free(c->out);
 		if (c->timer != NULL)
 			event_free(c->timer);
+		close(fd);
 		client_ip_release(ip);
 		free(c);
 		return;
@@ -237,16 +256,10 @@ client_accept(int fd, const struct sockaddr *addr, int addr_len)
 	LIST_INSERT_HEAD(&server.clients, c, entry);
 	server.n_clients++;
 	c->state = CLIENT_HANDSHAKE;
-	bufferevent_setcb(c->bev, client_read_cb, client_write_cb,
-	    client_event_cb, c);
-	bufferevent_enable(c->bev, EV_READ);
+	event_add(c->read_event, NULL);
+	c->reading = true;
 	client_timer_set(c, server.cfg->handshake_timeout_ms);
-	if (log_enabled(LOG_LEVEL_DEBUG)) {
-		char remote[CLIENT_REMOTE_MAX];
-
-		client_format_remote(remote, sizeof(remote), addr);
-		log_debug("%s: connected from %s", c->name, remote);
-	}
+	log_debug("%s: connected from %s", c->name, remote);
 }
 
 /* Leave the room, telling the backend why when it knows of the client. */
@@ -288,17 +301,118 @@ client_free(struct client *c)
 	client_leave(c, WS_CLOSE_ABNORMAL, "", 0);
 	client_free_pending(c);
 	free(c->open_line);
+	free(c->remote);
 	client_ip_release(c->ip);
 	idmap_del(&server.client_index, c->id);
 	LIST_REMOVE(c, entry);
+	if (c->flush_listed)
+		LIST_REMOVE(c, flush_entry);
 	server.n_clients--;
 	stats.clients_closed++;
 	event_free(c->timer);
-	bufferevent_free(c->bev);
+	event_free(c->read_event);
+	event_free(c->write_event);
+	evbuffer_free(c->out);
+	if (c->in != NULL)
+		evbuffer_free(c->in);
+	close(c->fd);
 	ws_frame_parser_free(&c->parser);
 	log_debug("%s: gone", c->name);
 	free(c);
 	server_check_stopped();
+}
+
+static void
+client_set_read_event(struct client *c, bool reading)
+{
+	if (reading == c->reading)
+		return;
+	c->reading = reading;
+	if (reading)
+		event_add(c->read_event, NULL);
+	else
+		event_del(c->read_event);
+}
+
+/* All output is written: a lingering client shuts its write side. */
+static void
+client_output_drained(struct client *c)
+{
+	if (c->state == CLIENT_LINGERING)
+		shutdown(c->fd, SHUT_WR);
+}
+
+/* The peer is gone: drop the output, and free the client from its own
+ * callback, as whoever is writing may still hold it. */
+static void
+client_write_failed(struct client *c)
+{
+	log_debug("%s: write failed: %s", c->name, strerror(errno));
+	c->write_failed = true;
+	evbuffer_drain(c->out, evbuffer_get_length(c->out));
+	event_active(c->read_event, EV_READ, 0);
+}
+
+/* Write the output now, as much as the socket takes; write_event takes
+ * over the rest. */
+static void
+client_flush(struct client *c)
+{
+	if (c->write_blocked || c->write_failed ||
+	    evbuffer_get_length(c->out) == 0)
+		return;
+	if (evbuffer_write(c->out, c->fd) == -1 && errno != EAGAIN &&
+	    errno != EINTR) {
+		client_write_failed(c);
+		return;
+	}
+	if (evbuffer_get_length(c->out) > 0) {
+		c->write_blocked = true;
+		event_add(c->write_event, NULL);
+		return;
+	}
+	client_output_drained(c);
+}
+
+/* Output was queued: write it now, or at the end of the batch. */
+static void
+client_output_added(struct client *c)
+{
+	if (client_batch_depth == 0) {
+		client_flush(c);
+	} else if (!c->flush_listed) {
+		c->flush_listed = true;
+		LIST_INSERT_HEAD(&client_flush_list, c, flush_entry);
+	}
+}
+
+void
+client_batch_begin(void)
+{
+	client_batch_depth++;
+}
+
+void
+client_batch_end(void)
+{
+	struct client *c;
+
+	if (--client_batch_depth > 0)
+		return;
+	while ((c = LIST_FIRST(&client_flush_list)) != NULL) {
+		LIST_REMOVE(c, flush_entry);
+		c->flush_listed = false;
+		client_flush(c);
+	}
+}
+
+static void
+client_drop_input(struct client *c)
+{
+	if (c->in != NULL) {
+		evbuffer_free(c->in);
+		c->in = NULL;
+	}
 }
 
 /* Stop talking: send what is queued, shut the write side down, then drop
@@ -308,13 +422,11 @@ client_linger(struct client *c)
 {
 	c->state = CLIENT_LINGERING;
 	client_timer_set(c, client_opts(c)->close_timeout_ms);
-	evbuffer_drain(bufferevent_get_input(c->bev),
-	    evbuffer_get_length(bufferevent_get_input(c->bev)));
-	bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
-	bufferevent_enable(c->bev, EV_READ);
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-		shutdown(bufferevent_getfd(c->bev), SHUT_WR);
-	/* else client_write_cb shuts down once the output has drained */
+	client_drop_input(c);
+	client_set_read_event(c, true);
+	if (evbuffer_get_length(c->out) == 0)
+		client_output_drained(c);
+	/* else once the output is written */
 }
 
 /* Answer the handshake with an HTTP error and linger. */
@@ -329,7 +441,8 @@ client_http_error(struct client *c, int status, const char *body)
 	n = handshake_response_error(buf, sizeof(buf), status, body);
 	if (n == 0)
 		n = handshake_response_error(buf, sizeof(buf), status, "");
-	bufferevent_write(c->bev, buf, n);
+	if (evbuffer_add(c->out, buf, n) == 0)
+		client_output_added(c);
 	client_linger(c);
 }
 
@@ -339,14 +452,14 @@ static int
 client_queue_frame(struct client *c, enum ws_frame_opcode opcode,
     const uint8_t *payload, size_t len)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
 	uint8_t header[WS_FRAME_MAX_HEADER];
 	size_t n;
 
 	n = ws_frame_header_encode(header, opcode, true, len, NULL);
-	if (evbuffer_add(out, header, n) == -1 ||
-	    (len > 0 && evbuffer_add(out, payload, len) == -1))
+	if (evbuffer_add(c->out, header, n) == -1 ||
+	    (len > 0 && evbuffer_add(c->out, payload, len) == -1))
 		return -1;
+	client_output_added(c);
 	return 0;
 }
 
@@ -365,8 +478,7 @@ client_check_backlog(struct client *c)
 {
 	static const char why[] = "slow consumer";
 
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)) <=
-	    c->opts->max_client_buffer)
+	if (evbuffer_get_length(c->out) <= c->opts->max_client_buffer)
 		return 0;
 	stats.slow_consumers++;
 	log_info("%s: closing a slow consumer: more than %llu bytes unread",
@@ -419,25 +531,24 @@ shared_frame_release(struct shared_frame *f)
 void
 client_send(struct client *c, struct shared_frame *f)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-
 	if (c->state != CLIENT_OPEN || client_check_backlog(c) == -1)
 		return;
 	/* A small frame is cheaper copied, into the free end of the last
 	 * chain, than referenced through a chain of its own per member;
 	 * a large one is shared, so that N members cost one copy. */
 	if (f->len <= CLIENT_COPY_MAX) {
-		if (evbuffer_add(out, f->data, f->len) == -1)
+		if (evbuffer_add(c->out, f->data, f->len) == -1)
 			return;
 	} else {
 		f->refs++;
-		if (evbuffer_add_reference(out, f->data, f->len,
+		if (evbuffer_add_reference(c->out, f->data, f->len,
 		    shared_frame_cleanup, f) == -1) {
 			f->refs--;
 			return;
 		}
 	}
 	stats.messages_out++;
+	client_output_added(c);
 }
 
 void
@@ -453,12 +564,8 @@ client_send_small(struct client *c, enum ws_frame_opcode opcode,
 void
 client_set_reading(struct client *c, bool reading)
 {
-	if (c->state != CLIENT_OPEN)
-		return;
-	if (reading)
-		bufferevent_enable(c->bev, EV_READ);
-	else
-		bufferevent_disable(c->bev, EV_READ);
+	if (c->state == CLIENT_OPEN)
+		client_set_read_event(c, reading);
 }
 
 void
@@ -549,7 +656,7 @@ client_liveness(struct client *c)
 	uint64_t now = client_now_ms(), next = UINT64_MAX, due;
 
 	/* A client the room does not read cannot be heard answering. */
-	if (!(bufferevent_get_enabled(c->bev) & EV_READ)) {
+	if (!c->reading) {
 		c->last_frame_ms = now;
 		c->ping_sent = false;
 	}
@@ -601,11 +708,10 @@ client_opened(struct client *c)
 	client_liveness(c);
 }
 
+/* Parse and act on the frames in data; the parser keeps partial ones. */
 static void
-client_read_frames(struct client *c)
+client_read_frames(struct client *c, const uint8_t *data, size_t len)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-	struct evbuffer_iovec vec;
 	struct ws_frame_event ev;
 	size_t used;
 
@@ -616,15 +722,28 @@ client_read_frames(struct client *c)
 		c->ping_sent = false;
 		client_liveness(c);
 	}
-	while (evbuffer_peek(in, -1, NULL, &vec, 1) > 0 && vec.iov_len > 0) {
-		used = ws_frame_parse(&c->parser, vec.iov_base, vec.iov_len, &ev);
-		evbuffer_drain(in, used);
+	while (len > 0) {
+		used = ws_frame_parse(&c->parser, data, len, &ev);
+		data += used;
+		len -= used;
 		if (client_frame_event(c, &ev) == -1)
 			return;
 	}
 	/* An empty call lets the parser release a large message buffer now
 	 * rather than when the client next sends something. */
 	ws_frame_parse(&c->parser, NULL, 0, &ev);
+}
+
+/* Frames that arrived with the request head or during authorization. */
+static void
+client_read_buffered(struct client *c)
+{
+	struct evbuffer *in = c->in;
+	size_t len = evbuffer_get_length(in);
+
+	c->in = NULL;		/* a close on the way drops input */
+	client_read_frames(c, evbuffer_pullup(in, (ev_ssize_t)len), len);
+	evbuffer_free(in);
 }
 
 static void
@@ -640,8 +759,8 @@ client_write_101(struct client *c, const char *accept, const char *subprotocol)
 	buf = malloc(size);
 	n = buf != NULL ? handshake_response_101(buf, size, &hs, subprotocol,
 	    len) : 0;
-	if (n > 0)
-		bufferevent_write(c->bev, buf, n);
+	if (n > 0 && evbuffer_add(c->out, buf, n) == 0)
+		client_output_added(c);
 	free(buf);
 	stats.clients_opened++;
 }
@@ -682,9 +801,6 @@ client_handshake(struct client *c, char *head, size_t head_len)
 	const struct cfg_resource *res;
 	const struct http_req_header *origin;
 	const char *why, *subprotocol;
-	char remote[CLIENT_REMOTE_MAX];
-	struct sockaddr_storage peer;
-	socklen_t peer_len;
 	struct room *r;
 	int chosen;
 	char *line;
@@ -757,13 +873,7 @@ client_handshake(struct client *c, char *head, size_t head_len)
 	open.path_len = req.path_len;
 	open.query = req.query;
 	open.query_len = req.query_len;
-	/* Formatted now rather than kept: an idle client costs less. */
-	peer_len = sizeof(peer);
-	if (getpeername(bufferevent_getfd(c->bev), (struct sockaddr *)&peer,
-	    &peer_len) == -1)
-		peer.ss_family = AF_UNSPEC;
-	client_format_remote(remote, sizeof(remote), (struct sockaddr *)&peer);
-	open.remote = remote;
+	open.remote = c->remote;
 	open.subprotocol = subprotocol;
 	open.subprotocols = hs.subprotocols;
 	open.subprotocol_lens = hs.subprotocol_lens;
@@ -785,15 +895,14 @@ client_handshake(struct client *c, char *head, size_t head_len)
 	}
 	memcpy(c->open_line, line, len);
 	c->open_len = len;
+	free(c->remote);	/* an idle client costs less without it */
+	c->remote = NULL;
 
 	if (res->opts.authorize) {
 		c->pending->chosen = subprotocol;
 		c->state = CLIENT_AUTHORIZING;
 		room_add_pending(r, c);
 		client_timer_set(c, res->opts.authorize_timeout_ms);
-		/* Nothing is read until the verdict; bound what may wait. */
-		bufferevent_setwatermark(c->bev, EV_READ, 0,
-		    server.cfg->max_header_size);
 	} else {
 		client_write_101(c, hs.accept, subprotocol);
 		client_opened(c);
@@ -806,10 +915,19 @@ client_handshake(struct client *c, char *head, size_t head_len)
 	return 0;
 }
 
+/* Nothing is used until the verdict: bound what may wait. */
+static void
+client_check_authorizing_input(struct client *c)
+{
+	if (c->in != NULL &&
+	    evbuffer_get_length(c->in) >= server.cfg->max_header_size)
+		client_set_read_event(c, false);
+}
+
 static void
 client_read_head(struct client *c)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *in = c->in;
 	size_t avail = evbuffer_get_length(in);
 	size_t max = server.cfg->max_header_size;
 	size_t n = avail < max ? avail : max;
@@ -823,58 +941,122 @@ client_read_head(struct client *c)
 			client_http_error(c, 431, "request head too large");
 		return;
 	}
-	if (client_handshake(c, head, head_len) == -1)
+	c->in = NULL;		/* the head is in use until handshaken */
+	if (client_handshake(c, head, head_len) == -1) {
+		evbuffer_free(in);
 		return;
+	}
 	evbuffer_drain(in, head_len);
-	/* Frames a client sends right behind its request head wait in the
-	 * buffer; an authorizing client's wait for the verdict. */
+	if (evbuffer_get_length(in) == 0) {
+		evbuffer_free(in);
+		return;
+	}
+	/* Frames a client sends right behind its request head; an
+	 * authorizing client's wait for the verdict. */
+	c->in = in;
 	if (c->state == CLIENT_OPEN)
-		client_read_frames(c);
+		client_read_buffered(c);
+	else if (c->state == CLIENT_AUTHORIZING)
+		client_check_authorizing_input(c);
+}
+
+/* Keep input for later: the request head, or an authorizing client's
+ * frames.  Returns -1 when out of memory (the client was failed). */
+static int
+client_keep_input(struct client *c, const uint8_t *data, size_t len)
+{
+	if (c->in == NULL)
+		c->in = evbuffer_new();
+	if (c->in == NULL || evbuffer_add(c->in, data, len) == -1) {
+		client_http_error(c, 500, "out of memory");
+		return -1;
+	}
+	return 0;
 }
 
 static void
-client_read_cb(struct bufferevent *bev, void *arg)
+client_input(struct client *c, const uint8_t *data, size_t len)
 {
-	struct client *c = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
-
 	switch (c->state) {
 	case CLIENT_HANDSHAKE:
-		client_read_head(c);
+		if (client_keep_input(c, data, len) == 0)
+			client_read_head(c);
 		break;
 	case CLIENT_AUTHORIZING:
+		if (client_keep_input(c, data, len) == 0)
+			client_check_authorizing_input(c);
 		break;
 	case CLIENT_OPEN:
 	case CLIENT_CLOSING:
-		client_read_frames(c);
+		if (c->in != NULL) {
+			/* Behind input that waited for the verdict. */
+			if (evbuffer_add(c->in, data, len) == -1) {
+				client_fail(c, WS_CLOSE_INTERNAL_ERROR,
+				    "out of memory");
+				break;
+			}
+			client_read_buffered(c);
+		} else {
+			client_read_frames(c, data, len);
+		}
 		break;
 	case CLIENT_LINGERING:
-		evbuffer_drain(in, evbuffer_get_length(in));
-		break;
+		break;		/* dropped */
 	}
 }
 
 static void
-client_write_cb(struct bufferevent *bev, void *arg)
+client_read_cb(evutil_socket_t fd, short events, void *arg)
 {
+	static uint8_t buf[CLIENT_READ_MAX];
 	struct client *c = arg;
+	ssize_t n;
 
-	/* Called when the output has drained. */
-	if (c->state == CLIENT_LINGERING)
-		shutdown(bufferevent_getfd(bev), SHUT_WR);
-}
-
-static void
-client_event_cb(struct bufferevent *bev, short events, void *arg)
-{
-	struct client *c = arg;
-
-	if (!(events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
+	if (c->write_failed) {
+		client_free(c);
+		return;
+	}
+	client_batch_begin();
+	/* Input that waited for the verdict goes first (an accept makes
+	 * this callback run), and alone while the room is paused. */
+	if (c->in != NULL && c->state == CLIENT_OPEN)
+		client_read_buffered(c);
+	if (!c->reading) {
+		client_batch_end();
+		return;
+	}
+	n = recv(fd, buf, sizeof(buf), 0);
+	if (n > 0) {
+		client_input(c, buf, (size_t)n);
+		client_batch_end();
+		return;
+	}
+	client_batch_end();
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (c->state == CLIENT_OPEN || c->state == CLIENT_AUTHORIZING)
 		log_debug("%s: connection dropped", c->name);
 	/* client_free reports 1006 to the backend if it knew the client. */
 	client_free(c);
+}
+
+/* The socket takes output again after a write that did not finish. */
+static void
+client_write_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct client *c = arg;
+
+	if (evbuffer_write(c->out, fd) == -1 && errno != EAGAIN &&
+	    errno != EINTR) {
+		log_debug("%s: write failed: %s", c->name, strerror(errno));
+		client_free(c);
+		return;
+	}
+	if (evbuffer_get_length(c->out) > 0)
+		return;
+	c->write_blocked = false;
+	event_del(c->write_event);
+	client_output_drained(c);
 }
 
 static void
@@ -910,12 +1092,12 @@ client_accept_handshake(struct client *c, const char *subprotocol)
 	    subprotocol : c->pending->chosen);
 	client_free_pending(c);
 	client_opened(c);
-	room_promote(c->room, c);
-	bufferevent_setwatermark(c->bev, EV_READ, 0, 0);
-	/* Frames that arrived early are read on the next loop turn, after
-	 * the records that follow this accept. */
-	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
-		bufferevent_trigger(c->bev, EV_READ, BEV_OPT_DEFER_CALLBACKS);
+	client_set_read_event(c, true);	/* stopped if much input waited */
+	room_promote(c->room, c);	/* which may pause it */
+	/* Frames that arrived early are read after the records that follow
+	 * this accept in the backend's batch: client_read_cb runs next. */
+	if (c->in != NULL)
+		event_active(c->read_event, EV_READ, 0);
 }
 
 bool

@@ -99,9 +99,22 @@ struct client {
 	enum client_state state;
 	bool announced;			/* open record sent, close not yet */
 	bool ping_sent;			/* awaiting its pong */
-	struct bufferevent *bev;
+	bool reading;			/* read_event is pending */
+	bool write_blocked;		/* the socket is full: write_event is
+					 * pending and finishes the output */
+	bool write_failed;		/* freed from read_event's callback */
+	bool flush_listed;		/* in the batch's flush list */
+	int fd;
+	struct event *read_event;
+	struct event *write_event;
+	struct evbuffer *out;		/* output not yet written */
+	struct evbuffer *in;		/* input read but not yet used (the
+					 * request head, frames that came with
+					 * it or during authorization), or NULL */
+	char *remote;			/* "address:port" until the open record */
 	struct event *timer;		/* handshake, authorize, close, linger */
 	LIST_ENTRY(client) entry;	/* server.clients */
+	LIST_ENTRY(client) flush_entry;	/* client_batch_end's list */
 
 	struct room *room;		/* while a member or pending */
 	LIST_ENTRY(client) room_entry;	/* room.members or room.pending */
@@ -149,6 +162,15 @@ void client_send_small(struct client *c, enum ws_frame_opcode opcode,
 /* Messages up to this size are copied into each client's output buffer;
  * bigger ones are shared between recipients (see client_send). */
 #define CLIENT_COPY_MAX 2048
+
+/*
+ * Output queued to clients between client_batch_begin and client_batch_end
+ * is written at the end, a write per client, however many frames each
+ * got: a backend's read of many records costs one write per recipient.
+ * Output queued outside a batch is written at once.  Batches nest.
+ */
+void client_batch_begin(void);
+void client_batch_end(void);
 
 /* Stop or resume reading an open client (its room's backend is behind). */
 void client_set_reading(struct client *c, bool reading);

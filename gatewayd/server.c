@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -74,6 +75,9 @@ server_listen(const struct cfg_listen *ln)
 	/* [::]:port and 0.0.0.0:port are two listeners, not one. */
 	if (ln->addr.ss_family == AF_INET6)
 		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	/* Accepted sockets inherit it (on Linux): no call per connection.
+	 * Frames are written whole, so Nagle would only delay them. */
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (bind(fd, (const struct sockaddr *)&ln->addr, ln->addr_len) == -1 ||
 	    listen(fd, SOMAXCONN) == -1)
 		goto fail;
