@@ -80,7 +80,8 @@ pytest: $(BUILD)/gatewayd
 # libFuzzer drivers, built with clang and both sanitizers.
 FUZZ_FLAGS := $(WARNINGS) -D_GNU_SOURCE -Igatewayd $(PKG_CFLAGS) -O1 -g \
     -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-$(BUILD)/fuzz/%: tests/fuzz/%.c gatewayd/*.c gatewayd/*.h | $(BUILD)/fuzz
+$(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/*.h gatewayd/*.c gatewayd/*.h \
+    | $(BUILD)/fuzz
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(PURE:%=gatewayd/%.c) $(PKG_LIBS)
 
 # Replay every corpus file once: findings stay fixed.

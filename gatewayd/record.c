@@ -297,6 +297,57 @@ record_message_client(const char *line, size_t len, char *id, size_t id_size)
 
 /* Decoding */
 
+/*
+ * Decoding goes through two readers that fill the same table of the known
+ * fields, so that one set of rules below applies to both.  The fast reader
+ * takes the common shape of a command (a flat object of strings, integers,
+ * literals and lists of strings) without building a tree, and hands
+ * anything else, including every malformed line, to jansson, whose answer
+ * is the reference: the fuzz target fuzz_record checks that the two agree.
+ */
+
+enum record_key {
+	RECORD_KEY_TYPE,
+	RECORD_KEY_CLIENT,
+	RECORD_KEY_EXCEPT,
+	RECORD_KEY_TEXT,
+	RECORD_KEY_BINARY,
+	RECORD_KEY_CODE,
+	RECORD_KEY_STATUS,
+	RECORD_KEY_REASON,
+	RECORD_KEY_SUBPROTOCOL,
+	RECORD_KEYS
+};
+
+static const char *const record_key_names[RECORD_KEYS] = {
+	"type", "client", "except", "text", "binary", "code", "status",
+	"reason", "subprotocol",
+};
+
+enum record_kind {
+	RECORD_ABSENT,
+	RECORD_NULL,
+	RECORD_STRING,
+	RECORD_INTEGER,
+	RECORD_STRINGS,		/* a list of strings */
+	RECORD_OTHER,		/* anything else: never what a field wants */
+};
+
+struct record_value {
+	enum record_kind kind;
+	const char *str;	/* STRING: NUL-terminated (and may hold NULs) */
+	size_t len;
+	json_int_t integer;
+	/* STRINGS: from jansson, the array; from the fast reader, n_items
+	 * NUL-terminated strings one after the other from str. */
+	json_t *array;
+	size_t n_items;
+};
+
+struct record_fields {
+	struct record_value v[RECORD_KEYS];
+};
+
 static int
 record_fail(char *err, size_t err_size, const char *fmt, ...)
 {
@@ -308,61 +359,436 @@ record_fail(char *err, size_t err_size, const char *fmt, ...)
 	return -1;
 }
 
-/* A field that holds one client id or a list of them. */
-static int
-record_ids(json_t *value, const char ***ids, size_t *n, const char **one,
-    const char *field, char *err, size_t err_size)
+static enum record_key
+record_key_find(const char *key, size_t len)
 {
 	size_t i;
 
-	if (json_is_string(value)) {
-		*one = json_string_value(value);
+	for (i = 0; i < RECORD_KEYS; i++) {
+		if (strlen(record_key_names[i]) == len &&
+		    memcmp(record_key_names[i], key, len) == 0)
+			return (enum record_key)i;
+	}
+	return RECORD_KEYS;
+}
+
+/* The fast reader.  Each function returns false when the line is not of
+ * the shape it takes, and jansson reads it instead. */
+
+struct record_reader {
+	const char *p, *end;
+	char *out;		/* where the next decoded string goes */
+};
+
+static void
+record_skip_space(struct record_reader *r)
+{
+	while (r->p < r->end && (*r->p == ' ' || *r->p == '\t' ||
+	    *r->p == '\r' || *r->p == '\n'))
+		r->p++;
+}
+
+static bool
+record_read_hex4(struct record_reader *r, unsigned *cp)
+{
+	int i, d;
+
+	if (r->end - r->p < 4)
+		return false;
+	*cp = 0;
+	for (i = 0; i < 4; i++) {
+		char ch = *r->p++;
+
+		if (ch >= '0' && ch <= '9')
+			d = ch - '0';
+		else if (ch >= 'a' && ch <= 'f')
+			d = ch - 'a' + 10;
+		else if (ch >= 'A' && ch <= 'F')
+			d = ch - 'A' + 10;
+		else
+			return false;
+		*cp = *cp << 4 | (unsigned)d;
+	}
+	return true;
+}
+
+/* A \uXXXX escape (the "\u" already read), a surrogate pair whole. */
+static bool
+record_read_unicode(struct record_reader *r)
+{
+	unsigned cp, low;
+	uint8_t *o = (uint8_t *)r->out;
+
+	if (!record_read_hex4(r, &cp) || (cp >= 0xDC00 && cp <= 0xDFFF))
+		return false;
+	if (cp >= 0xD800 && cp <= 0xDBFF) {
+		if (r->end - r->p < 2 || r->p[0] != '\\' || r->p[1] != 'u')
+			return false;
+		r->p += 2;
+		if (!record_read_hex4(r, &low) || low < 0xDC00 || low > 0xDFFF)
+			return false;
+		cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+	}
+	if (cp < 0x80) {
+		*o++ = (uint8_t)cp;
+	} else if (cp < 0x800) {
+		*o++ = (uint8_t)(0xC0 | cp >> 6);
+		*o++ = (uint8_t)(0x80 | (cp & 0x3F));
+	} else if (cp < 0x10000) {
+		*o++ = (uint8_t)(0xE0 | cp >> 12);
+		*o++ = (uint8_t)(0x80 | (cp >> 6 & 0x3F));
+		*o++ = (uint8_t)(0x80 | (cp & 0x3F));
+	} else {
+		*o++ = (uint8_t)(0xF0 | cp >> 18);
+		*o++ = (uint8_t)(0x80 | (cp >> 12 & 0x3F));
+		*o++ = (uint8_t)(0x80 | (cp >> 6 & 0x3F));
+		*o++ = (uint8_t)(0x80 | (cp & 0x3F));
+	}
+	r->out = (char *)o;
+	return true;
+}
+
+/*
+ * A string, decoded to r->out and NUL-terminated there.  Decoding never
+ * lengthens a string and the quotes make room for the NUL, so the output
+ * fits in as many bytes as the line.
+ */
+static bool
+record_read_string(struct record_reader *r, const char **str, size_t *len)
+{
+	const char *run;
+
+	r->p++;			/* the opening quote */
+	*str = r->out;
+	while (r->p < r->end) {
+		unsigned char ch = (unsigned char)*r->p;
+
+		if (ch == '"') {
+			r->p++;
+			*len = (size_t)(r->out - *str);
+			*r->out++ = '\0';
+			return true;
+		}
+		if (ch < 0x20)
+			return false;
+		if (ch >= 0x80) {
+			/* Multi-byte characters are made of such bytes only:
+			 * each run of them must be whole, valid UTF-8. */
+			run = r->p;
+			while (r->p < r->end && (unsigned char)*r->p >= 0x80)
+				r->p++;
+			if (!utf8_valid((const uint8_t *)run, (size_t)(r->p - run)))
+				return false;
+			memcpy(r->out, run, (size_t)(r->p - run));
+			r->out += r->p - run;
+			continue;
+		}
+		r->p++;
+		if (ch != '\\') {
+			*r->out++ = (char)ch;
+			continue;
+		}
+		if (r->p == r->end)
+			return false;
+		switch (*r->p++) {
+		case '"':  *r->out++ = '"'; break;
+		case '\\': *r->out++ = '\\'; break;
+		case '/':  *r->out++ = '/'; break;
+		case 'b':  *r->out++ = '\b'; break;
+		case 'f':  *r->out++ = '\f'; break;
+		case 'n':  *r->out++ = '\n'; break;
+		case 'r':  *r->out++ = '\r'; break;
+		case 't':  *r->out++ = '\t'; break;
+		case 'u':
+			if (!record_read_unicode(r))
+				return false;
+			break;
+		default:
+			return false;
+		}
+	}
+	return false;
+}
+
+/* An integer of at most 18 digits: no fraction, no exponent. */
+static bool
+record_read_integer(struct record_reader *r, json_int_t *out)
+{
+	bool negative = false;
+	json_int_t v = 0;
+	int digits = 0;
+
+	if (*r->p == '-') {
+		negative = true;
+		r->p++;
+	}
+	if (r->p < r->end && *r->p == '0') {
+		r->p++;
+		digits = 1;
+	} else {
+		while (r->p < r->end && *r->p >= '0' && *r->p <= '9' &&
+		    digits < 18) {
+			v = v * 10 + (*r->p++ - '0');
+			digits++;
+		}
+	}
+	/* A 19th digit is left to jansson, as it may not fit. */
+	if (digits == 0 || (r->p < r->end &&
+	    (*r->p == '.' || *r->p == 'e' || *r->p == 'E' ||
+	    (*r->p >= '0' && *r->p <= '9'))))
+		return false;
+	*out = negative ? -v : v;
+	return true;
+}
+
+static bool
+record_read_literal(struct record_reader *r, const char *word,
+    struct record_value *v, enum record_kind kind)
+{
+	size_t n = strlen(word);
+
+	if ((size_t)(r->end - r->p) < n || memcmp(r->p, word, n) != 0)
+		return false;
+	r->p += n;
+	v->kind = kind;
+	return true;
+}
+
+/* A list of strings, none holding a NUL (client ids never do). */
+static bool
+record_read_strings(struct record_reader *r, struct record_value *v)
+{
+	const char *item;
+	size_t len;
+
+	r->p++;			/* [ */
+	v->kind = RECORD_STRINGS;
+	v->str = r->out;
+	v->n_items = 0;
+	record_skip_space(r);
+	if (r->p < r->end && *r->p == ']') {
+		r->p++;
+		return true;
+	}
+	for (;;) {
+		if (r->p == r->end || *r->p != '"' ||
+		    !record_read_string(r, &item, &len) ||
+		    memchr(item, '\0', len) != NULL)
+			return false;
+		v->n_items++;
+		record_skip_space(r);
+		if (r->p == r->end)
+			return false;
+		if (*r->p == ']') {
+			r->p++;
+			return true;
+		}
+		if (*r->p++ != ',')
+			return false;
+		record_skip_space(r);
+	}
+}
+
+static bool
+record_read_value(struct record_reader *r, struct record_value *v)
+{
+	if (r->p == r->end)
+		return false;
+	switch (*r->p) {
+	case '"':
+		v->kind = RECORD_STRING;
+		return record_read_string(r, &v->str, &v->len);
+	case '[':
+		return record_read_strings(r, v);
+	case 'n':
+		return record_read_literal(r, "null", v, RECORD_NULL);
+	case 't':
+		return record_read_literal(r, "true", v, RECORD_OTHER);
+	case 'f':
+		return record_read_literal(r, "false", v, RECORD_OTHER);
+	default:
+		v->kind = RECORD_INTEGER;
+		return record_read_integer(r, &v->integer);
+	}
+}
+
+/* Keys the fast reader takes: plain printable ASCII, no escapes. */
+static bool
+record_read_key(struct record_reader *r, const char **key, size_t *len)
+{
+	const char *start = ++r->p;
+
+	while (r->p < r->end && *r->p != '"') {
+		unsigned char ch = (unsigned char)*r->p;
+
+		if (ch < 0x20 || ch > 0x7E || ch == '\\')
+			return false;
+		r->p++;
+	}
+	if (r->p == r->end)
+		return false;
+	*key = start;
+	*len = (size_t)(r->p++ - start);
+	return true;
+}
+
+#define RECORD_FAST_UNKNOWN 8	/* other keys kept to find duplicates */
+
+static bool
+record_read_fast(const char *line, size_t len, char *out,
+    struct record_fields *f)
+{
+	struct record_reader r = { line, line + len, out };
+	const char *unknown[RECORD_FAST_UNKNOWN], *key;
+	size_t unknown_len[RECORD_FAST_UNKNOWN], n_unknown = 0, key_len, i;
+	struct record_value other, *v;
+	enum record_key k;
+
+	record_skip_space(&r);
+	if (r.p == r.end || *r.p++ != '{')
+		return false;
+	record_skip_space(&r);
+	if (r.p < r.end && *r.p == '}') {
+		r.p++;
+		goto end;
+	}
+	for (;;) {
+		if (r.p == r.end || *r.p != '"' ||
+		    !record_read_key(&r, &key, &key_len))
+			return false;
+		k = record_key_find(key, key_len);
+		if (k < RECORD_KEYS) {
+			v = &f->v[k];
+			if (v->kind != RECORD_ABSENT)
+				return false;	/* a duplicate */
+		} else {
+			for (i = 0; i < n_unknown; i++) {
+				if (unknown_len[i] == key_len &&
+				    memcmp(unknown[i], key, key_len) == 0)
+					return false;
+			}
+			if (n_unknown == RECORD_FAST_UNKNOWN)
+				return false;
+			unknown[n_unknown] = key;
+			unknown_len[n_unknown++] = key_len;
+			v = &other;
+		}
+		record_skip_space(&r);
+		if (r.p == r.end || *r.p++ != ':')
+			return false;
+		record_skip_space(&r);
+		if (!record_read_value(&r, v))
+			return false;
+		record_skip_space(&r);
+		if (r.p == r.end)
+			return false;
+		if (*r.p == '}') {
+			r.p++;
+			break;
+		}
+		if (*r.p++ != ',')
+			return false;
+		record_skip_space(&r);
+	}
+end:
+	record_skip_space(&r);
+	return r.p == r.end;
+}
+
+/* The same table from jansson's tree. */
+static void
+record_fields_from_json(json_t *root, struct record_fields *f)
+{
+	struct record_value *v;
+	json_t *j;
+	size_t i, k;
+
+	for (k = 0; k < RECORD_KEYS; k++) {
+		v = &f->v[k];
+		j = json_object_get(root, record_key_names[k]);
+		if (j == NULL) {
+			v->kind = RECORD_ABSENT;
+		} else if (json_is_null(j)) {
+			v->kind = RECORD_NULL;
+		} else if (json_is_string(j)) {
+			v->kind = RECORD_STRING;
+			v->str = json_string_value(j);
+			v->len = json_string_length(j);
+		} else if (json_is_integer(j)) {
+			v->kind = RECORD_INTEGER;
+			v->integer = json_integer_value(j);
+		} else if (json_is_array(j)) {
+			v->kind = RECORD_STRINGS;
+			v->array = j;
+			v->n_items = json_array_size(j);
+			for (i = 0; i < v->n_items; i++) {
+				if (!json_is_string(json_array_get(j, i)))
+					v->kind = RECORD_OTHER;
+			}
+		} else {
+			v->kind = RECORD_OTHER;
+		}
+	}
+}
+
+/* A field that holds one client id or a list of them. */
+static int
+record_ids(const struct record_value *v, const char ***ids, size_t *n,
+    const char **one, const char *field, char *err, size_t err_size)
+{
+	const char *item;
+	size_t i;
+
+	if (v->kind == RECORD_STRING) {
+		*one = v->str;
 		*ids = one;
 		*n = 1;
 		return 0;
 	}
-	if (!json_is_array(value))
+	if (v->kind != RECORD_STRINGS)
 		return record_fail(err, err_size,
 		    "\"%s\" must be a client id or a list of them", field);
-	*n = json_array_size(value);
+	*n = v->n_items;
 	*ids = calloc(*n ? *n : 1, sizeof(**ids));
 	if (*ids == NULL)
 		return record_fail(err, err_size, "out of memory");
+	item = v->str;
 	for (i = 0; i < *n; i++) {
-		json_t *id = json_array_get(value, i);
-
-		if (!json_is_string(id))
-			return record_fail(err, err_size,
-			    "\"%s\" must be a client id or a list of them", field);
-		(*ids)[i] = json_string_value(id);
+		if (v->array != NULL) {
+			(*ids)[i] = json_string_value(json_array_get(v->array, i));
+		} else {
+			(*ids)[i] = item;
+			item += strlen(item) + 1;
+		}
 	}
 	return 0;
 }
 
 /* The text or binary payload of send and broadcast. */
 static int
-record_payload(json_t *root, struct record_cmd *cmd, char *err, size_t err_size)
+record_payload(const struct record_fields *f, struct record_cmd *cmd,
+    char *err, size_t err_size)
 {
-	json_t *text = json_object_get(root, "text");
-	json_t *binary = json_object_get(root, "binary");
+	const struct record_value *text = &f->v[RECORD_KEY_TEXT];
+	const struct record_value *binary = &f->v[RECORD_KEY_BINARY];
 	const char *b64;
 	size_t b64_len, pad = 0;
 	int n;
 
-	if ((text == NULL) == (binary == NULL))
+	if ((text->kind == RECORD_ABSENT) == (binary->kind == RECORD_ABSENT))
 		return record_fail(err, err_size,
 		    "needs exactly one of \"text\" and \"binary\"");
-	if (text != NULL) {
-		if (!json_is_string(text))
+	if (text->kind != RECORD_ABSENT) {
+		if (text->kind != RECORD_STRING)
 			return record_fail(err, err_size, "\"text\" must be a string");
-		cmd->payload = (const uint8_t *)json_string_value(text);
-		cmd->payload_len = json_string_length(text);
+		cmd->payload = (const uint8_t *)text->str;
+		cmd->payload_len = text->len;
 		return 0;
 	}
-	if (!json_is_string(binary))
+	if (binary->kind != RECORD_STRING)
 		return record_fail(err, err_size, "\"binary\" must be a base64 string");
-	b64 = json_string_value(binary);
-	b64_len = json_string_length(binary);
+	b64 = binary->str;
+	b64_len = binary->len;
 	if (b64_len % 4 != 0 || b64_len > (size_t)INT32_MAX)
 		return record_fail(err, err_size, "\"binary\" is not valid base64");
 	cmd->binary = true;
@@ -391,39 +817,39 @@ record_payload(json_t *root, struct record_cmd *cmd, char *err, size_t err_size)
 
 /* An optional integer field within [min, max]. */
 static int
-record_uint(json_t *root, const char *field, unsigned dflt, unsigned min,
-    unsigned max, unsigned *out, char *err, size_t err_size)
+record_uint(const struct record_fields *f, enum record_key k, unsigned dflt,
+    unsigned min, unsigned max, unsigned *out, char *err, size_t err_size)
 {
-	json_t *v = json_object_get(root, field);
-	json_int_t i;
+	const struct record_value *v = &f->v[k];
 
-	if (v == NULL) {
+	if (v->kind == RECORD_ABSENT) {
 		*out = dflt;
 		return 0;
 	}
-	if (!json_is_integer(v))
-		return record_fail(err, err_size, "\"%s\" must be an integer", field);
-	i = json_integer_value(v);
-	if (i < min || i > max)
+	if (v->kind != RECORD_INTEGER)
+		return record_fail(err, err_size, "\"%s\" must be an integer",
+		    record_key_names[k]);
+	if (v->integer < min || v->integer > max)
 		return record_fail(err, err_size, "\"%s\" %lld is out of range",
-		    field, (long long)i);
-	*out = (unsigned)i;
+		    record_key_names[k], (long long)v->integer);
+	*out = (unsigned)v->integer;
 	return 0;
 }
 
 static int
-record_reason(json_t *root, struct record_cmd *cmd, char *err, size_t err_size)
+record_reason(const struct record_fields *f, struct record_cmd *cmd,
+    char *err, size_t err_size)
 {
-	json_t *v = json_object_get(root, "reason");
+	const struct record_value *v = &f->v[RECORD_KEY_REASON];
 
-	if (v == NULL) {
+	if (v->kind == RECORD_ABSENT) {
 		cmd->reason = "";
 		return 0;
 	}
-	if (!json_is_string(v))
+	if (v->kind != RECORD_STRING)
 		return record_fail(err, err_size, "\"reason\" must be a string");
-	cmd->reason = json_string_value(v);
-	cmd->reason_len = json_string_length(v);
+	cmd->reason = v->str;
+	cmd->reason_len = v->len;
 	return 0;
 }
 
@@ -436,9 +862,10 @@ record_close_code_valid(unsigned code)
 	    (code >= 3000 && code <= 4999);
 }
 
-int
-record_decode(const char *line, size_t len, struct record_cmd *cmd, char *err,
-    size_t err_size)
+/* The rules, on the fields either reader found. */
+static int
+record_decode_fields(const struct record_fields *f, struct record_cmd *cmd,
+    char *err, size_t err_size)
 {
 	static const struct {
 		const char *name;
@@ -450,10 +877,72 @@ record_decode(const char *line, size_t len, struct record_cmd *cmd, char *err,
 		{ "accept", RECORD_ACCEPT },
 		{ "reject", RECORD_REJECT },
 	};
-	json_error_t jerr;
-	json_t *root, *type, *v;
-	const char *name;
+	const struct record_value *type = &f->v[RECORD_KEY_TYPE], *v;
 	size_t i;
+
+	if (type->kind != RECORD_STRING)
+		return record_fail(err, err_size, "no \"type\"");
+	for (i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		if (strlen(types[i].name) == type->len &&
+		    memcmp(type->str, types[i].name, type->len) == 0)
+			break;
+	}
+	if (i == sizeof(types) / sizeof(types[0]))
+		return record_fail(err, err_size, "unknown type");
+	cmd->command = types[i].command;
+
+	if (cmd->command != RECORD_BROADCAST) {
+		v = &f->v[RECORD_KEY_CLIENT];
+		if (v->kind == RECORD_ABSENT)
+			return record_fail(err, err_size, "no \"client\"");
+		if (record_ids(v, &cmd->clients, &cmd->n_clients,
+		    &cmd->one_client, "client", err, err_size) == -1)
+			return -1;
+	}
+	switch (cmd->command) {
+	case RECORD_BROADCAST:
+		v = &f->v[RECORD_KEY_EXCEPT];
+		if (v->kind != RECORD_ABSENT && record_ids(v, &cmd->except,
+		    &cmd->n_except, &cmd->one_except, "except", err,
+		    err_size) == -1)
+			return -1;
+		/* FALLTHROUGH */
+	case RECORD_SEND:
+		return record_payload(f, cmd, err, err_size);
+	case RECORD_CLOSE:
+		if (record_uint(f, RECORD_KEY_CODE, 1000, 1000, 4999, &cmd->code,
+		    err, err_size) == -1)
+			return -1;
+		if (!record_close_code_valid(cmd->code))
+			return record_fail(err, err_size,
+			    "\"code\" %u may not be sent", cmd->code);
+		return record_reason(f, cmd, err, err_size);
+	case RECORD_REJECT:
+		if (record_uint(f, RECORD_KEY_STATUS, 403, 400, 599, &cmd->status,
+		    err, err_size) == -1)
+			return -1;
+		return record_reason(f, cmd, err, err_size);
+	case RECORD_ACCEPT:
+		v = &f->v[RECORD_KEY_SUBPROTOCOL];
+		if (v->kind != RECORD_ABSENT && v->kind != RECORD_NULL) {
+			if (v->kind != RECORD_STRING)
+				return record_fail(err, err_size,
+				    "\"subprotocol\" must be a string");
+			cmd->subprotocol = v->str;
+			cmd->subprotocol_len = v->len;
+		}
+		return 0;
+	}
+	return 0;
+}
+
+int
+record_decode_json(const char *line, size_t len, struct record_cmd *cmd,
+    char *err, size_t err_size)
+{
+	struct record_fields f;
+	json_error_t jerr;
+	json_t *root;
 
 	memset(cmd, 0, sizeof(*cmd));
 	root = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL,
@@ -463,60 +952,26 @@ record_decode(const char *line, size_t len, struct record_cmd *cmd, char *err,
 	cmd->json = root;
 	if (!json_is_object(root))
 		return record_fail(err, err_size, "not a JSON object");
-	type = json_object_get(root, "type");
-	if (!json_is_string(type))
-		return record_fail(err, err_size, "no \"type\"");
-	name = json_string_value(type);
-	for (i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
-		if (strcmp(name, types[i].name) == 0)
-			break;
-	}
-	if (i == sizeof(types) / sizeof(types[0]))
-		return record_fail(err, err_size, "unknown type");
-	cmd->command = types[i].command;
+	memset(&f, 0, sizeof(f));
+	record_fields_from_json(root, &f);
+	return record_decode_fields(&f, cmd, err, err_size);
+}
 
-	if (cmd->command != RECORD_BROADCAST) {
-		v = json_object_get(root, "client");
-		if (v == NULL)
-			return record_fail(err, err_size, "no \"client\"");
-		if (record_ids(v, &cmd->clients, &cmd->n_clients,
-		    &cmd->one_client, "client", err, err_size) == -1)
-			return -1;
-	}
-	switch (cmd->command) {
-	case RECORD_BROADCAST:
-		v = json_object_get(root, "except");
-		if (v != NULL && record_ids(v, &cmd->except, &cmd->n_except,
-		    &cmd->one_except, "except", err, err_size) == -1)
-			return -1;
-		/* FALLTHROUGH */
-	case RECORD_SEND:
-		return record_payload(root, cmd, err, err_size);
-	case RECORD_CLOSE:
-		if (record_uint(root, "code", 1000, 1000, 4999, &cmd->code,
-		    err, err_size) == -1)
-			return -1;
-		if (!record_close_code_valid(cmd->code))
-			return record_fail(err, err_size,
-			    "\"code\" %u may not be sent", cmd->code);
-		return record_reason(root, cmd, err, err_size);
-	case RECORD_REJECT:
-		if (record_uint(root, "status", 403, 400, 599, &cmd->status,
-		    err, err_size) == -1)
-			return -1;
-		return record_reason(root, cmd, err, err_size);
-	case RECORD_ACCEPT:
-		v = json_object_get(root, "subprotocol");
-		if (v != NULL && !json_is_null(v)) {
-			if (!json_is_string(v))
-				return record_fail(err, err_size,
-				    "\"subprotocol\" must be a string");
-			cmd->subprotocol = json_string_value(v);
-			cmd->subprotocol_len = json_string_length(v);
-		}
-		return 0;
-	}
-	return 0;
+int
+record_decode(const char *line, size_t len, struct record_cmd *cmd, char *err,
+    size_t err_size)
+{
+	struct record_fields f;
+
+	memset(cmd, 0, sizeof(*cmd));
+	cmd->text = malloc(len + 1);
+	if (cmd->text == NULL)
+		return record_fail(err, err_size, "out of memory");
+	memset(&f, 0, sizeof(f));
+	if (record_read_fast(line, len, cmd->text, &f))
+		return record_decode_fields(&f, cmd, err, err_size);
+	free(cmd->text);
+	return record_decode_json(line, len, cmd, err, err_size);
 }
 
 void
@@ -527,6 +982,7 @@ record_cmd_free(struct record_cmd *cmd)
 	if (cmd->except != &cmd->one_except)
 		free(cmd->except);
 	free(cmd->decoded);
+	free(cmd->text);
 	json_decref(cmd->json);
 	memset(cmd, 0, sizeof(*cmd));
 }

@@ -1,7 +1,8 @@
 /*
- * Fuzz the record codec: decode the input as a backend line, and encode it
- * as a client message (text when valid UTF-8, else binary), which jansson
- * must read back to the same bytes.
+ * Fuzz the record codec: decode the input as a backend line, both with
+ * record_decode (whose fast reader must agree with jansson) and with
+ * jansson alone; and encode it as a client message (text when valid
+ * UTF-8, else binary), which jansson must read back to the same bytes.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -11,21 +12,29 @@
 
 #include "record.h"
 #include "utf8.h"
+#include "record_agree.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct record_cmd cmd;
-	char err[160];
+	struct record_cmd cmd, ref;
+	char err[160] = "", ref_err[160] = "";
+	int rc, ref_rc;
 	json_error_t jerr;
 	json_t *obj, *field;
 	bool binary;
 	size_t len;
 	char *line;
 
-	if (record_decode((const char *)data, size, &cmd, err, sizeof(err)) == 0) {
+	rc = record_decode((const char *)data, size, &cmd, err, sizeof(err));
+	ref_rc = record_decode_json((const char *)data, size, &ref, ref_err,
+	    sizeof(ref_err));
+	if (!record_agree(rc, err, &cmd, ref_rc, ref_err, &ref))
+		abort();
+	record_cmd_free(&ref);
+	if (rc == 0) {
 		/* A decoded command's fields are within their bounds. */
 		if (cmd.command == RECORD_CLOSE &&
 		    (cmd.code < 1000 || cmd.code > 4999))

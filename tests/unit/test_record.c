@@ -4,6 +4,7 @@
 #include "../../gatewayd/record.c"
 
 #include "check.h"
+#include "../fuzz/record_agree.h"
 
 /* Decode a line, expecting success. */
 static int
@@ -287,6 +288,85 @@ test_decode_rejects(void)
 	    "not JSON");
 }
 
+/* Decode line both ways; they must agree.  Returns which reader took it:
+ * 1 the fast one, 0 jansson. */
+static int
+check_agree(const char *line, size_t len)
+{
+	struct record_cmd cmd, ref;
+	char err[160] = "", ref_err[160] = "";
+	int rc, ref_rc, fast;
+
+	rc = record_decode(line, len, &cmd, err, sizeof(err));
+	ref_rc = record_decode_json(line, len, &ref, ref_err, sizeof(ref_err));
+	if (!record_agree(rc, err, &cmd, ref_rc, ref_err, &ref)) {
+		fprintf(stderr, "readers disagree on %.*s: %d \"%s\" vs %d \"%s\"\n",
+		    (int)len, line, rc, err, ref_rc, ref_err);
+		check_failures_in_test++;
+	}
+	fast = cmd.text != NULL;
+	record_cmd_free(&cmd);
+	record_cmd_free(&ref);
+	return fast;
+}
+
+#define AGREE(line) check_agree(line, sizeof(line) - 1)
+
+static void
+test_decode_fast_reader(void)
+{
+	/* The shapes backends write take the fast reader ... */
+	CHECK_EQ_INT(AGREE("{\"type\":\"send\",\"client\":\"c1\",\"text\":\"hi\"}"), 1);
+	CHECK_EQ_INT(AGREE(" { \"text\" : \"a\\\"b\\\\c\\/d\\b\\f\\n\\r\\t\" ,"
+	    "\"client\":[ \"c1\" , \"c2\" ], \"type\":\"send\" }\r"), 1);
+	CHECK_EQ_INT(AGREE("{\"type\":\"send\",\"client\":\"c1\","
+	    "\"text\":\"\\u00e9\\u20AC\\ud83d\\ude00\\u0000x\"}"), 1);
+	CHECK_EQ_INT(AGREE("{\"type\":\"broadcast\",\"text\":\"caf\xc3\xa9 \xf0\x9f\x98\x80\","
+	    "\"except\":[],\"x\":null,\"y\":true,\"z\":-12}"), 1);
+	CHECK_EQ_INT(AGREE("{\"type\":\"close\",\"client\":\"c1\",\"code\":4000,"
+	    "\"reason\":\"bye\"}"), 1);
+	CHECK_EQ_INT(AGREE("{\"type\":\"accept\",\"client\":\"c1\",\"subprotocol\":null}"), 1);
+	/* ... and so do its mistakes that it can judge, */
+	CHECK_EQ_INT(AGREE("{\"type\":\"send\",\"client\":\"c1\",\"text\":7}"), 1);
+	CHECK_EQ_INT(AGREE("{\"type\":\"close\",\"client\":\"c1\",\"code\":-0}"), 1);
+	CHECK_EQ_INT(AGREE("{}"), 1);
+	/* while anything else goes to jansson. */
+	CHECK_EQ_INT(AGREE("{\"type\":\"send\",\"client\":\"c1\",\"text\":\"x\","
+	    "\"meta\":{\"a\":1}}"), 0);
+	CHECK_EQ_INT(AGREE("{\"type\":\"close\",\"client\":\"c1\",\"code\":1000.0}"), 0);
+	CHECK_EQ_INT(AGREE("{\"type\":\"close\",\"client\":\"c1\",\"code\":1e3}"), 0);
+	CHECK_EQ_INT(AGREE("{\"type\":\"close\",\"client\":\"c1\","
+	    "\"code\":1234567890123456789}"), 0);
+	CHECK_EQ_INT(AGREE("{\"type\":\"close\",\"client\":\"c1\",\"code\":0123}"), 0);
+	CHECK_EQ_INT(AGREE("{\"type\":\"send\",\"type\":\"send\"}"), 0);
+	CHECK_EQ_INT(AGREE("{\"a\":1,\"a\":2}"), 0);
+	CHECK_EQ_INT(AGREE("{\"t\\u0079pe\":\"send\"}"), 0);
+	CHECK_EQ_INT(AGREE("{\"type\":\"send\",\"text\":\"\\ud800\"}"), 0);
+	CHECK_EQ_INT(AGREE("{\"type\":\"send\",\"text\":\"\\udc00\\ud800\"}"), 0);
+	CHECK_EQ_INT(AGREE("{\"type\":\"send\",\"text\":\"\\x\"}"), 0);
+	CHECK_EQ_INT(AGREE("{\"type\":\"send\",\"text\":\"\xc3\"}"), 0);
+	CHECK_EQ_INT(AGREE("{\"type\":\"send\",\"text\":\"\xed\xa0\x80\"}"), 0);
+	CHECK_EQ_INT(AGREE("{\"type\":\"send\",\"text\":\"tab\there\"}"), 0);
+	CHECK_EQ_INT(AGREE("{\"type\":\"send\",\"client\":[\"c1\\u0000\"]}"), 0);
+	CHECK_EQ_INT(AGREE("{\"type\":\"send\",\"client\":[1]}"), 0);
+	CHECK_EQ_INT(AGREE("{\"type\":\"send\"} x"), 0);
+	CHECK_EQ_INT(AGREE("{\"type\":\"send\",}"), 0);
+	CHECK_EQ_INT(AGREE("{\"type\":\"send\""), 0);
+	CHECK_EQ_INT(AGREE("{\"type\":tru}"), 0);
+	CHECK_EQ_INT(AGREE("[\"type\"]"), 0);
+	CHECK_EQ_INT(AGREE("{\"a\":1,\"b\":1,\"c\":1,\"d\":1,\"e\":1,\"f\":1,"
+	    "\"g\":1,\"h\":1,\"i\":1}"), 0);
+	/* Every prefix of a record: the fast reader never takes a cut one. */
+	{
+		static const char whole[] = "{\"type\":\"send\",\"client\":[\"c1\"],"
+		    "\"text\":\"\\u00e9\\ud83d\\ude00\xc3\xa9\",\"n\":-5}";
+		size_t n;
+
+		for (n = 0; n < sizeof(whole) - 1; n++)
+			CHECK_EQ_INT(check_agree(whole, n), 0);
+	}
+}
+
 static void
 test_line_max(void)
 {
@@ -309,6 +389,7 @@ main(void)
 	RUN(test_decode_broadcast);
 	RUN(test_decode_close_accept_reject);
 	RUN(test_decode_rejects);
+	RUN(test_decode_fast_reader);
 	RUN(test_line_max);
 	return check_summary();
 }
