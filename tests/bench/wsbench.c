@@ -1820,17 +1820,25 @@ report_cpu(void)
 	json_end();
 }
 
+/* The report of a scenario that counts operations: echo's round trips,
+ * connect's handshakes. */
 static void
-echo_report(void)
+report_ops(const char *scenario, const char *ops)
 {
 	double secs = measured_seconds();
 
-	json_begin("echo");
-	json_u64("round_trips", B.ops);
+	json_begin(scenario);
+	json_u64(ops, B.ops);
 	json_num("per_second", secs > 0 ? (double)B.ops / secs : 0);
 	json_end();
 	report_latency();
 	report_cpu();
+}
+
+static void
+echo_report(void)
+{
+	report_ops("echo", "round_trips");
 }
 
 /* Lost: what a receiver never got of what was sent; the end alone can
@@ -1920,14 +1928,7 @@ idle_report(void)
 static void
 connect_report(void)
 {
-	double secs = measured_seconds();
-
-	json_begin("connect");
-	json_u64("handshakes", B.ops);
-	json_num("per_second", secs > 0 ? (double)B.ops / secs : 0);
-	json_end();
-	report_latency();
-	report_cpu();
+	report_ops("connect", "handshakes");
 }
 
 static const struct driver drivers[] = {
