@@ -83,6 +83,37 @@ def sanitizer_report(log):
     return None
 
 
+def launch_gateway(config, port, stem, expect_ready=True):
+    """Start gatewayd with the config text, written to STEM.ini, logging
+    to STEM.log, and wait until it is ready unless told not to."""
+    config_path = stem.with_suffix(".ini")
+    config_path.write_text(config)
+    log_path = stem.with_suffix(".log")
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
+               UBSAN_OPTIONS="print_stacktrace=1")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([GATEWAYD, "-c", str(config_path)], cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+    g = Gateway(proc, port, config_path, log_path)
+    if expect_ready:
+        # "ready" is logged once every listener is bound.  Waiting for it,
+        # rather than probing the port, costs no connection slot.
+        def ready():
+            if proc.poll() is not None:
+                raise AssertionError("gatewayd exited early:\n" + g.log())
+            return "gatewayd: info: ready" in g.log()
+        wait_for(ready, what="gatewayd to be ready")
+    return g
+
+
+def stop_gateway(g):
+    """SIGTERM; the daemon must exit 0 with no sanitizer report."""
+    status = g.stop()
+    log = g.log()
+    assert sanitizer_report(log) is None, log
+    assert status == 0, f"gatewayd exited with {status}:\n{log}"
+
+
 @pytest.fixture
 def gateway(tmp_path):
     """Start gatewayd with a config; '{port}' in the text is replaced by a
@@ -98,34 +129,15 @@ def gateway(tmp_path):
         if "[gateway]" not in config:
             config = f"[gateway]\nlisten = 127.0.0.1:{port}\n" + config
         n = len(started)
-        config_path = tmp_path / f"gatewayd{n}.ini"
-        config_path.write_text(config)
-        log_path = tmp_path / f"gatewayd{n}.log"
-        log = open(log_path, "w")
-        env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
-                   UBSAN_OPTIONS="print_stacktrace=1")
-        proc = subprocess.Popen([GATEWAYD, "-c", str(config_path)], cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT, env=env)
-        log.close()
-        g = Gateway(proc, port, config_path, log_path)
+        g = launch_gateway(config, port, tmp_path / f"gatewayd{n}",
+                           expect_ready)
         started.append(g)
-        if expect_ready:
-            # "ready" is logged once every listener is bound.  Waiting for
-            # it, rather than probing the port, costs no connection slot.
-            def ready():
-                if proc.poll() is not None:
-                    raise AssertionError("gatewayd exited early:\n" + g.log())
-                return "gatewayd: info: ready" in g.log()
-            wait_for(ready, what="gatewayd to be ready")
         return g
 
     yield start
 
     for g in started:
-        status = g.stop()
-        log = g.log()
-        assert sanitizer_report(log) is None, log
-        assert status == 0, f"gatewayd exited with {status}:\n{log}"
+        stop_gateway(g)
 
 
 def backend_cmd(name, *args):
@@ -140,6 +152,24 @@ def example_cmd(path, *args):
     if path.endswith(".py"):
         return " ".join(["exec:" + PYTHON, full] + list(args))
     return " ".join(["exec:" + full] + list(args))
+
+
+def pid_gone(pid):
+    """True when the process has exited (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def rss(pid):
+    """The resident set size of a process, in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
 
 
 def start_unix_room(argv, path, procs):

@@ -27,7 +27,7 @@ import time
 import websockets
 
 import wsraw
-from conftest import GATEWAYD, example_cmd, wait_for
+from conftest import GATEWAYD, example_cmd, rss, wait_for
 
 SAN = "build-san" in GATEWAYD
 MB = 1024 * 1024
@@ -67,14 +67,6 @@ backend = {example_cmd("echo/room.py")}
 
 def fd_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 class Peak:

@@ -23,8 +23,8 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 import wsraw
-from conftest import (BACKENDS, GATEWAYD, PYTHON, backend_cmd, start_unix_room,
-                      wait_for)
+from conftest import (BACKENDS, GATEWAYD, PYTHON, backend_cmd, rss,
+                      start_unix_room, wait_for)
 
 TIMEOUT = 5
 SAN = "build-san" in GATEWAYD
@@ -39,15 +39,6 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss(pid):
-    """The resident set size of a process, in bytes."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 class RssWatch:
@@ -187,6 +178,13 @@ def texts_by_client(records):
         if r.get("type") == "message":
             out.setdefault(r["client"], []).append(r.get("text"))
     return out
+
+
+def start_resilient_unix(rec, sock, procs):
+    """Start resilient.py on the Unix socket sock, recording into the
+    directory rec; returns the process and its record file."""
+    proc = start_unix_room([PYTHON, RESILIENT, str(rec)], sock, procs)
+    return proc, rec / f"{proc.pid}.jsonl"
 
 
 @pytest.fixture
@@ -367,9 +365,7 @@ async def test_unix_backend_back_after_5s(gateway, room_programs, tmp_path):
     sock = str(tmp_path / "room.sock")
     rec = tmp_path / "rec"
     rec.mkdir()
-    server = start_unix_room([PYTHON, RESILIENT, str(rec)], sock,
-                             room_programs)
-    rec1 = rec / f"{server.pid}.jsonl"
+    server, rec1 = start_resilient_unix(rec, sock, room_programs)
     g = gateway(f"""[gateway]
 [resource /u]
 backend = unix:{sock}
@@ -403,9 +399,7 @@ backend = unix:{sock}
         assert all(c.closed is None for c in clients), \
             [c.closed for c in clients]
         assert "backend resumed" not in g.log()
-        server2 = start_unix_room([PYTHON, RESILIENT, str(rec)], sock,
-                                  room_programs)
-        rec2 = rec / f"{server2.pid}.jsonl"
+        server2, rec2 = start_resilient_unix(rec, sock, room_programs)
         log = await wait_log(g, "room /u: backend resumed", timeout=15)
         assert f"room /u: backend resumed {n + 1} clients and " \
                f"{(n + 1) * k} held messages" in log, log[-3000:]
@@ -505,9 +499,7 @@ async def test_hold_timeout_unix_gone(gateway, room_programs, tmp_path):
     sock = str(tmp_path / "room.sock")
     rec = tmp_path / "rec"
     rec.mkdir()
-    server = start_unix_room([PYTHON, RESILIENT, str(rec)], sock,
-                             room_programs)
-    rec1 = rec / f"{server.pid}.jsonl"
+    server, rec1 = start_resilient_unix(rec, sock, room_programs)
     g = gateway(f"""[gateway]
 [resource /u]
 backend = unix:{sock}
@@ -532,9 +524,7 @@ hold_timeout = 1s
                           "clients (1012) and discarding 6 held messages")
 
         # A backend that comes back later starts afresh.
-        server2 = start_unix_room([PYTHON, RESILIENT, str(rec)], sock,
-                                  room_programs)
-        rec2 = rec / f"{server2.pid}.jsonl"
+        server2, rec2 = start_resilient_unix(rec, sock, room_programs)
         new = read_records(rec2, timeout=15, until=lambda r: len(r) >= 1)
         assert new[0]["type"] == "hello" and not new[0].get("resumed"), new
         async with connect(g, "/u") as ws:

@@ -10,7 +10,8 @@ from websockets.exceptions import InvalidStatusCode
 
 import wsraw
 
-from conftest import PYTHON, ROOT, backend_cmd, example_cmd, read_records
+from conftest import (PYTHON, ROOT, backend_cmd, example_cmd, pid_gone,
+                      read_records)
 from wsclient import (assert_silent, connect, expect_close, expect_status,
                       recv, recv_json, wait_log, whoami)
 
@@ -130,14 +131,6 @@ async def test_pattern_rooms_are_separate(gateway, tmp_path):
              for r in read_records(rec) if r["type"] == "open"}
     assert opens == {me_a["client"]: "/rooms/a", me_b["client"]: "/rooms/b",
                      me_a2["client"]: "/rooms/a"}
-
-
-def pid_gone(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
 
 
 async def test_pattern_room_lingers(gateway, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from websockets.exceptions import InvalidStatusCode
 
 from conftest import (BACKENDS, GATEWAYD, PYTHON, ROOT, backend_cmd,
-                      free_port, read_records, wait_for)
+                      free_port, pid_gone, read_records, wait_for)
 from wsclient import (connect, expect_close, recv, whoami)
 
 TIMEOUT = 5
@@ -24,14 +24,6 @@ async def wait_exit(proc, timeout):
             raise AssertionError("gatewayd did not exit")
         await asyncio.sleep(0.02)
     return proc.returncode
-
-
-def pid_gone(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
 
 
 async def stop_with_clients(gateway, tmp_path, sig):

@@ -25,7 +25,8 @@ from websockets.exceptions import InvalidStatusCode
 
 import wsraw
 from conftest import (BACKENDS, GATEWAYD, PYTHON, ROOT, backend_cmd,
-                      example_cmd, free_port, read_records, wait_for)
+                      example_cmd, free_port, read_records, start_unix_room,
+                      wait_for)
 
 VALGRIND = shutil.which("valgrind")
 SLOW = 30          # seconds for any one step under memcheck
@@ -249,20 +250,11 @@ def test_memcheck_full_run(tmp_path):
     rec_no = tmp_path / "auth-no.jsonl"
     rec_unix = tmp_path / "unix.jsonl"
     sock_path = str(tmp_path / "unix.sock")
-    unix_backend = subprocess.Popen(
-        [PYTHON, os.path.join(BACKENDS, "recorder.py"), str(rec_unix),
-         "--listen", sock_path], cwd=ROOT)
+    room_programs = []
+    unix_backend = start_unix_room(
+        [PYTHON, os.path.join(BACKENDS, "recorder.py"), str(rec_unix)],
+        sock_path, room_programs)
     try:
-        def accepting():
-            assert unix_backend.poll() is None, "recorder.py exited"
-            try:
-                with socket.socket(socket.AF_UNIX) as s:
-                    s.connect(sock_path)
-                return True
-            except OSError:
-                return False
-        wait_for(accepting, what="the unix backend's socket")
-
         m = Memchecked(tmp_path, f"""\
 handshake_timeout = 30s
 authorize_timeout = 30s

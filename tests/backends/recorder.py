@@ -10,10 +10,9 @@ stdin/stdout.
 """
 import argparse
 import json
-import os
-import socket
 import sys
-import threading
+
+from unixserve import serve_unix
 
 
 def serve(rfile, wfile, record_file, authorize):
@@ -49,20 +48,15 @@ def main():
     if not args.listen:
         serve(sys.stdin, sys.stdout, args.record_file, args.authorize)
         return
-    if os.path.exists(args.listen):
-        os.unlink(args.listen)
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(args.listen)
-    server.listen(16)
-    while True:
-        conn, _ = server.accept()
+
+    def connection(conn):
         # One file each way: writing to a "rw" text file drops what it
         # had read ahead.
         rfile = conn.makefile("r", encoding="utf-8", newline="\n")
         wfile = conn.makefile("w", encoding="utf-8", newline="\n")
-        threading.Thread(target=serve, daemon=True,
-                         args=(rfile, wfile, args.record_file,
-                               args.authorize)).start()
+        serve(rfile, wfile, args.record_file, args.authorize)
+
+    serve_unix(args.listen, connection)
 
 
 if __name__ == "__main__":

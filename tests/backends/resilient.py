@@ -29,10 +29,11 @@ file).  A text message from a client is:
 import argparse
 import json
 import os
-import socket
 import sys
 import threading
 import time
+
+from unixserve import serve_unix
 
 
 def serve(rfile, wfile, log, lock, echo):
@@ -123,14 +124,6 @@ def main():
         except (BrokenPipeError, ConnectionResetError):
             pass
         return
-    # Listening before the path appears (a stale socket file is replaced
-    # at once): whoever waits for the file can connect.
-    tmp = f"{args.listen}.{os.getpid()}.tmp"
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(tmp)
-    server.listen(16)
-    os.rename(tmp, args.listen)
-
     def connection(conn):
         with conn:
             rfile, wfile = conn.makefile("rb"), conn.makefile("wb")
@@ -139,9 +132,7 @@ def main():
             except (BrokenPipeError, ConnectionResetError):
                 pass
 
-    while True:
-        conn, _ = server.accept()
-        threading.Thread(target=connection, args=(conn,), daemon=True).start()
+    serve_unix(args.listen, connection)
 
 
 if __name__ == "__main__":

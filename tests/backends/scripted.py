@@ -28,8 +28,9 @@ import json
 import os
 import socket
 import sys
-import threading
 from urllib.parse import parse_qs
+
+from unixserve import serve_unix
 
 
 class Drop(Exception):
@@ -121,16 +122,6 @@ def main():
     if not args.listen:
         serve(sys.stdin.buffer, sys.stdout.buffer, args.record, False)
         return
-    # Bound and listening before the path appears: whoever waits for the
-    # file can connect at once.
-    tmp = f"{args.listen}.{os.getpid()}.tmp"
-    if os.path.exists(tmp):
-        os.unlink(tmp)
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(tmp)
-    server.listen(16)
-    os.rename(tmp, args.listen)
-
     def connection(conn):
         with conn:
             rfile = conn.makefile("rb")
@@ -143,9 +134,7 @@ def main():
             except OSError:
                 pass
 
-    while True:
-        conn, _ = server.accept()
-        threading.Thread(target=connection, args=(conn,), daemon=True).start()
+    serve_unix(args.listen, connection)
 
 
 if __name__ == "__main__":

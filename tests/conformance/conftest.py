@@ -14,12 +14,11 @@ close_timeout, a scripted backend) use the `gateway` fixture directly.
 """
 import os
 import re
-import subprocess
 
 import pytest
 
-from conftest import (GATEWAYD, ROOT, Gateway, example_cmd, free_port,
-                      sanitizer_report, wait_for)
+from conftest import (ROOT, example_cmd, free_port, launch_gateway,
+                      sanitizer_report, stop_gateway)
 import wsraw
 
 ECHO_INI = os.path.join(ROOT, "conf", "echo.ini")
@@ -40,40 +39,11 @@ def echo_config():
     return text
 
 
-def start_gateway(config, directory):
-    """Start gatewayd as tests/conftest.py's gateway fixture does, with
-    "{port}" in config replaced by a free port; wait until it is ready."""
-    port = free_port()
-    config_path = directory / "gatewayd.ini"
-    config_path.write_text(config.replace("{port}", str(port)))
-    log_path = directory / "gatewayd.log"
-    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
-               UBSAN_OPTIONS="print_stacktrace=1")
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([GATEWAYD, "-c", str(config_path)], cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT,
-                                env=env)
-    g = Gateway(proc, port, config_path, log_path)
-
-    def ready():
-        if proc.poll() is not None:
-            raise AssertionError("gatewayd exited early:\n" + g.log())
-        return "gatewayd: info: ready" in g.log()
-    wait_for(ready, what="gatewayd to be ready")
-    return g
-
-
-def stop_gateway(g):
-    """SIGTERM; the daemon must exit 0 with no sanitizer report."""
-    status = g.stop()
-    log = g.log()
-    assert sanitizer_report(log) is None, log
-    assert status == 0, f"gatewayd exited with {status}:\n{log}"
-
-
 @pytest.fixture(scope="module")
 def echo_gateway(tmp_path_factory):
-    g = start_gateway(echo_config(), tmp_path_factory.mktemp("echo"))
+    port = free_port()
+    g = launch_gateway(echo_config().replace("{port}", str(port)), port,
+                       tmp_path_factory.mktemp("echo") / "gatewayd")
     yield g
     stop_gateway(g)
 
