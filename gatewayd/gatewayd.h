@@ -117,7 +117,7 @@ struct client {
 	LIST_ENTRY(client) flush_entry;	/* client_batch_end's list */
 
 	struct room *room;		/* while a member or pending */
-	LIST_ENTRY(client) room_entry;	/* room.members or room.pending */
+	TAILQ_ENTRY(client) room_entry;	/* room.members or room.pending */
 	const struct cfg_room_opts *opts;	/* its resource's, once matched */
 	char *open_line;		/* its open record, sent again to a
 					 * restarted backend */
@@ -212,8 +212,9 @@ struct room {
 	char *path;			/* the matched path: the room's name */
 	const struct cfg_resource *res;
 	LIST_ENTRY(room) entry;		/* server.rooms */
-	LIST_HEAD(, client) members;	/* open clients */
-	LIST_HEAD(, client) pending;	/* authorizing clients */
+	/* In the order they joined: a restarted backend learns of them so. */
+	TAILQ_HEAD(, client) members;	/* open clients */
+	TAILQ_HEAD(, client) pending;	/* authorizing clients */
 	size_t n_members;
 	size_t n_pending;
 	struct event *linger_timer;	/* pattern rooms: stop when empty */

@@ -74,8 +74,8 @@ room_new(const char *path, size_t len, const struct cfg_resource *res)
 		return NULL;
 	r->path = strndup(path, len);
 	r->res = res;
-	LIST_INIT(&r->members);
-	LIST_INIT(&r->pending);
+	TAILQ_INIT(&r->members);
+	TAILQ_INIT(&r->pending);
 	STAILQ_INIT(&r->held);
 	r->restart_delay_ms = res->opts.restart_delay_ms;
 	r->linger_timer = evtimer_new(server.base, room_linger_cb, r);
@@ -149,7 +149,7 @@ room_update_pause(struct room *r)
 		stats.rooms_paused--;
 		log_debug("room %s: reading its clients again", r->path);
 	}
-	LIST_FOREACH(c, &r->members, room_entry)
+	TAILQ_FOREACH(c, &r->members, room_entry)
 		client_set_reading(c, !pause);
 }
 
@@ -191,14 +191,14 @@ room_start_backend(struct room *r)
 	if (r->backend == NULL)
 		return -1;
 	r->backend_since_ms = room_now_ms();
-	LIST_FOREACH(c, &r->members, room_entry) {
+	TAILQ_FOREACH(c, &r->members, room_entry) {
 		line = record_open_resumed(c->open_line, c->open_len, &len);
 		if (line != NULL) {
 			backend_write(r->backend, line, len);
 			resumed_clients++;
 		}
 	}
-	LIST_FOREACH(c, &r->pending, room_entry) {
+	TAILQ_FOREACH(c, &r->pending, room_entry) {
 		line = strndup(c->open_line, c->open_len);
 		if (line != NULL)
 			backend_write(r->backend, line, c->open_len);
@@ -288,9 +288,9 @@ room_close_clients(struct room *r, unsigned code)
 {
 	struct client *c;
 
-	while ((c = LIST_FIRST(&r->members)) != NULL)
+	while ((c = TAILQ_FIRST(&r->members)) != NULL)
 		client_backend_lost(c, code);
-	while ((c = LIST_FIRST(&r->pending)) != NULL)
+	while ((c = TAILQ_FIRST(&r->pending)) != NULL)
 		client_backend_lost(c, code);
 }
 
@@ -379,7 +379,7 @@ room_start_exact(void)
 void
 room_add_pending(struct room *r, struct client *c)
 {
-	LIST_INSERT_HEAD(&r->pending, c, room_entry);
+	TAILQ_INSERT_TAIL(&r->pending, c, room_entry);
 	r->n_pending++;
 	c->room = r;
 	if (room_holding(r))
@@ -389,7 +389,7 @@ room_add_pending(struct room *r, struct client *c)
 void
 room_add_member(struct room *r, struct client *c)
 {
-	LIST_INSERT_HEAD(&r->members, c, room_entry);
+	TAILQ_INSERT_TAIL(&r->members, c, room_entry);
 	r->n_members++;
 	c->room = r;
 	if (room_holding(r))
@@ -401,9 +401,9 @@ room_add_member(struct room *r, struct client *c)
 void
 room_promote(struct room *r, struct client *c)
 {
-	LIST_REMOVE(c, room_entry);
+	TAILQ_REMOVE(&r->pending, c, room_entry);
 	r->n_pending--;
-	LIST_INSERT_HEAD(&r->members, c, room_entry);
+	TAILQ_INSERT_TAIL(&r->members, c, room_entry);
 	r->n_members++;
 	if (r->paused)
 		client_set_reading(c, false);
@@ -425,11 +425,13 @@ room_linger_cb(evutil_socket_t fd, short events, void *arg)
 void
 room_remove(struct room *r, struct client *c)
 {
-	LIST_REMOVE(c, room_entry);
-	if (c->state == CLIENT_AUTHORIZING)
+	if (c->state == CLIENT_AUTHORIZING) {
+		TAILQ_REMOVE(&r->pending, c, room_entry);
 		r->n_pending--;
-	else
+	} else {
+		TAILQ_REMOVE(&r->members, c, room_entry);
 		r->n_members--;
+	}
 	c->room = NULL;
 	if (room_holding(r))
 		stats.clients_held--;
@@ -554,8 +556,8 @@ room_broadcast(struct room *r, const struct record_cmd *cmd)
 	}
 	/* A slow member is closed, and so leaves the list, as it is sent
 	 * to. */
-	for (c = LIST_FIRST(&r->members); c != NULL; c = next) {
-		next = LIST_NEXT(c, room_entry);
+	for (c = TAILQ_FIRST(&r->members); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, room_entry);
 		if (!room_listed(c->name, cmd->except, cmd->n_except))
 			client_send(c, frame);
 	}
@@ -674,9 +676,9 @@ room_shutdown(struct room *r)
 		evtimer_del(r->hold_timer);
 		stats.clients_held -= r->n_members + r->n_pending;
 	}
-	while ((c = LIST_FIRST(&r->members)) != NULL)
+	while ((c = TAILQ_FIRST(&r->members)) != NULL)
 		client_shutdown(c);
-	while ((c = LIST_FIRST(&r->pending)) != NULL)
+	while ((c = TAILQ_FIRST(&r->pending)) != NULL)
 		client_shutdown(c);
 	room_free(r);
 }

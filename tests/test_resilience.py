@@ -223,7 +223,8 @@ class Chatter:
 
 def check_resumed_backend(new, old_opens, n_clients, room):
     """The new backend's first records: a resumed hello, then a resumed open
-    for every client (the original open's fields plus "resumed")."""
+    for every client (the original open's fields plus "resumed"), in the
+    order the clients joined."""
     assert new[0]["type"] == "hello", new[0]
     assert new[0].get("resumed") is True, new[0]
     assert new[0]["room"] == room and new[0]["version"] == 1, new[0]
@@ -237,6 +238,9 @@ def check_resumed_backend(new, old_opens, n_clients, room):
             assert {k: v for k, v in r.items() if k != "resumed"} == \
                 original, (r, original)
     assert count(new, "open") == n_clients, "more opens than clients"
+    resumed = [r["client"] for r in opens if r["client"] in old_opens]
+    assert resumed == [c for c in old_opens if c in resumed], \
+        "resumed opens out of the order the clients joined"
     return {r["client"] for r in opens}
 
 
