@@ -858,6 +858,12 @@ client_handshake(struct client *c, char *head, size_t head_len)
 		client_http_error(c, 503, "the room is full");
 		return -1;
 	}
+	/* A room whose backend is behind takes no one more: each newcomer
+	 * would queue an open record for it. */
+	if (r->paused) {
+		client_http_error(c, 503, "the room is busy");
+		return -1;
+	}
 	ws_frame_parser_init(&c->parser, res->opts.max_message_size,
 	    res->opts.max_frame_size, true);
 

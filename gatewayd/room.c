@@ -95,6 +95,11 @@ room_new(const char *path, size_t len, const struct cfg_resource *res)
 		return NULL;
 	}
 	LIST_INSERT_HEAD(&server.rooms, r, entry);
+	/* A pattern room stops once empty for linger.  The timer runs from
+	 * the start, so that a room whose first client is turned away goes
+	 * too; it does nothing while the room has clients. */
+	if (res->is_prefix)
+		room_timer_set(r->linger_timer, res->opts.linger_ms);
 	return r;
 }
 
@@ -347,7 +352,6 @@ room_get(const char *path, size_t len, const struct cfg_resource *res)
 		}
 		room_hold(r);
 	}
-	evtimer_del(r->linger_timer);	/* a client is coming in */
 	return r;
 }
 
@@ -446,10 +450,15 @@ room_remove(struct room *r, struct client *c)
 void
 room_write(struct room *r, char *line, size_t len)
 {
-	if (r->backend != NULL)
-		backend_write(r->backend, line, len);
-	else
+	if (r->backend == NULL) {
 		free(line);
+		return;
+	}
+	/* Opens and closes count against backend_buffer too: clients that
+	 * come and go could otherwise grow the queue of a backend that does
+	 * not read without bound. */
+	backend_write(r->backend, line, len);
+	room_update_pause(r);
 }
 
 void

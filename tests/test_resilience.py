@@ -20,9 +20,10 @@ import time
 
 import pytest
 import websockets
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatusCode
 
 import wsraw
+from wsclient import expect_status
 from conftest import (BACKENDS, GATEWAYD, PYTHON, backend_cmd, rss,
                       start_unix_room, wait_for)
 
@@ -697,6 +698,65 @@ backend = {backend_cmd("scripted.py")}
               f"{pings} round trips on /other, the worst {worst:.3f} s")
     finally:
         await close_all(clients + [other])
+
+
+async def test_backend_stops_reading_while_clients_come_and_go(gateway,
+                                                                tmp_path):
+    """A backend that reads nothing while clients with 4 KiB of headers
+    keep connecting and leaving: each would queue an open and a close
+    record for it, so once backend_buffer (64K) is queued the room turns
+    newcomers away with 503 instead of queueing without bound; RSS stays
+    under baseline + 16 MB; when the backend reads again, the room takes
+    clients again."""
+    stall = 8
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    g = gateway(f"""[gateway]
+[resource /slow]
+backend = {backend_cmd("resilient.py", rec, "--no-echo")}
+backend_buffer = 64K
+""")
+    pid = wait_for(lambda: backend_pids(rec), what="the backend")[0]
+    pad = {"X-Pad": "p" * 4096}
+    staller = await connect(g, "/slow")
+    try:
+        with RssWatch(g.proc.pid) as watch:
+            await staller.send(f"stall:{stall}")
+            read_records(rec / f"{pid}.jsonl", until=lambda r: any(
+                x.get("text", "").startswith("stall:") for x in r))
+            t_stall = time.monotonic()
+            admitted = 0
+            while True:
+                assert time.monotonic() < t_stall + stall - 2, \
+                    f"no 503 after {admitted} clients came and went"
+                try:
+                    ws = await connect(g, "/slow", extra_headers=pad)
+                except InvalidStatusCode as e:
+                    assert e.status_code == 503, e.status_code
+                    break
+                admitted += 1
+                # Gone without a close handshake: a paused room does not
+                # read its members, so it would not see one until later.
+                ws.transport.abort()
+            # Turned away for as long as the backend does not read.
+            for _ in range(20):
+                await expect_status(g.url("/slow"), 503, extra_headers=pad)
+        watch.check(16 * MB, f"{admitted} clients came and went")
+        deadline = t_stall + stall + 10
+        while True:
+            try:
+                ws = await connect(g, "/slow")
+                break
+            except InvalidStatusCode as e:
+                assert e.status_code == 503, e.status_code
+                assert time.monotonic() < deadline, \
+                    "still turned away 10 s after the backend read again"
+                await asyncio.sleep(0.2)
+        await ws.close()
+        print(f"{admitted} clients admitted before the room turned "
+              f"newcomers away")
+    finally:
+        await staller.close()
 
 
 # 5. A client that does not read
