@@ -535,6 +535,28 @@ backend_log_exit(struct backend *b, pid_t pid, int status)
 		    strsignal(WTERMSIG(status)));
 }
 
+/*
+ * The process is gone: read what it left in the socket, up to what a
+ * socket holds (the limit keeps a child that inherited the socket and
+ * writes on from holding the loop), and apply it.
+ */
+#define BACKEND_REST_MAX (4 * 1024 * 1024)
+
+static void
+backend_read_rest(struct backend *b)
+{
+	struct evbuffer *in = bufferevent_get_input(b->bev);
+	int fd = bufferevent_getfd(b->bev), n;
+	size_t got = 0;
+
+	/* The bufferevent freezes its input's end between its own reads. */
+	evbuffer_unfreeze(in, 0);
+	while (got < BACKEND_REST_MAX && (n = evbuffer_read(in, fd, -1)) > 0)
+		got += (size_t)n;
+	evbuffer_freeze(in, 0);
+	backend_read_cb(b->bev, b);
+}
+
 void
 backend_reap(void)
 {
@@ -559,14 +581,8 @@ backend_reap(void)
 			/* Apply what it wrote before it died, then fail the
 			 * room: its socket may be held open by a child of
 			 * its own, so EOF cannot be waited for. */
-			if (b->bev != NULL) {
-				struct evbuffer *in = bufferevent_get_input(b->bev);
-
-				while (evbuffer_read(in, bufferevent_getfd(b->bev),
-				    -1) > 0)
-					;
-				backend_read_cb(b->bev, b);
-			}
+			if (b->bev != NULL)
+				backend_read_rest(b);
 			if (b->room != NULL) {
 				stats.backends_failed++;
 				room_backend_lost(r);

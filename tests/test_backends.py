@@ -8,7 +8,7 @@ import os
 import socket
 import time
 
-from websockets.exceptions import InvalidStatusCode
+from websockets.exceptions import ConnectionClosed, InvalidStatusCode
 
 from conftest import PYTHON, BACKENDS, backend_cmd, read_records
 from wsclient import (assert_silent, connect, expect_close, expect_status,
@@ -356,6 +356,41 @@ async def test_output_before_exit_is_applied(gateway):
             await a.send("exit")
             assert await recv(a) == f"last words {i}"
             assert (await expect_close(a))[0] == 1011
+
+
+LAST_WORDS = """\
+import json, os, sys
+for line in sys.stdin:
+    r = json.loads(line)
+    if r["type"] == "open":
+        sys.stdout.write("".join(json.dumps(
+            {"type": "send", "client": r["client"], "text": f"{i:05d}" + "x" * 100})
+            + "\\n" for i in range(3000)))
+        sys.stdout.flush()
+        os._exit(0)
+"""
+
+
+async def test_much_output_before_exit_is_applied(gateway, tmp_path):
+    """A backend that writes 3000 records (420 KB, more than its socket
+    holds) and exits at once: the client gets every message, in order,
+    then 1011; what still sat in the socket when the exit was noticed is
+    read too."""
+    script = tmp_path / "last_words.py"
+    script.write_text(LAST_WORDS)
+    g = gateway(f"""[gateway]
+on_backend_down = close
+[resource /w]
+backend = exec:{PYTHON} {script}
+restart_delay = 10s
+""")
+    async with connect(g, "/w", max_size=None) as ws:
+        got = []
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                got.append(await asyncio.wait_for(ws.recv(), 10))
+        assert [m[:5] for m in got] == [f"{i:05d}" for i in range(3000)]
+        assert ws.close_code == 1011
 
 
 async def test_backend_exits_at_once(gateway):
