@@ -241,13 +241,13 @@ static void
 room_schedule_restart(struct room *r)
 {
 	const struct cfg_room_opts *o = &r->res->opts;
-	uint64_t delay = r->restart_delay_ms;
+	uint64_t delay = r->restart_delay_ms, next;
 
 	room_timer_set(r->restart_timer, delay);
-	r->restart_delay_ms = delay * 2 > o->restart_max_delay_ms ?
-	    o->restart_max_delay_ms : delay * 2;
-	if (r->restart_delay_ms == 0)
-		r->restart_delay_ms = o->restart_delay_ms;
+	/* From a restart_delay of 0 the backoff grows from 1 ms. */
+	next = delay > 0 ? delay * 2 : 1;
+	r->restart_delay_ms = next > o->restart_max_delay_ms ?
+	    o->restart_max_delay_ms : next;
 	log_info("room %s: starting the backend again in %llu ms (failure %u)",
 	    r->path, (unsigned long long)delay, r->failures);
 }

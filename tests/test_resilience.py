@@ -1016,6 +1016,22 @@ backend = {backend_cmd("scripted.py")}
         await ws.close()
 
 
+async def test_crash_loop_backoff_from_zero(gateway):
+    """restart_delay = 0: the first restart is at once, then the delays
+    grow from 1 ms (a crash loop must not fork on every loop turn)."""
+    g = gateway("""[gateway]
+[resource /crash]
+backend = exec:/bin/sh -c "read hello; exit 1"
+restart_delay = 0
+restart_max_delay = 50ms
+""")
+    delays = wait_for(lambda: [d for d, _ in restart_delays(
+        g.log(), "/crash")][:9] if len(restart_delays(
+            g.log(), "/crash")) >= 9 else None, timeout=10,
+        what="nine restarts")
+    assert delays == [0, 1, 2, 4, 8, 16, 32, 50, 50], delays
+
+
 # The same failures when gatewayd still has records queued to the backend
 
 async def responsive(g, timeout=3.0):
