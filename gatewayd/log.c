@@ -70,8 +70,8 @@ log_quote(char *out, const void *data, size_t len, size_t max)
 
 	while (i < n) {
 		/* Valid UTF-8 is kept as it is: logs are read by people. */
-		seq = p[i] < 0x80 ? 1 : p[i] < 0xe0 ? 2 : p[i] < 0xf0 ? 3 : 4;
-		if (seq > 1 && seq <= n - i && utf8_valid(p + i, seq)) {
+		seq = utf8_char(p + i, n - i);
+		if (seq > 1) {
 			memcpy(out + o, p + i, seq);
 			o += seq;
 			i += seq;

@@ -12,6 +12,7 @@
 
 #include "record.h"
 #include "utf8.h"
+#include "ws_frame.h"
 
 /* Append the line terminator to a jansson dump and hand it over. */
 static char *
@@ -58,8 +59,8 @@ record_string(const char *s, size_t len)
 	if (clean == NULL)
 		return NULL;
 	for (i = 0, o = 0; i < len; i += seq) {
-		seq = p[i] < 0x80 ? 1 : p[i] < 0xe0 ? 2 : p[i] < 0xf0 ? 3 : 4;
-		if (seq <= len - i && utf8_valid(p + i, seq)) {
+		seq = utf8_char(p + i, len - i);
+		if (seq > 0) {
 			memcpy(clean + o, p + i, seq);
 			o += seq;
 		} else {
@@ -740,6 +741,10 @@ record_ids(const struct record_value *v, const char ***ids, size_t *n,
 	size_t i;
 
 	if (v->kind == RECORD_STRING) {
+		/* Ids are C strings: one with a NUL would name another. */
+		if (memchr(v->str, '\0', v->len) != NULL)
+			return record_fail(err, err_size,
+			    "\"%s\" holds a NUL", field);
 		*one = v->str;
 		*ids = one;
 		*n = 1;
@@ -755,7 +760,12 @@ record_ids(const struct record_value *v, const char ***ids, size_t *n,
 	item = v->str;
 	for (i = 0; i < *n; i++) {
 		if (v->array != NULL) {
-			(*ids)[i] = json_string_value(json_array_get(v->array, i));
+			json_t *id = json_array_get(v->array, i);
+
+			(*ids)[i] = json_string_value(id);
+			if (strlen((*ids)[i]) != json_string_length(id))
+				return record_fail(err, err_size,
+				    "\"%s\" holds a NUL", field);
 		} else {
 			(*ids)[i] = item;
 			item += strlen(item) + 1;
@@ -796,9 +806,6 @@ record_payload(const struct record_fields *f, struct record_cmd *cmd,
 		cmd->payload = (const uint8_t *)"";
 		return 0;
 	}
-	cmd->decoded = malloc(b64_len / 4 * 3);
-	if (cmd->decoded == NULL)
-		return record_fail(err, err_size, "out of memory");
 	/* EVP_DecodeBlock skips surrounding blanks; strict base64 has none. */
 	if (strspn(b64, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 	    "0123456789+/=") != b64_len)
@@ -807,6 +814,9 @@ record_payload(const struct record_fields *f, struct record_cmd *cmd,
 		pad = b64[b64_len - 2] == '=' ? 2 : 1;
 	if (memchr(b64, '=', b64_len - pad) != NULL)
 		return record_fail(err, err_size, "\"binary\" is not valid base64");
+	cmd->decoded = malloc(b64_len / 4 * 3);
+	if (cmd->decoded == NULL)
+		return record_fail(err, err_size, "out of memory");
 	n = EVP_DecodeBlock(cmd->decoded, (const unsigned char *)b64, (int)b64_len);
 	if (n < 0)
 		return record_fail(err, err_size, "\"binary\" is not valid base64");
@@ -851,15 +861,6 @@ record_reason(const struct record_fields *f, struct record_cmd *cmd,
 	cmd->reason = v->str;
 	cmd->reason_len = v->len;
 	return 0;
-}
-
-/* The codes a backend may close a client with: those a peer may send
- * (RFC 6455 7.4), 1005 and 1006 excluded as they are never sent. */
-static bool
-record_close_code_valid(unsigned code)
-{
-	return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
-	    (code >= 3000 && code <= 4999);
 }
 
 /* The rules, on the fields either reader found. */
@@ -913,7 +914,8 @@ record_decode_fields(const struct record_fields *f, struct record_cmd *cmd,
 		if (record_uint(f, RECORD_KEY_CODE, 1000, 1000, 4999, &cmd->code,
 		    err, err_size) == -1)
 			return -1;
-		if (!record_close_code_valid(cmd->code))
+		/* A backend may close with what a peer may send. */
+		if (!ws_frame_close_code_valid(cmd->code))
 			return record_fail(err, err_size,
 			    "\"code\" %u may not be sent", cmd->code);
 		return record_reason(f, cmd, err, err_size);

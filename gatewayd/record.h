@@ -82,7 +82,7 @@ enum record_command {
  * until record_cmd_free. */
 struct record_cmd {
 	enum record_command command;
-	const char **clients;	/* send, close, accept, reject: one or more */
+	const char **clients;	/* send, close, accept, reject: none or more */
 	size_t n_clients;
 	const char **except;	/* broadcast: none or more */
 	size_t n_except;

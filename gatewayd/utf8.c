@@ -173,3 +173,19 @@ utf8_truncate(const uint8_t *p, size_t n, size_t max)
 	}
 	return boundary;
 }
+
+size_t
+utf8_char(const uint8_t *p, size_t n)
+{
+	uint32_t s = ACC;
+	size_t i;
+
+	for (i = 0; i < n && i < 4; i++) {
+		s = utf8_next[s][utf8_class[p[i]]];
+		if (s == REJ)
+			return 0;
+		if (s == ACC)
+			return i + 1;
+	}
+	return 0;
+}

@@ -36,4 +36,8 @@ bool utf8_valid(const uint8_t *p, size_t n);
  * is at most max bytes long and does not split a character. */
 size_t utf8_truncate(const uint8_t *p, size_t n, size_t max);
 
+/* The length of the whole, valid character p[0..n) starts with, or 0
+ * when it starts with none (an invalid byte, or a cut sequence). */
+size_t utf8_char(const uint8_t *p, size_t n);
+
 #endif

@@ -259,6 +259,12 @@ test_decode_rejects(void)
 	check_rejected("{\"type\":\"send\",\"client\":5,\"text\":\"x\"}", "client id");
 	check_rejected("{\"type\":\"send\",\"client\":[\"c1\",2],\"text\":\"x\"}",
 	    "client id");
+	check_rejected("{\"type\":\"send\",\"client\":\"c1\\u0000c2\",\"text\":\"x\"}",
+	    "holds a NUL");
+	check_rejected("{\"type\":\"send\",\"client\":[\"c2\",\"c1\\u0000\"],"
+	    "\"text\":\"x\"}", "holds a NUL");
+	check_rejected("{\"type\":\"broadcast\",\"except\":\"c1\\u0000\",\"text\":\"x\"}",
+	    "holds a NUL");
 	check_rejected("{\"type\":\"send\",\"client\":\"c1\"}", "exactly one");
 	check_rejected("{\"type\":\"send\",\"client\":\"c1\",\"text\":\"a\","
 	    "\"binary\":\"\"}", "exactly one");

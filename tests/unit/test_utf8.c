@@ -512,6 +512,22 @@ test_truncate(void)
 	CHECK_EQ_INT(utf8_truncate(B('a', 'b', 0xe2, 0x82), 10), 2);
 }
 
+static void
+test_char(void)
+{
+	CHECK_EQ_INT(utf8_char((const uint8_t *)"ab", 2), 1);
+	CHECK_EQ_INT(utf8_char((const uint8_t *)"\xc3\xa9x", 3), 2);
+	CHECK_EQ_INT(utf8_char((const uint8_t *)"\xe2\x82\xac", 3), 3);
+	CHECK_EQ_INT(utf8_char((const uint8_t *)"\xf0\x9f\x98\x80", 4), 4);
+	CHECK_EQ_INT(utf8_char((const uint8_t *)"\xf0\x9f\x98", 3), 0);
+	CHECK_EQ_INT(utf8_char((const uint8_t *)"\xc3", 1), 0);
+	CHECK_EQ_INT(utf8_char((const uint8_t *)"\xff", 1), 0);
+	CHECK_EQ_INT(utf8_char((const uint8_t *)"\x80", 1), 0);
+	CHECK_EQ_INT(utf8_char((const uint8_t *)"\xc0\xaf", 2), 0);
+	CHECK_EQ_INT(utf8_char((const uint8_t *)"\xed\xa0\x80", 3), 0);
+	CHECK_EQ_INT(utf8_char((const uint8_t *)"", 0), 0);
+}
+
 int
 main(void)
 {
@@ -528,5 +544,6 @@ main(void)
 	RUN(test_ascii_fast_path);
 	RUN(test_sticky_and_state);
 	RUN(test_truncate);
+	RUN(test_char);
 	return check_summary();
 }
