@@ -506,7 +506,7 @@ cfg_parse_enum(const char *s, const char *const *names, unsigned int *out)
 static int
 cfg_check_subprotocol(const char *item, const char **why)
 {
-	if (!handshake_is_token(item, strlen(item))) {
+	if (!http_req_is_token(item, strlen(item))) {
 		*why = "not a token (letters, digits and !#$%&'*+-.^_`|~)";
 		return -1;
 	}

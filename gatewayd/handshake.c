@@ -34,55 +34,12 @@ struct handshake_origin {
 	bool wildcard;		/* host is "*." and a domain */
 };
 
-static bool	handshake_name_eq(const char *, size_t, const char *);
 static int	handshake_b64_value(unsigned char);
 static bool	handshake_key_valid(const char *, size_t);
 static int	handshake_subprotocols(const struct http_req *,
 		    struct handshake *, const char **);
 static int	handshake_origin_parse(const char *, size_t, bool,
 		    struct handshake_origin *, const char **);
-
-/* A non-empty run of RFC 9110 tchar. */
-bool
-handshake_is_token(const char *s, size_t len)
-{
-	size_t i;
-	unsigned char c;
-
-	if (len == 0)
-		return false;
-	for (i = 0; i < len; i++) {
-		c = (unsigned char)s[i];
-		if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-		    (c >= 'A' && c <= 'Z'))
-			continue;
-		if (c == '\0' || strchr("!#$%&'*+-.^_`|~", c) == NULL)
-			return false;
-	}
-	return true;
-}
-
-/* ASCII case-insensitive comparison of a header name. */
-static bool
-handshake_name_eq(const char *a, size_t a_len, const char *b)
-{
-	size_t i;
-	unsigned char ca, cb;
-
-	if (strlen(b) != a_len)
-		return false;
-	for (i = 0; i < a_len; i++) {
-		ca = (unsigned char)a[i];
-		cb = (unsigned char)b[i];
-		if (ca >= 'A' && ca <= 'Z')
-			ca += 'a' - 'A';
-		if (cb >= 'A' && cb <= 'Z')
-			cb += 'a' - 'A';
-		if (ca != cb)
-			return false;
-	}
-	return true;
-}
 
 /* The value of a base64 digit (RFC 4648 table 1), or -1. */
 static int
@@ -137,13 +94,13 @@ handshake_subprotocols(const struct http_req *req, struct handshake *hs,
 
 	for (i = 0; i < req->n_headers; i++) {
 		h = &req->headers[i];
-		if (!handshake_name_eq(h->name, h->name_len,
+		if (!http_req_name_eq(h->name, h->name_len,
 		    "Sec-WebSocket-Protocol"))
 			continue;
 		pos = h->value;
 		while (http_req_next_element(&pos, h->value + h->value_len,
 		    &elem, &elem_len)) {
-			if (!handshake_is_token(elem, elem_len)) {
+			if (!http_req_is_token(elem, elem_len)) {
 				*why = "malformed Sec-WebSocket-Protocol";
 				return 400;
 			}
@@ -536,7 +493,7 @@ handshake_response_101(char *buf, size_t size, const struct handshake *hs,
 		    "\r\n", hs->accept);
 	else {
 		if (subprotocol_len > INT_MAX ||
-		    !handshake_is_token(subprotocol, subprotocol_len))
+		    !http_req_is_token(subprotocol, subprotocol_len))
 			return 0;
 		n = snprintf(buf, size,
 		    "HTTP/1.1 101 Switching Protocols\r\n"

@@ -55,9 +55,6 @@ int handshake_find_subprotocol(const struct handshake *hs, const char *name,
 int handshake_select_subprotocol(const struct handshake *hs,
     const char *const *server_list);
 
-/* True when s[0..len) is a non-empty RFC 9110 token (a subprotocol name). */
-bool handshake_is_token(const char *s, size_t len);
-
 /*
  * Origins (RFC 6454): an allow-list holds entries of three kinds:
  *   "*"                          any origin, "null" included

@@ -24,7 +24,6 @@
 
 static bool	http_req_is_tchar(unsigned char);
 static bool	http_req_is_ows(char);
-static bool	http_req_name_eq(const char *, size_t, const char *);
 static bool	http_req_next_line(const char **, const char *, const char **,
 		    size_t *);
 static int	http_req_parse_request_line(struct http_req *, const char *,
@@ -49,8 +48,19 @@ http_req_is_ows(char c)
 	return c == ' ' || c == '\t';
 }
 
-/* ASCII case-insensitive comparison, independent of the locale. */
-static bool
+bool
+http_req_is_token(const char *s, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		if (!http_req_is_tchar((unsigned char)s[i]))
+			return false;
+	}
+	return len > 0;
+}
+
+bool
 http_req_name_eq(const char *a, size_t a_len, const char *b)
 {
 	size_t i;

@@ -59,8 +59,8 @@ const struct http_req_header *http_req_header(const struct http_req *req,
 /* How many headers are named name (case-insensitive). */
 size_t http_req_header_count(const struct http_req *req, const char *name);
 
-/* True when token appears (case-insensitive) in the comma-separated lists
- * of every header named name, as in "Connection: keep-alive, Upgrade". */
+/* True when token appears (case-insensitive) in the comma-separated list
+ * of any header named name, as in "Connection: keep-alive, Upgrade". */
 bool http_req_header_has_token(const struct http_req *req, const char *name,
     const char *token);
 
@@ -72,5 +72,13 @@ bool http_req_header_has_token(const struct http_req *req, const char *name,
  */
 bool http_req_next_element(const char **pos, const char *end,
     const char **elem, size_t *elem_len);
+
+/* True when s[0..len) is a non-empty RFC 9110 token (a header name, a
+ * subprotocol name). */
+bool http_req_is_token(const char *s, size_t len);
+
+/* ASCII case-insensitive comparison of a[0..a_len) with the string b,
+ * independent of the locale. */
+bool http_req_name_eq(const char *a, size_t a_len, const char *b);
 
 #endif

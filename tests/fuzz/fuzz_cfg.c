@@ -14,6 +14,7 @@
 
 #include "cfg.h"
 #include "handshake.h"
+#include "http_req.h"
 
 #define FILE_NAME	"fuzz.ini"
 
@@ -81,7 +82,7 @@ check_opts(const struct cfg_room_opts *o)
 			abort();
 	}
 	for (i = 0; o->subprotocols[i] != NULL; i++) {
-		if (!handshake_is_token(o->subprotocols[i],
+		if (!http_req_is_token(o->subprotocols[i],
 		    strlen(o->subprotocols[i])))
 			abort();
 		for (j = 0; j < i; j++)

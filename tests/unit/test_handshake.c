@@ -411,20 +411,6 @@ test_select_subprotocol(void)
 	CHECK_EQ_INT(handshake_select_subprotocol(&hs, server), -1);
 }
 
-static void
-test_is_token(void)
-{
-	CHECK(handshake_is_token("chat", 4));
-	CHECK(handshake_is_token("v2.chat+json_x~!#$%&'*^`|-", 26));
-	CHECK(!handshake_is_token("", 0));
-	CHECK(!handshake_is_token("a b", 3));
-	CHECK(!handshake_is_token("a,b", 3));
-	CHECK(!handshake_is_token("a/b", 3));
-	CHECK(!handshake_is_token("a\0b", 3));
-	CHECK(!handshake_is_token("\"a\"", 3));
-	CHECK(!handshake_is_token("\xc3\xa9", 2));
-}
-
 /* Allow-list entries: what the config accepts, and why not. */
 static void
 test_origin_check(void)
@@ -915,7 +901,6 @@ main(void)
 	RUN(test_key_valid);
 	RUN(test_subprotocols);
 	RUN(test_select_subprotocol);
-	RUN(test_is_token);
 	RUN(test_origin_check);
 	RUN(test_origin_allowed);
 	RUN(test_reuse);

@@ -467,6 +467,20 @@ test_tchar(void)
 			CHECK(!http_req_is_tchar((unsigned char)c));
 }
 
+static void
+test_is_token(void)
+{
+	CHECK(http_req_is_token("chat", 4));
+	CHECK(http_req_is_token("v2.chat+json_x~!#$%&'*^`|-", 26));
+	CHECK(!http_req_is_token("", 0));
+	CHECK(!http_req_is_token("a b", 3));
+	CHECK(!http_req_is_token("a,b", 3));
+	CHECK(!http_req_is_token("a/b", 3));
+	CHECK(!http_req_is_token("a\0b", 3));
+	CHECK(!http_req_is_token("\"a\"", 3));
+	CHECK(!http_req_is_token("\xc3\xa9", 2));
+}
+
 int
 main(void)
 {
@@ -490,5 +504,6 @@ main(void)
 	RUN(test_next_element);
 	RUN(test_byte_at_a_time);
 	RUN(test_tchar);
+	RUN(test_is_token);
 	return check_summary();
 }
