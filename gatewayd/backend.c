@@ -40,14 +40,6 @@ static void backend_stderr_event_cb(struct bufferevent *bev, short events,
     void *arg);
 static void backend_stop_cb(evutil_socket_t fd, short events, void *arg);
 
-static void
-backend_timer_set(struct event *ev, uint64_t ms)
-{
-	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
-
-	evtimer_add(ev, &tv);
-}
-
 static int
 backend_connect(struct backend *b, const char *path)
 {
@@ -490,7 +482,7 @@ backend_stop(struct backend *b)
 			return;
 		}
 		b->stop_signal = 0;
-		backend_timer_set(b->stop_timer, b->stop_timeout_ms);
+		server_timer_set(b->stop_timer, b->stop_timeout_ms);
 		return;
 	}
 	if (b->bev != NULL &&
@@ -498,7 +490,7 @@ backend_stop(struct backend *b)
 		shutdown(bufferevent_getfd(b->bev), SHUT_WR);
 	/* else backend_write_cb shuts stdin once the output drains */
 	b->stop_signal = SIGTERM;
-	backend_timer_set(b->stop_timer, b->stop_timeout_ms);
+	server_timer_set(b->stop_timer, b->stop_timeout_ms);
 }
 
 static void
@@ -517,7 +509,7 @@ backend_stop_cb(evutil_socket_t fd, short events, void *arg)
 	kill(-b->pid, b->stop_signal);
 	if (b->stop_signal == SIGTERM) {
 		b->stop_signal = SIGKILL;
-		backend_timer_set(b->stop_timer, b->stop_timeout_ms);
+		server_timer_set(b->stop_timer, b->stop_timeout_ms);
 	}
 }
 

@@ -72,24 +72,6 @@ client_opts(const struct client *c)
 	return c->opts != NULL ? c->opts : &server.cfg->defaults;
 }
 
-static uint64_t
-client_now_ms(void)
-{
-	struct timespec ts;
-
-	/* Coarse is enough for second-scale timeouts, and cheap. */
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void
-client_timer_set(struct client *c, uint64_t ms)
-{
-	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
-
-	evtimer_add(c->timer, &tv);
-}
-
 #define CLIENT_REMOTE_MAX 64	/* "[v6 address]:port" */
 
 static void
@@ -258,7 +240,7 @@ client_accept(int fd, const struct sockaddr *addr, int addr_len)
 	c->state = CLIENT_HANDSHAKE;
 	event_add(c->read_event, NULL);
 	c->reading = true;
-	client_timer_set(c, server.cfg->handshake_timeout_ms);
+	server_timer_set(c->timer, server.cfg->handshake_timeout_ms);
 	log_debug("%s: connected from %s", c->name, remote);
 }
 
@@ -421,7 +403,7 @@ static void
 client_linger(struct client *c)
 {
 	c->state = CLIENT_LINGERING;
-	client_timer_set(c, client_opts(c)->close_timeout_ms);
+	server_timer_set(c->timer, client_opts(c)->close_timeout_ms);
 	client_drop_input(c);
 	client_set_read_event(c, true);
 	if (evbuffer_get_length(c->out) == 0)
@@ -577,7 +559,7 @@ client_close(struct client *c, unsigned code, const char *reason,
 	client_send_close(c, code, reason, reason_len);
 	client_leave(c, code, reason, reason_len);
 	c->state = CLIENT_CLOSING;
-	client_timer_set(c, client_opts(c)->close_timeout_ms);
+	server_timer_set(c->timer, client_opts(c)->close_timeout_ms);
 }
 
 /* Fail the connection on a protocol error (RFC 6455 7.1.7). */
@@ -653,7 +635,7 @@ client_liveness(struct client *c)
 {
 	static const char idle[] = "idle timeout";
 	const struct cfg_room_opts *o = c->opts;
-	uint64_t now = client_now_ms(), next = UINT64_MAX, due;
+	uint64_t now = server_now_ms(), next = UINT64_MAX, due;
 
 	/* A client the room does not read cannot be heard answering. */
 	if (!c->reading) {
@@ -695,7 +677,7 @@ client_liveness(struct client *c)
 			next = due;
 	}
 	if (next != UINT64_MAX)
-		client_timer_set(c, next - now);
+		server_timer_set(c->timer, next - now);
 }
 
 /* The client is open: start its liveness timer. */
@@ -703,7 +685,7 @@ static void
 client_opened(struct client *c)
 {
 	c->state = CLIENT_OPEN;
-	c->last_frame_ms = c->last_message_ms = client_now_ms();
+	c->last_frame_ms = c->last_message_ms = server_now_ms();
 	evtimer_del(c->timer);
 	client_liveness(c);
 }
@@ -717,7 +699,7 @@ client_read_frames(struct client *c, const uint8_t *data, size_t len)
 
 	/* Anything heard from the client answers a ping; the timer, set
 	 * for the pong's deadline, is set again for the next ping. */
-	c->last_frame_ms = client_now_ms();
+	c->last_frame_ms = server_now_ms();
 	if (c->ping_sent && c->state == CLIENT_OPEN) {
 		c->ping_sent = false;
 		client_liveness(c);
@@ -908,7 +890,7 @@ client_handshake(struct client *c, char *head, size_t head_len)
 		c->pending->chosen = subprotocol;
 		c->state = CLIENT_AUTHORIZING;
 		room_add_pending(r, c);
-		client_timer_set(c, res->opts.authorize_timeout_ms);
+		server_timer_set(c->timer, res->opts.authorize_timeout_ms);
 	} else {
 		client_write_101(c, hs.accept, subprotocol);
 		client_opened(c);

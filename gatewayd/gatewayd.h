@@ -65,6 +65,11 @@ void server_free(void);
 /* Called whenever a client or backend goes away during a stop, to end the
  * loop once nothing is left. */
 void server_check_stopped(void);
+/* Milliseconds on a monotonic clock, coarse (a few ms): the daemon's
+ * timeouts and backoffs are counted in ms to hours. */
+uint64_t server_now_ms(void);
+/* (Re)arm the timer ev to fire in ms milliseconds. */
+void server_timer_set(struct event *ev, uint64_t ms);
 
 /* client.c */
 

@@ -47,23 +47,6 @@ room_cmp(const void *a, const void *b)
 	return strcmp(x->path, y->path);
 }
 
-static uint64_t
-room_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void
-room_timer_set(struct event *ev, uint64_t ms)
-{
-	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
-
-	evtimer_add(ev, &tv);
-}
-
 static struct room *
 room_new(const char *path, size_t len, const struct cfg_resource *res)
 {
@@ -99,7 +82,7 @@ room_new(const char *path, size_t len, const struct cfg_resource *res)
 	 * the start, so that a room whose first client is turned away goes
 	 * too; it does nothing while the room has clients. */
 	if (res->is_prefix)
-		room_timer_set(r->linger_timer, res->opts.linger_ms);
+		server_timer_set(r->linger_timer, res->opts.linger_ms);
 	return r;
 }
 
@@ -195,7 +178,7 @@ room_start_backend(struct room *r)
 	r->backend = backend_start(r, resumed);
 	if (r->backend == NULL)
 		return -1;
-	r->backend_since_ms = room_now_ms();
+	r->backend_since_ms = server_now_ms();
 	TAILQ_FOREACH(c, &r->members, room_entry) {
 		line = record_open_resumed(c->open_line, c->open_len, &len);
 		if (line != NULL) {
@@ -243,7 +226,7 @@ room_schedule_restart(struct room *r)
 	const struct cfg_room_opts *o = &r->res->opts;
 	uint64_t delay = r->restart_delay_ms, next;
 
-	room_timer_set(r->restart_timer, delay);
+	server_timer_set(r->restart_timer, delay);
 	/* From a restart_delay of 0 the backoff grows from 1 ms. */
 	next = delay > 0 ? delay * 2 : 1;
 	r->restart_delay_ms = next > o->restart_max_delay_ms ?
@@ -272,14 +255,14 @@ room_restart_cb(evutil_socket_t fd, short events, void *arg)
 static void
 room_hold(struct room *r)
 {
-	uint64_t now = room_now_ms(), deadline;
+	uint64_t now = server_now_ms(), deadline;
 
 	if (room_holding(r))
 		return;
 	if (r->outage_since_ms == 0)
 		r->outage_since_ms = now;
 	deadline = r->outage_since_ms + r->res->opts.hold_timeout_ms;
-	room_timer_set(r->hold_timer, deadline > now ? deadline - now : 0);
+	server_timer_set(r->hold_timer, deadline > now ? deadline - now : 0);
 	stats.clients_held += r->n_members + r->n_pending;
 	if (r->n_members + r->n_pending > 0)
 		log_warn("room %s: holding %zu clients for up to %llu ms until "
@@ -444,7 +427,7 @@ room_remove(struct room *r, struct client *c)
 		return;
 	/* Even a linger of 0 goes through the timer: the room may be in
 	 * use further up the stack. */
-	room_timer_set(r->linger_timer, r->res->opts.linger_ms);
+	server_timer_set(r->linger_timer, r->res->opts.linger_ms);
 }
 
 void
@@ -648,7 +631,7 @@ room_backend_lost(struct room *r)
 	}
 	/* A backend that ran a good while failed on its own, not in a
 	 * crash loop: start the backoff, and the outage, afresh. */
-	if (room_now_ms() - r->backend_since_ms >= o->restart_max_delay_ms) {
+	if (server_now_ms() - r->backend_since_ms >= o->restart_max_delay_ms) {
 		r->restart_delay_ms = o->restart_delay_ms;
 		r->failures = 0;
 		r->outage_since_ms = 0;

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -124,12 +125,28 @@ server_shutdown_timeout_cb(evutil_socket_t fd, short events, void *arg)
 	event_base_loopexit(server.base, NULL);
 }
 
+uint64_t
+server_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+void
+server_timer_set(struct event *ev, uint64_t ms)
+{
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+
+	evtimer_add(ev, &tv);
+}
+
 static void
 server_stop(int sig)
 {
 	struct room *r;
 	struct client *c, *next;
-	struct timeval tv;
 	uint64_t ms = server.cfg->shutdown_timeout_ms;
 
 	if (server.stopping) {
@@ -150,12 +167,10 @@ server_stop(int sig)
 		next = LIST_NEXT(c, entry);
 		client_shutdown(c);
 	}
-	tv.tv_sec = (time_t)(ms / 1000);
-	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
 	server.shutdown_timer = evtimer_new(server.base,
 	    server_shutdown_timeout_cb, NULL);
 	if (server.shutdown_timer != NULL)
-		evtimer_add(server.shutdown_timer, &tv);
+		server_timer_set(server.shutdown_timer, ms);
 	server_check_stopped();
 }
 
