@@ -34,9 +34,11 @@
 static void client_read_cb(evutil_socket_t fd, short events, void *arg);
 static void client_write_cb(evutil_socket_t fd, short events, void *arg);
 static void client_timer_cb(evutil_socket_t fd, short events, void *arg);
+static void client_set_read_event(struct client *c, bool reading);
 
 /* Bytes read from a client at a time, into one buffer for all of them:
- * the frame parser keeps what it needs, so no input buffer per client. */
+ * the frame parser keeps what it needs, so an open client has no input
+ * buffer (c->in holds only a request head and what comes with it). */
 #define CLIENT_READ_MAX 65536
 
 /* Clients with output queued in the current batch (client_batch_begin). */
@@ -174,7 +176,7 @@ client_ip_release(struct ip_count *ip)
 }
 
 void
-client_accept(int fd, const struct sockaddr *addr, int addr_len)
+client_accept(int fd, const struct sockaddr *addr)
 {
 	char remote[CLIENT_REMOTE_MAX];
 	struct ip_count *ip = NULL;
@@ -238,8 +240,7 @@ client_accept(int fd, const struct sockaddr *addr, int addr_len)
 	LIST_INSERT_HEAD(&server.clients, c, entry);
 	server.n_clients++;
 	c->state = CLIENT_HANDSHAKE;
-	event_add(c->read_event, NULL);
-	c->reading = true;
+	client_set_read_event(c, true);
 	server_timer_set(c->timer, server.cfg->handshake_timeout_ms);
 	log_debug("%s: connected from %s", c->name, remote);
 }
@@ -304,35 +305,53 @@ client_free(struct client *c)
 	server_check_stopped();
 }
 
+/*
+ * Arm read_event for what the client needs now: reading its socket while
+ * c->reading, and a run of client_read_cb at once for work that waits on
+ * it (a client to free; input that waited for the verdict, which a paused
+ * room leaves waiting).  This is done in one place because event_del also
+ * cancels a pending event_active, and event_add does not watch the socket
+ * of an event that is active.
+ */
+static void
+client_update_read_event(struct client *c)
+{
+	event_del(c->read_event);
+	if (c->reading)
+		event_add(c->read_event, NULL);
+	if (c->gone || (c->reading && c->in != NULL &&
+	    (c->state == CLIENT_OPEN || c->state == CLIENT_CLOSING)))
+		event_active(c->read_event, EV_READ, 0);
+}
+
 static void
 client_set_read_event(struct client *c, bool reading)
 {
 	if (reading == c->reading)
 		return;
 	c->reading = reading;
-	if (reading)
-		event_add(c->read_event, NULL);
-	else
-		event_del(c->read_event);
+	client_update_read_event(c);
 }
 
-/* All output is written: a lingering client shuts its write side. */
+/* The connection is over: client_read_cb frees the client, as whoever
+ * found out may still hold it. */
+static void
+client_end(struct client *c)
+{
+	c->gone = true;
+	evbuffer_drain(c->out, evbuffer_get_length(c->out));
+	client_update_read_event(c);
+}
+
+/* All output is written: a lingering client shuts its write side; a
+ * closing one whose peer has closed already is done with. */
 static void
 client_output_drained(struct client *c)
 {
 	if (c->state == CLIENT_LINGERING)
 		shutdown(c->fd, SHUT_WR);
-}
-
-/* The peer is gone: drop the output, and free the client from its own
- * callback, as whoever is writing may still hold it. */
-static void
-client_write_failed(struct client *c)
-{
-	log_debug("%s: write failed: %s", c->name, strerror(errno));
-	c->write_failed = true;
-	evbuffer_drain(c->out, evbuffer_get_length(c->out));
-	event_active(c->read_event, EV_READ, 0);
+	if (c->peer_closed)
+		client_end(c);
 }
 
 /* Write the output now, as much as the socket takes; write_event takes
@@ -340,16 +359,16 @@ client_write_failed(struct client *c)
 static void
 client_flush(struct client *c)
 {
-	if (c->write_blocked || c->write_failed ||
-	    evbuffer_get_length(c->out) == 0)
+	if (c->gone || evbuffer_get_length(c->out) == 0 ||
+	    event_pending(c->write_event, EV_WRITE, NULL))
 		return;
 	if (evbuffer_write(c->out, c->fd) == -1 && errno != EAGAIN &&
 	    errno != EINTR) {
-		client_write_failed(c);
+		log_debug("%s: write failed: %s", c->name, strerror(errno));
+		client_end(c);
 		return;
 	}
 	if (evbuffer_get_length(c->out) > 0) {
-		c->write_blocked = true;
 		event_add(c->write_event, NULL);
 		return;
 	}
@@ -559,6 +578,8 @@ client_close(struct client *c, unsigned code, const char *reason,
 	client_send_close(c, code, reason, reason_len);
 	client_leave(c, code, reason, reason_len);
 	c->state = CLIENT_CLOSING;
+	/* Out of its room, paused or not: the peer's close is read. */
+	client_set_read_event(c, true);
 	server_timer_set(c->timer, client_opts(c)->close_timeout_ms);
 }
 
@@ -733,17 +754,18 @@ client_write_101(struct client *c, const char *accept, const char *subprotocol)
 {
 	size_t len = subprotocol != NULL ? strlen(subprotocol) : 0;
 	size_t size = 256 + len;	/* a subprotocol may be long */
+	struct evbuffer_iovec vec;
 	struct handshake hs;
-	char *buf;
-	size_t n;
 
+	/* Written straight into the output buffer. */
 	memcpy(hs.accept, accept, sizeof(hs.accept));
-	buf = malloc(size);
-	n = buf != NULL ? handshake_response_101(buf, size, &hs, subprotocol,
-	    len) : 0;
-	if (n > 0 && evbuffer_add(c->out, buf, n) == 0)
-		client_output_added(c);
-	free(buf);
+	if (evbuffer_reserve_space(c->out, (ev_ssize_t)size, &vec, 1) == 1) {
+		vec.iov_len = handshake_response_101(vec.iov_base, size, &hs,
+		    subprotocol, len);
+		if (evbuffer_commit_space(c->out, &vec, 1) == 0 &&
+		    vec.iov_len > 0)
+			client_output_added(c);
+	}
 	stats.clients_opened++;
 }
 
@@ -949,17 +971,13 @@ client_read_head(struct client *c)
 }
 
 /* Keep input for later: the request head, or an authorizing client's
- * frames.  Returns -1 when out of memory (the client was failed). */
+ * frames.  Returns -1 when out of memory. */
 static int
 client_keep_input(struct client *c, const uint8_t *data, size_t len)
 {
 	if (c->in == NULL)
 		c->in = evbuffer_new();
-	if (c->in == NULL || evbuffer_add(c->in, data, len) == -1) {
-		client_http_error(c, 500, "out of memory");
-		return -1;
-	}
-	return 0;
+	return c->in == NULL || evbuffer_add(c->in, data, len) == -1 ? -1 : 0;
 }
 
 static void
@@ -967,26 +985,24 @@ client_input(struct client *c, const uint8_t *data, size_t len)
 {
 	switch (c->state) {
 	case CLIENT_HANDSHAKE:
-		if (client_keep_input(c, data, len) == 0)
+		if (client_keep_input(c, data, len) == -1)
+			client_http_error(c, 500, "out of memory");
+		/* The head can only have ended in a line end just read: a
+		 * head sent in pieces is not scanned again for each. */
+		else if (memchr(data, '\n', len) != NULL ||
+		    evbuffer_get_length(c->in) >= server.cfg->max_header_size)
 			client_read_head(c);
 		break;
 	case CLIENT_AUTHORIZING:
-		if (client_keep_input(c, data, len) == 0)
+		if (client_keep_input(c, data, len) == -1)
+			client_fail_handshake(c, 500, "out of memory");
+		else
 			client_check_authorizing_input(c);
 		break;
 	case CLIENT_OPEN:
 	case CLIENT_CLOSING:
-		if (c->in != NULL) {
-			/* Behind input that waited for the verdict. */
-			if (evbuffer_add(c->in, data, len) == -1) {
-				client_fail(c, WS_CLOSE_INTERNAL_ERROR,
-				    "out of memory");
-				break;
-			}
-			client_read_buffered(c);
-		} else {
-			client_read_frames(c, data, len);
-		}
+		/* What waited for the verdict went first (client_read_cb). */
+		client_read_frames(c, data, len);
 		break;
 	case CLIENT_LINGERING:
 		break;		/* dropped */
@@ -999,29 +1015,34 @@ client_read_cb(evutil_socket_t fd, short events, void *arg)
 	static uint8_t buf[CLIENT_READ_MAX];
 	struct client *c = arg;
 	ssize_t n;
+	int err;
 
-	if (c->write_failed) {
+	if (c->gone) {
 		client_free(c);
 		return;
 	}
 	client_batch_begin();
-	/* Input that waited for the verdict goes first (an accept makes
-	 * this callback run), and alone while the room is paused. */
-	if (c->in != NULL && c->state == CLIENT_OPEN)
+	/* Input that waited for the verdict goes first (the accept, or the
+	 * room's resuming, makes this callback run). */
+	if (c->in != NULL &&
+	    (c->state == CLIENT_OPEN || c->state == CLIENT_CLOSING))
 		client_read_buffered(c);
-	if (!c->reading) {
-		client_batch_end();
-		return;
-	}
 	n = recv(fd, buf, sizeof(buf), 0);
-	if (n > 0) {
+	err = errno;
+	if (n > 0)
 		client_input(c, buf, (size_t)n);
-		client_batch_end();
+	client_batch_end();
+	if (n > 0 || (n == -1 && (err == EAGAIN || err == EINTR)))
+		return;
+	if (n == 0 && (c->state == CLIENT_CLOSING ||
+	    c->state == CLIENT_LINGERING) && evbuffer_get_length(c->out) > 0) {
+		/* A peer that shut its side may still read our last bytes,
+		 * our close frame among them: they go first, within
+		 * close_timeout (client_output_drained ends it). */
+		c->peer_closed = true;
+		client_set_read_event(c, false);
 		return;
 	}
-	client_batch_end();
-	if (n == -1 && (errno == EAGAIN || errno == EINTR))
-		return;
 	if (c->state == CLIENT_OPEN || c->state == CLIENT_AUTHORIZING)
 		log_debug("%s: connection dropped", c->name);
 	/* client_free reports 1006 to the backend if it knew the client. */
@@ -1034,17 +1055,8 @@ client_write_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct client *c = arg;
 
-	if (evbuffer_write(c->out, fd) == -1 && errno != EAGAIN &&
-	    errno != EINTR) {
-		log_debug("%s: write failed: %s", c->name, strerror(errno));
-		client_free(c);
-		return;
-	}
-	if (evbuffer_get_length(c->out) > 0)
-		return;
-	c->write_blocked = false;
 	event_del(c->write_event);
-	client_output_drained(c);
+	client_flush(c);
 }
 
 static void
@@ -1080,12 +1092,13 @@ client_accept_handshake(struct client *c, const char *subprotocol)
 	    subprotocol : c->pending->chosen);
 	client_free_pending(c);
 	client_opened(c);
-	client_set_read_event(c, true);	/* stopped if much input waited */
+	/* Reading stopped if much input waited.  Frames that arrived early
+	 * are read once the records that follow this accept in the
+	 * backend's batch are done: client_update_read_event has
+	 * client_read_cb run next, or when a paused room resumes. */
+	client_set_read_event(c, true);
+	client_update_read_event(c);
 	room_promote(c->room, c);	/* which may pause it */
-	/* Frames that arrived early are read after the records that follow
-	 * this accept in the backend's batch: client_read_cb runs next. */
-	if (c->in != NULL)
-		event_active(c->read_event, EV_READ, 0);
 }
 
 bool
@@ -1105,7 +1118,16 @@ void
 client_reject_handshake(struct client *c, int status, const char *body)
 {
 	c->announced = false;	/* a rejected client gets no close record */
-	client_leave(c, 0, "", 0);
+	client_fail_handshake(c, status, body);
+}
+
+/* End an authorizing client's handshake with an HTTP status; its backend
+ * gets a close record (code, reason) if it is to hear of it. */
+static void
+client_end_handshake(struct client *c, unsigned code, const char *reason,
+    int status, const char *body)
+{
+	client_leave(c, code, reason, strlen(reason));
 	client_free_pending(c);
 	client_http_error(c, status, body);
 }
@@ -1113,9 +1135,7 @@ client_reject_handshake(struct client *c, int status, const char *body)
 void
 client_fail_handshake(struct client *c, int status, const char *body)
 {
-	client_leave(c, WS_CLOSE_ABNORMAL, body, strlen(body));
-	client_free_pending(c);
-	client_http_error(c, status, body);
+	client_end_handshake(c, WS_CLOSE_ABNORMAL, body, status, body);
 }
 
 void
@@ -1125,14 +1145,11 @@ client_backend_lost(struct client *c, unsigned code)
 	    "backend restarting" : "backend unavailable";
 
 	c->announced = false;	/* nobody to tell */
-	if (c->state == CLIENT_AUTHORIZING) {
-		client_leave(c, 0, "", 0);
-		client_free_pending(c);
-		client_http_error(c, code == WS_CLOSE_SERVICE_RESTART ? 503 : 502,
-		    "the room's backend is unavailable");
-	} else if (c->state == CLIENT_OPEN) {
+	if (c->state == CLIENT_AUTHORIZING)
+		client_fail_handshake(c, code == WS_CLOSE_SERVICE_RESTART ?
+		    503 : 502, "the room's backend is unavailable");
+	else if (c->state == CLIENT_OPEN)
 		client_close(c, code, why, strlen(why));
-	}
 }
 
 void
@@ -1145,9 +1162,8 @@ client_shutdown(struct client *c)
 		client_http_error(c, 503, "shutting down");
 		break;
 	case CLIENT_AUTHORIZING:
-		client_leave(c, WS_CLOSE_GOING_AWAY, why, sizeof(why) - 1);
-		client_free_pending(c);
-		client_http_error(c, 503, "shutting down");
+		client_end_handshake(c, WS_CLOSE_GOING_AWAY, why, 503,
+		    "shutting down");
 		break;
 	case CLIENT_OPEN:
 		client_close(c, WS_CLOSE_GOING_AWAY, why, sizeof(why) - 1);

@@ -104,14 +104,13 @@ struct client {
 	enum client_state state;
 	bool announced;			/* open record sent, close not yet */
 	bool ping_sent;			/* awaiting its pong */
-	bool reading;			/* read_event is pending */
-	bool write_blocked;		/* the socket is full: write_event is
-					 * pending and finishes the output */
-	bool write_failed;		/* freed from read_event's callback */
+	bool reading;			/* read_event watches the socket */
+	bool gone;			/* to be freed by client_read_cb */
+	bool peer_closed;		/* EOF while closing, output queued */
 	bool flush_listed;		/* in the batch's flush list */
 	int fd;
 	struct event *read_event;
-	struct event *write_event;
+	struct event *write_event;	/* pending while the socket is full */
 	struct evbuffer *out;		/* output not yet written */
 	struct evbuffer *in;		/* input read but not yet used (the
 					 * request head, frames that came with
@@ -140,7 +139,7 @@ struct client {
 };
 
 /* Take a freshly accepted connection. */
-void client_accept(int fd, const struct sockaddr *addr, int addr_len);
+void client_accept(int fd, const struct sockaddr *addr);
 
 /* The client with the record id name ("c42"), or with the id 42, or NULL. */
 struct client *client_find(const char *name);

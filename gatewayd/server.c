@@ -32,7 +32,7 @@ static void
 server_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
     struct sockaddr *addr, int len, void *arg)
 {
-	client_accept(fd, addr, len);
+	client_accept(fd, addr);
 }
 
 static void
@@ -50,16 +50,16 @@ static void
 server_accept_error_cb(struct evconnlistener *l, void *arg)
 {
 	static struct log_ratelimit budget;
-	struct timeval tv = { 0, 100 * 1000 };
 	unsigned long suppressed;
 	size_t i;
 
 	if (log_ratelimit(&budget, &suppressed))
-		log_warn("accept: %s; pausing for 100 ms",
-		    strerror(EVUTIL_SOCKET_ERROR()));
+		log_warn("accept: %s; pausing for 100 ms%s",
+		    strerror(EVUTIL_SOCKET_ERROR()),
+		    suppressed ? " (more suppressed)" : "");
 	for (i = 0; i < server.n_listeners; i++)
 		evconnlistener_disable(server.listeners[i]);
-	evtimer_add(server.listen_retry, &tv);
+	server_timer_set(server.listen_retry, 100);
 }
 
 static int

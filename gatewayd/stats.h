@@ -9,7 +9,7 @@
 
 struct stats {
 	uint64_t connections_accepted;
-	uint64_t connections_refused;	/* max_connections reached */
+	uint64_t connections_refused;	/* 503 or 429 before any state */
 	uint64_t handshakes_failed;	/* answered with an HTTP error */
 	uint64_t clients_opened;	/* 101 sent */
 	uint64_t clients_closed;

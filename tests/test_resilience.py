@@ -15,6 +15,7 @@ import os
 import re
 import selectors
 import signal
+import socket
 import threading
 import time
 
@@ -759,6 +760,47 @@ backend_buffer = 64K
         await staller.close()
 
 
+async def test_stop_while_room_paused(gateway, tmp_path):
+    """SIGTERM while a room is paused (its backend reads nothing): its
+    clients, which the room no longer reads, get 1001 and their close
+    handshakes complete at once, not after close_timeout (10 s)."""
+    n = 3
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    g = gateway(f"""[gateway]
+log_level = debug
+shutdown_timeout = 20s
+[resource /p]
+backend = {backend_cmd("resilient.py", rec, "--no-echo")}
+backend_buffer = 64K
+close_timeout = 10s
+stop_timeout = 1s
+""")
+    pid = wait_for(lambda: backend_pids(rec), what="the backend")[0]
+    clients = await connect_many(g, ["/p"] * n)
+    read_records(rec / f"{pid}.jsonl", until=lambda r: count(r, "open") == n)
+    await clients[0].send("stall:30")
+    read_records(rec / f"{pid}.jsonl", until=lambda r: any(
+        x.get("text") == "stall:30" for x in r))
+    # Send until the room pauses; the sends then block, as the room no
+    # longer reads them.
+    async def flood(ws):
+        while True:
+            await ws.send("x" * 1024)
+    floods = [asyncio.ensure_future(flood(ws)) for ws in clients]
+    await wait_log(g, "room /p: pausing its clients", 10)
+    t0 = time.monotonic()
+    g.proc.send_signal(signal.SIGTERM)
+    for ws in clients:
+        await asyncio.wait_for(ws.wait_closed(), 5)
+        assert ws.close_code == 1001, ws.close_code
+    elapsed = time.monotonic() - t0
+    for f in floods:
+        f.cancel()
+    await asyncio.gather(*floods, return_exceptions=True)
+    assert elapsed < 3, f"the close handshakes took {elapsed:.1f} s"
+
+
 # 5. A client that does not read
 
 async def test_slow_consumer_closed(gateway, tmp_path):
@@ -823,6 +865,40 @@ backend = {backend_cmd("resilient.py", rec)}
     finally:
         slow.close()
         await close_all(readers)
+
+
+def test_slow_consumer_that_half_closes_gets_its_backlog(gateway, tmp_path):
+    """A client that does not read is closed as a slow consumer (1008)
+    with megabytes still queued for it; it then shuts its sending side,
+    and reads: it gets every message queued before the close, whole, then
+    the close frame, then EOF (the gateway does not drop what it queued
+    when the peer's EOF comes first)."""
+    rec = tmp_path / "rec.jsonl"
+    g = gateway(f"""[gateway]
+[resource /s]
+backend = {backend_cmd("scripted.py", "--record", rec)}
+max_client_buffer = 1M
+close_timeout = 10s
+""")
+    size, n = 256 * 1024, 40
+    conn = wsraw.open_raw(g.port, "/s")
+    try:
+        conn.send_text("whoami")
+        me = json.loads(conn.recv_message()[1])["client"]
+        line = json.dumps({"type": "send", "client": me, "text": "m" * size})
+        for _ in range(n):
+            conn.send_text("cmd:" + line)
+        read_records(rec, until=lambda r: any(
+            x["type"] == "close" and x["client"] == me for x in r))
+        conn.sock.shutdown(socket.SHUT_WR)
+        before, close = conn.recv_until_close(timeout=20)
+        assert close == (1008, "slow consumer"), close
+        assert 0 < len(before) < n, len(before)
+        assert all(f.opcode == wsraw.OP_TEXT and f.payload == b"m" * size
+                   for f in before)
+        conn.expect_eof()
+    finally:
+        conn.close()
 
 
 # 6. A backend that floods its room
