@@ -89,8 +89,9 @@ backend_child(char **argv, const char *room, int sock, int err, int report)
 	execvp(argv[0], argv);
 fail:
 	e = errno;
-	if (write(report, &e, sizeof(e)) < 0)
-		_exit(127);
+	/* The parent learns why from the report; if it cannot be written,
+	 * there is nothing else to do. */
+	(void)!write(report, &e, sizeof(e));
 	_exit(127);
 }
 
@@ -339,7 +340,7 @@ backend_write_cb(struct bufferevent *bev, void *arg)
 		room_backend_drained(b->room);
 		return;
 	}
-	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+	if (backend_queued(b) > 0)
 		return;		/* a stopping backend waits for all of it */
 	if (b->kind == CFG_BACKEND_UNIX) {
 		backend_free(b);
@@ -476,8 +477,7 @@ backend_stop(struct backend *b)
 	}
 	if (b->kind == CFG_BACKEND_UNIX || b->pid == 0) {
 		/* Flush what is queued, within stop_timeout, then close. */
-		if (b->bev == NULL ||
-		    evbuffer_get_length(bufferevent_get_output(b->bev)) == 0) {
+		if (backend_queued(b) == 0) {
 			backend_free(b);
 			return;
 		}
@@ -485,8 +485,7 @@ backend_stop(struct backend *b)
 		server_timer_set(b->stop_timer, b->stop_timeout_ms);
 		return;
 	}
-	if (b->bev != NULL &&
-	    evbuffer_get_length(bufferevent_get_output(b->bev)) == 0)
+	if (b->bev != NULL && backend_queued(b) == 0)
 		shutdown(bufferevent_getfd(b->bev), SHUT_WR);
 	/* else backend_write_cb shuts stdin once the output drains */
 	b->stop_signal = SIGTERM;

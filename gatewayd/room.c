@@ -206,7 +206,7 @@ room_start_backend(struct room *r)
 		}
 		free(h);
 	}
-	if (evtimer_pending(r->hold_timer, NULL)) {
+	if (room_holding(r)) {
 		evtimer_del(r->hold_timer);
 		stats.clients_held -= r->n_members + r->n_pending;
 	}
@@ -240,8 +240,6 @@ room_restart_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct room *r = arg;
 
-	if (r->backend != NULL)
-		return;
 	if (room_start_backend(r) == 0) {
 		stats.backend_restarts++;
 		return;
@@ -297,11 +295,8 @@ room_hold_timeout_cb(evutil_socket_t fd, short events, void *arg)
 	    (unsigned long long)r->res->opts.hold_timeout_ms, clients, dropped);
 	room_close_clients(r, WS_CLOSE_SERVICE_RESTART);
 	room_update_pause(r);
-	if (r->res->is_prefix) {
-		/* A pattern room with no clients is not started again. */
-		evtimer_del(r->restart_timer);
-		room_free(r);
-	}
+	if (r->res->is_prefix)
+		room_free(r);	/* with no clients, not started again */
 }
 
 struct room *
@@ -327,10 +322,8 @@ room_get(const char *path, size_t len, const struct cfg_resource *res)
 		/* Down: a held room takes the client in, to wait with the
 		 * others; otherwise it is refused. */
 		if (res->opts.on_backend_down != CFG_BACKEND_DOWN_HOLD) {
-			if (res->is_prefix && r->n_members + r->n_pending == 0) {
-				evtimer_del(r->restart_timer);
+			if (res->is_prefix && r->n_members + r->n_pending == 0)
 				room_free(r);
-			}
 			return NULL;
 		}
 		room_hold(r);
@@ -401,12 +394,8 @@ room_linger_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct room *r = arg;
 
-	if (r->n_members == 0 && r->n_pending == 0) {
-		evtimer_del(r->restart_timer);
-		if (room_holding(r))
-			evtimer_del(r->hold_timer);
+	if (r->n_members == 0 && r->n_pending == 0)
 		room_free(r);
-	}
 }
 
 void
@@ -663,7 +652,6 @@ room_shutdown(struct room *r)
 {
 	struct client *c;
 
-	evtimer_del(r->restart_timer);
 	if (room_holding(r)) {
 		evtimer_del(r->hold_timer);
 		stats.clients_held -= r->n_members + r->n_pending;
