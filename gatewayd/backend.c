@@ -235,13 +235,28 @@ backend_line_free(const void *data, size_t len, void *arg)
 	free(arg);
 }
 
+/* Lines up to this size are copied into the output buffer's last chain,
+ * which costs less than a chain of their own; bigger ones are handed
+ * over as they are. */
+#define BACKEND_COPY_MAX 2048
+
 void
 backend_write(struct backend *b, char *line, size_t len)
 {
-	/* The buffer takes the line as it is: no copy. */
-	if (b->bev == NULL || evbuffer_add_reference(bufferevent_get_output(b->bev),
-	    line, len, backend_line_free, line) == -1)
+	struct evbuffer *out;
+
+	if (b->bev == NULL) {
 		free(line);
+		return;
+	}
+	out = bufferevent_get_output(b->bev);
+	if (len <= BACKEND_COPY_MAX) {
+		evbuffer_add(out, line, len);
+		free(line);
+	} else if (evbuffer_add_reference(out, line, len, backend_line_free,
+	    line) == -1) {
+		free(line);
+	}
 }
 
 static void
