@@ -365,6 +365,20 @@ backend_write_cb(struct bufferevent *bev, void *arg)
 	shutdown(bufferevent_getfd(bev), SHUT_WR);
 }
 
+/* The backend is gone: a line it did not finish is not a record, but
+ * the backend meant it as one, so it counts as a bad one. */
+static void
+backend_drop_partial_line(struct backend *b)
+{
+	size_t left = evbuffer_get_length(bufferevent_get_input(b->bev));
+
+	if (left == 0 || b->skipping)
+		return;
+	stats.records_malformed++;
+	log_warn("room %s: backend ended in the middle of a line: %zu bytes "
+	    "discarded", b->label, left);
+}
+
 static void
 backend_event_cb(struct bufferevent *bev, short events, void *arg)
 {
@@ -381,6 +395,7 @@ backend_event_cb(struct bufferevent *bev, short events, void *arg)
 		else
 			log_warn("room %s: backend connection failed: %s",
 			    b->label, strerror(EVUTIL_SOCKET_ERROR()));
+		backend_drop_partial_line(b);
 		room_backend_lost(r);	/* calls backend_stop(b) */
 		return;
 	}
@@ -590,6 +605,8 @@ backend_reap(void)
 			if (b->bev != NULL)
 				backend_read_rest(b);
 			if (b->room != NULL) {
+				if (b->bev != NULL)
+					backend_drop_partial_line(b);
 				stats.backends_failed++;
 				room_backend_lost(r);
 			}

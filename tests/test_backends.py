@@ -393,6 +393,19 @@ restart_delay = 10s
         assert ws.close_code == 1011
 
 
+async def test_backend_dies_mid_line(gateway):
+    """A backend that exits in the middle of a record: the part is not
+    carried out, and the log says how much was dropped."""
+    g = gateway("""[gateway]
+[resource /cut]
+backend = exec:/bin/sh -c "read hello; printf '{\\"type\\":\\"broadcast\\"'; sleep 0.2"
+restart_delay = 10s
+""")
+    await wait_log(g, "room /cut: backend ended in the middle of a line: "
+                   "19 bytes discarded")
+    assert "bad record" not in g.log()
+
+
 async def test_backend_exits_at_once(gateway):
     g = gateway("""[gateway]
 on_backend_down = close
