@@ -365,9 +365,11 @@ record_key_find(const char *key, size_t len)
 {
 	size_t i;
 
+	/* Keys hold no NUL (record_read_key), so strncmp stops at the
+	 * name's end and no strlen is needed per name. */
 	for (i = 0; i < RECORD_KEYS; i++) {
-		if (strlen(record_key_names[i]) == len &&
-		    memcmp(record_key_names[i], key, len) == 0)
+		if (strncmp(record_key_names[i], key, len) == 0 &&
+		    record_key_names[i][len] == '\0')
 			return (enum record_key)i;
 	}
 	return RECORD_KEYS;
