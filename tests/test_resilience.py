@@ -182,6 +182,18 @@ def texts_by_client(records):
     return out
 
 
+def start_silent_room(gateway, tmp_path, config):
+    """gatewayd with config, where "{silent}" stands for the backend line
+    of resilient.py --no-echo recording into tmp_path/rec; returns the
+    gateway, the record directory and the first process's pid."""
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    g = gateway(config.replace("{silent}", "backend = " + backend_cmd(
+        "resilient.py", rec, "--no-echo")))
+    pid = wait_for(lambda: backend_pids(rec), what="the backend")[0]
+    return g, rec, pid
+
+
 def start_resilient_unix(rec, sock, procs):
     """Start resilient.py on the Unix socket sock, recording into the
     directory rec; returns the process and its record file."""
@@ -441,15 +453,12 @@ async def test_hold_buffer_backpressure(gateway, tmp_path):
     gatewayd's RSS stays under baseline + 32 MB, and the new backend gets
     every message, in order, none lost."""
     n, size, hold = 5, 1024, 64 * 1024
-    rec = tmp_path / "rec"
-    rec.mkdir()
-    g = gateway(f"""[gateway]
+    g, rec, pid1 = start_silent_room(gateway, tmp_path, """[gateway]
 [resource /h]
-backend = {backend_cmd("resilient.py", rec, "--no-echo")}
+{silent}
 hold_buffer = 64K
 restart_delay = 3s
 """)
-    pid1 = wait_for(lambda: backend_pids(rec), what="the backend")[0]
     clients = await connect_many(g, [f"/h?n={i}" for i in range(n)])
     try:
         old = read_records(rec / f"{pid1}.jsonl",
@@ -632,16 +641,13 @@ async def test_backend_stops_reading(gateway, tmp_path):
     another room goes on as usual; once the backend reads again every
     message reaches it, in order."""
     n, size, stall = 10, 1024, 10
-    rec = tmp_path / "rec"
-    rec.mkdir()
-    g = gateway(f"""[gateway]
+    g, rec, pid = start_silent_room(gateway, tmp_path, f"""[gateway]
 [resource /slow]
-backend = {backend_cmd("resilient.py", rec, "--no-echo")}
+{{silent}}
 backend_buffer = 64K
 [resource /other]
 backend = {backend_cmd("scripted.py")}
 """)
-    pid = wait_for(lambda: backend_pids(rec), what="the backend")[0]
     clients = await connect_many(g, [f"/slow?n={i}" for i in range(n)])
     other = await connect(g, "/other")
     try:
@@ -710,14 +716,11 @@ async def test_backend_stops_reading_while_clients_come_and_go(gateway,
     under baseline + 16 MB; when the backend reads again, the room takes
     clients again."""
     stall = 8
-    rec = tmp_path / "rec"
-    rec.mkdir()
-    g = gateway(f"""[gateway]
+    g, rec, pid = start_silent_room(gateway, tmp_path, """[gateway]
 [resource /slow]
-backend = {backend_cmd("resilient.py", rec, "--no-echo")}
+{silent}
 backend_buffer = 64K
 """)
-    pid = wait_for(lambda: backend_pids(rec), what="the backend")[0]
     pad = {"X-Pad": "p" * 4096}
     staller = await connect(g, "/slow")
     try:
@@ -765,18 +768,15 @@ async def test_stop_while_room_paused(gateway, tmp_path):
     clients, which the room no longer reads, get 1001 and their close
     handshakes complete at once, not after close_timeout (10 s)."""
     n = 3
-    rec = tmp_path / "rec"
-    rec.mkdir()
-    g = gateway(f"""[gateway]
+    g, rec, pid = start_silent_room(gateway, tmp_path, """[gateway]
 log_level = debug
 shutdown_timeout = 20s
 [resource /p]
-backend = {backend_cmd("resilient.py", rec, "--no-echo")}
+{silent}
 backend_buffer = 64K
 close_timeout = 10s
 stop_timeout = 1s
 """)
-    pid = wait_for(lambda: backend_pids(rec), what="the backend")[0]
     clients = await connect_many(g, ["/p"] * n)
     read_records(rec / f"{pid}.jsonl", until=lambda r: count(r, "open") == n)
     await clients[0].send("stall:30")
@@ -1129,18 +1129,15 @@ async def test_backend_killed_while_behind(gateway, tmp_path):
     (those still in gatewayd's buffer), in order, once, then those sent
     during the outage."""
     n = 5
-    rec = tmp_path / "rec"
-    rec.mkdir()
-    g = gateway(f"""[gateway]
+    g, rec, pid1 = start_silent_room(gateway, tmp_path, f"""[gateway]
 log_level = debug
 [resource /q]
-backend = {backend_cmd("resilient.py", rec, "--no-echo")}
+{{silent}}
 backend_buffer = 64K
 restart_delay = 500ms
 [resource /other]
 backend = {backend_cmd("scripted.py")}
 """)
-    pid1 = wait_for(lambda: backend_pids(rec), what="the backend")[0]
     clients = [Chatter(i, ws) for i, ws in enumerate(await connect_many(
         g, [f"/q?n={i}" for i in range(n)]))]
     hung = False
