@@ -862,9 +862,7 @@ client_handshake(struct client *c, char *head, size_t head_len)
 		client_http_error(c, 503, "the room is full");
 		return -1;
 	}
-	/* A room whose backend is behind takes no one more: each newcomer
-	 * would queue an open record for it. */
-	if (r->paused) {
+	if (room_turns_away(r)) {
 		client_http_error(c, 503, "the room is busy");
 		return -1;
 	}

@@ -257,6 +257,16 @@ void room_promote(struct room *r, struct client *c);
 /* c leaves its room: a pattern room may then linger and stop. */
 void room_remove(struct room *r, struct client *c);
 
+/*
+ * True when the room's backend is so far behind that newcomers are turned
+ * away (503): each would queue an open record, and clients that come and
+ * go while the backend reads nothing would queue without bound.  The
+ * bound is well above backend_buffer, so that a burst of connections to
+ * a live backend is let in and merely pauses the room.
+ */
+#define ROOM_TURN_AWAY 8	/* times backend_buffer */
+bool room_turns_away(const struct room *r);
+
 /* Queue a record line (malloc'd; the room takes it) to the backend.
  * Dropped when the backend is down: a restarted backend learns of the
  * clients then connected from their open records, sent again. */

@@ -419,6 +419,13 @@ room_remove(struct room *r, struct client *c)
 	server_timer_set(r->linger_timer, r->res->opts.linger_ms);
 }
 
+bool
+room_turns_away(const struct room *r)
+{
+	return r->backend != NULL && backend_queued(r->backend) >
+	    ROOM_TURN_AWAY * r->res->opts.backend_buffer;
+}
+
 void
 room_write(struct room *r, char *line, size_t len)
 {

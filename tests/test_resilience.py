@@ -711,8 +711,9 @@ async def test_backend_stops_reading_while_clients_come_and_go(gateway,
                                                                 tmp_path):
     """A backend that reads nothing while clients with 4 KiB of headers
     keep connecting and leaving: each would queue an open and a close
-    record for it, so once backend_buffer (64K) is queued the room turns
-    newcomers away with 503 instead of queueing without bound; RSS stays
+    record for it, so once 8 x backend_buffer (64K) is queued the room
+    turns newcomers away with 503 instead of queueing without bound; RSS
+    stays
     under baseline + 16 MB; when the backend reads again, the room takes
     clients again."""
     stall = 8
