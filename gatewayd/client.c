@@ -9,6 +9,9 @@
  * is shut down and input is read and dropped until the peer closes too or
  * close_timeout passes.  Closing a socket with unread input sends a reset
  * that can destroy the close frame or error response still in flight.
+ * Once both close frames have gone, though, the peer has nothing more to
+ * send, and the socket is closed as soon as the last bytes are written,
+ * as RFC 6455 5.5.1 asks of a server.
  *
  * A client is freed only from its own callbacks (client_free), never by
  * the room or backend code, which only change its state.
@@ -343,15 +346,46 @@ client_end(struct client *c)
 	client_update_read_event(c);
 }
 
-/* All output is written: a lingering client shuts its write side; a
- * closing one whose peer has closed already is done with. */
+/* All output is written: a client that exchanged close frames is done
+ * with, and so is a closing one whose peer has closed already; another
+ * lingering client shuts its write side. */
 static void
 client_output_drained(struct client *c)
 {
-	if (c->state == CLIENT_LINGERING)
-		shutdown(c->fd, SHUT_WR);
-	if (c->peer_closed)
+	if (c->close_exchanged || c->peer_closed)
 		client_end(c);
+	else if (c->state == CLIENT_LINGERING)
+		shutdown(c->fd, SHUT_WR);
+}
+
+/*
+ * Write the last bytes of a client that exchanged close frames.  MSG_MORE
+ * keeps a short tail in the kernel, and the close that follows at once
+ * sends it with the FIN in one segment: one packet fewer per connection.
+ */
+static int
+client_write_last(struct client *c)
+{
+	struct evbuffer_iovec vec[16];
+	struct iovec iov[16];
+	struct msghdr msg;
+	ssize_t n;
+	int i, count;
+
+	count = evbuffer_peek(c->out, -1, NULL, vec, 16);
+	if (count > 16)
+		count = 16;
+	for (i = 0; i < count; i++) {
+		iov[i].iov_base = vec[i].iov_base;
+		iov[i].iov_len = vec[i].iov_len;
+	}
+	memset(&msg, 0, sizeof(msg));
+	msg.msg_iov = iov;
+	msg.msg_iovlen = (size_t)count;
+	n = sendmsg(c->fd, &msg, MSG_MORE | MSG_NOSIGNAL);
+	if (n > 0)
+		evbuffer_drain(c->out, (size_t)n);
+	return n < 0 ? -1 : 0;
 }
 
 /* Write the output now, as much as the socket takes; write_event takes
@@ -362,7 +396,8 @@ client_flush(struct client *c)
 	if (c->gone || evbuffer_get_length(c->out) == 0 ||
 	    event_pending(c->write_event, EV_WRITE, NULL))
 		return;
-	if (evbuffer_write(c->out, c->fd) == -1 && errno != EAGAIN &&
+	if ((c->close_exchanged ? client_write_last(c) :
+	    evbuffer_write(c->out, c->fd)) == -1 && errno != EAGAIN &&
 	    errno != EINTR) {
 		log_debug("%s: write failed: %s", c->name, strerror(errno));
 		client_end(c);
@@ -636,6 +671,7 @@ client_frame_event(struct client *c, const struct ws_frame_event *ev)
 			    0 : ev->code, "", 0);
 			client_leave(c, ev->code, (const char *)ev->data, ev->len);
 		}
+		c->close_exchanged = true;
 		client_linger(c);
 		return -1;
 	case WS_EV_ERROR:

@@ -107,6 +107,8 @@ struct client {
 	bool reading;			/* read_event watches the socket */
 	bool gone;			/* to be freed by client_read_cb */
 	bool peer_closed;		/* EOF while closing, output queued */
+	bool close_exchanged;		/* both close frames went: the socket
+					 * closes once the output is written */
 	bool flush_listed;		/* in the batch's flush list */
 	int fd;
 	struct event *read_event;

@@ -163,6 +163,11 @@ def pid_gone(pid):
         return True
 
 
+def fd_count(pid):
+    """The number of file descriptors a process has open."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def rss(pid):
     """The resident set size of a process, in bytes."""
     with open(f"/proc/{pid}/status") as f:

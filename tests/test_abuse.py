@@ -27,7 +27,7 @@ import time
 import websockets
 
 import wsraw
-from conftest import GATEWAYD, example_cmd, rss, wait_for
+from conftest import GATEWAYD, example_cmd, fd_count, rss, wait_for
 
 SAN = "build-san" in GATEWAYD
 MB = 1024 * 1024
@@ -64,10 +64,6 @@ backend = {example_cmd("echo/room.py")}
 
 
 # The daemon's resources
-
-def fd_count(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
 
 class Peak:
     """Samples a process's RSS and fd count in a thread, for the report."""

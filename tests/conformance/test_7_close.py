@@ -11,7 +11,7 @@ import time
 import pytest
 
 import wsraw
-from conftest import backend_cmd
+from conftest import backend_cmd, fd_count, wait_for
 from wsraw import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT)
 
 from .conftest import echoes, open_echo
@@ -38,6 +38,27 @@ def test_close_after_a_message(echo):
         echoes(conn, OP_TEXT, b"Hello World!")
         conn.send_close(1000)
         conn.expect_close(1000)
+
+
+def test_server_closes_tcp_as_soon_as_closes_are_exchanged(echo):
+    """5.5.1: once it has both sent and received a close, the server MUST
+    close TCP at once: its descriptors come back while the clients still
+    hold their sockets open, long before close_timeout (5 s here)."""
+    pid = echo.proc.pid
+    base = fd_count(pid)
+    conns = [open_echo(echo) for _ in range(20)]
+    try:
+        wait_for(lambda: fd_count(pid) == base + 20, timeout=5,
+                 what="the 20 connections in the gateway")
+        for conn in conns:
+            conn.send_close(1000)
+        for conn in conns:
+            conn.expect_close(1000)
+        wait_for(lambda: fd_count(pid) == base, timeout=2,
+                 what="the gateway to close its 20 sockets")
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 def test_second_close_is_ignored(echo):
