@@ -174,6 +174,59 @@ test_open_headers_joined_and_cleaned(void)
 }
 
 static void
+test_open_exact_line(void)
+{
+	static const struct record_header headers[] = {
+		{ "Host", 4, "a\"b\\c\td\x01", 8 },
+		{ "X-Cut", 5, "\xe2\x82", 2 },
+		{ "x-cut", 5, "\xac", 1 },
+	};
+	static const char *const protocols[] = { "chat" };
+	static const size_t protocol_lens[] = { 4 };
+	struct record_open o = {
+		.client = "c1", .path = "/p", .path_len = 2,
+		.query = "", .query_len = 0, .remote = "[::1]:9",
+		.subprotocol = "chat", .subprotocols = protocols,
+		.subprotocol_lens = protocol_lens, .n_subprotocols = 1,
+		.headers = headers, .n_headers = 3,
+	};
+	size_t len;
+	char *line = record_open(&o, &len);
+
+	/* A character cut by a repeated header stays two bad bytes and one
+	 * good comma: the parts are not glued into a valid character. */
+	CHECK_EQ_STR(line, "{\"type\":\"open\",\"client\":\"c1\","
+	    "\"path\":\"/p\",\"query\":\"\",\"remote\":\"[::1]:9\","
+	    "\"subprotocol\":\"chat\",\"subprotocols\":[\"chat\"],"
+	    "\"authorize\":false,\"headers\":{\"host\":"
+	    "\"a\\\"b\\\\c\\td\\u0001\",\"x-cut\":"
+	    "\"\xef\xbf\xbd\xef\xbf\xbd, \xef\xbf\xbd\"}}\n");
+	CHECK_EQ_INT(len, strlen(line));
+	free(line);
+	o.headers = NULL;
+	o.n_headers = 0;
+	o.n_subprotocols = 0;
+	o.subprotocol = NULL;
+	line = record_open(&o, &len);
+	CHECK_EQ_STR(line, "{\"type\":\"open\",\"client\":\"c1\","
+	    "\"path\":\"/p\",\"query\":\"\",\"remote\":\"[::1]:9\","
+	    "\"subprotocol\":null,\"subprotocols\":[],"
+	    "\"authorize\":false,\"headers\":{}}\n");
+	free(line);
+}
+
+static void
+test_close_reason_cleaned(void)
+{
+	size_t len;
+	char *line = record_close("c2", 4000, "bye\xff\n", 5, &len);
+
+	CHECK_EQ_STR(line, "{\"type\":\"close\",\"client\":\"c2\","
+	    "\"code\":4000,\"reason\":\"bye\xef\xbf\xbd\\n\"}\n");
+	free(line);
+}
+
+static void
 test_decode_send(void)
 {
 	struct record_cmd cmd;
@@ -391,6 +444,8 @@ main(void)
 	RUN(test_message_binary);
 	RUN(test_close);
 	RUN(test_open_headers_joined_and_cleaned);
+	RUN(test_open_exact_line);
+	RUN(test_close_reason_cleaned);
 	RUN(test_decode_send);
 	RUN(test_decode_broadcast);
 	RUN(test_decode_close_accept_reject);
