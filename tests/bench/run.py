@@ -804,8 +804,9 @@ def main():
     parser.add_argument("--peers", help="comma-separated peers (default: "
                         "all): " + ", ".join(p.name for p in PEERS))
     parser.add_argument("--perf", action="store_true",
-                        help="profile gatewayd-c under echo, broadcast "
-                             "and connect with perf instead")
+                        help="profile gatewayd-c with perf instead: under "
+                             "the --cases given, else under echo-1000, "
+                             "broadcast-1000 and connect-50")
     parser.add_argument("--build", default="build",
                         help="the build directory (build)")
     parser.add_argument("--out", help="results file "
@@ -858,7 +859,7 @@ def main():
         if gw is None or not shutil.which("perf"):
             sys.exit("run.py: --perf needs gatewayd-c and perf "
                      "(apt-get install linux-perf)")
-        perf_cases = [c for c in cases if c.name in (
+        perf_cases = cases if args.cases else [c for c in cases if c.name in (
             "echo-1000", "broadcast-1000", "connect-50",
             "echo-50", "broadcast-50", "connect-10")]
         profiles = runner.run_perf(perf_cases, gw)
