@@ -178,6 +178,18 @@ client_ip_release(struct ip_count *ip)
 	free(ip);
 }
 
+/* The room for one struct event after a client, kept aligned. */
+static size_t
+client_event_size(void)
+{
+	static size_t size;
+
+	if (size == 0)
+		size = (event_get_struct_event_size() + _Alignof(max_align_t) - 1) &
+		    ~(_Alignof(max_align_t) - 1);
+	return size;
+}
+
 void
 client_accept(int fd, const struct sockaddr *addr)
 {
@@ -203,7 +215,7 @@ client_accept(int fd, const struct sockaddr *addr)
 			return;
 		}
 	}
-	c = calloc(1, sizeof(*c));
+	c = calloc(1, sizeof(*c) + 3 * client_event_size());
 	if (c == NULL) {
 		client_ip_release(ip);
 		close(fd);
@@ -217,24 +229,20 @@ client_accept(int fd, const struct sockaddr *addr)
 	c->fd = fd;
 	client_format_remote(remote, sizeof(remote), addr);
 	c->remote = strdup(remote);
-	c->read_event = event_new(server.base, fd, EV_READ | EV_PERSIST,
+	c->read_event = (struct event *)c->event_space;
+	c->write_event = (struct event *)(c->event_space + client_event_size());
+	c->timer = (struct event *)(c->event_space + 2 * client_event_size());
+	event_assign(c->read_event, server.base, fd, EV_READ | EV_PERSIST,
 	    client_read_cb, c);
-	c->write_event = event_new(server.base, fd, EV_WRITE | EV_PERSIST,
+	event_assign(c->write_event, server.base, fd, EV_WRITE | EV_PERSIST,
 	    client_write_cb, c);
+	evtimer_assign(c->timer, server.base, client_timer_cb, c);
 	c->out = evbuffer_new();
-	c->timer = evtimer_new(server.base, client_timer_cb, c);
-	if (c->remote == NULL || c->read_event == NULL ||
-	    c->write_event == NULL || c->out == NULL || c->timer == NULL ||
+	if (c->remote == NULL || c->out == NULL ||
 	    idmap_put(&server.client_index, c) == -1) {
 		free(c->remote);
-		if (c->read_event != NULL)
-			event_free(c->read_event);
-		if (c->write_event != NULL)
-			event_free(c->write_event);
 		if (c->out != NULL)
 			evbuffer_free(c->out);
-		if (c->timer != NULL)
-			event_free(c->timer);
 		close(fd);
 		client_ip_release(ip);
 		free(c);
@@ -295,9 +303,9 @@ client_free(struct client *c)
 		LIST_REMOVE(c, flush_entry);
 	server.n_clients--;
 	stats.clients_closed++;
-	event_free(c->timer);
-	event_free(c->read_event);
-	event_free(c->write_event);
+	event_del(c->timer);
+	event_del(c->read_event);
+	event_del(c->write_event);
 	evbuffer_free(c->out);
 	if (c->in != NULL)
 		evbuffer_free(c->in);

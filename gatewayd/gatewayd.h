@@ -138,6 +138,12 @@ struct client {
 	uint64_t ping_sent_ms;		/* when the unanswered ping went */
 
 	struct ws_frame_parser parser;
+
+	/* read_event, write_event and timer live here, after the client:
+	 * one allocation, and the events a busy loop touches sit next to
+	 * the client it then works on.  (libevent says their size only at
+	 * run time: event_get_struct_event_size.) */
+	_Alignas(max_align_t) unsigned char event_space[];
 };
 
 /* Take a freshly accepted connection. */
