@@ -9,7 +9,8 @@
 #   make bench BENCH_ARGS="--runs 5 --scenarios echo --peers gatewayd-c,websocketd"
 
 BENCH_BUILD    := $(BUILD)/bench
-BENCH_PROGRAMS := $(BENCH_BUILD)/wsbench $(BENCH_BUILD)/bench_room
+BENCH_PROGRAMS := $(BENCH_BUILD)/wsbench $(BENCH_BUILD)/bench_room \
+    $(BENCH_BUILD)/floor_server
 # websocketd and python3-websockets are the peers; perf is for bench-perf.
 BENCH_PACKAGES := websocketd linux-perf python3-websockets
 BENCH_ARGS     ?=
@@ -30,6 +31,12 @@ $(BENCH_BUILD)/wsbench: tests/bench/wsbench.c $(BUILD)/ws_frame.o \
 
 $(BENCH_BUILD)/bench_room: tests/bench/bench_room.c | $(BENCH_BUILD)
 	$(CC) $(ALL_CFLAGS) $(LDSAN) $(LDFLAGS) -o $@ $<
+
+# The floor peer: only the system calls a WebSocket server must make.
+# It links libcrypto alone (for the accept key), not all of PKG_LIBS, so
+# that it loads nothing it does not use.
+$(BENCH_BUILD)/floor_server: tests/bench/floor_server.c | $(BENCH_BUILD)
+	$(CC) $(ALL_CFLAGS) $(LDSAN) $(LDFLAGS) -o $@ $< -lcrypto
 
 bench-programs: $(BUILD)/gatewayd $(BENCH_PROGRAMS)
 

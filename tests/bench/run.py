@@ -13,8 +13,8 @@ table of medians with ratios to the peers, checks the targets of the
 benchmark's issue, and writes every run and the medians to
 BUILD/bench/results.json.
 
-It builds nothing: `make bench` builds gatewayd, wsbench and bench_room
-first.  Standard library only.
+It builds nothing: `make bench` builds gatewayd, wsbench, bench_room and
+floor_server first.  Standard library only.
 """
 import argparse
 import json
@@ -175,7 +175,28 @@ class PyWebsockets(Peer):
                 "--port", str(port)]
 
 
-PEERS = [GatewaydC, GatewaydPy, Websocketd, PyWebsockets]
+class Floor(Peer):
+    """The yardstick, not a competitor: floor_server.c makes only the
+    system calls a WebSocket server must make.  It is last in PEERS, and
+    neither the ratios nor the targets are computed against it."""
+
+    name = "floor"
+    about = ("tests/bench/floor_server.c, the floor: only the system calls "
+             "a WebSocket server must make, one epoll loop, no backend, no "
+             "validation; the CPU it spends is what the kernel costs any "
+             "server")
+    skips = {"broadcast": "the floor has no rooms: it only echoes"}
+
+    def available(self):
+        if not os.access(self.runner.floor_server, os.X_OK):
+            return f"{self.runner.floor_server} is not built"
+        return None
+
+    def command(self, port, log_dir):
+        return [self.runner.floor_server, "--port", str(port)]
+
+
+PEERS = [GatewaydC, GatewaydPy, Websocketd, PyWebsockets, Floor]
 
 
 # Cases ---------------------------------------------------------------------
@@ -228,7 +249,7 @@ def full_cases():
         Case("echo-1000", "echo", 1000, 5, size=64, inflight=1, warmup=1),
         # websocketd cannot hold 10000 (four descriptors per connection).
         Case("echo-10000", "echo", 10000, 5, size=64, inflight=1, warmup=1,
-             peers=["gatewayd-c", "gatewayd-py", "py-websockets"]),
+             peers=["gatewayd-c", "gatewayd-py", "py-websockets", "floor"]),
         # As fast as the receivers keep up: a new message whenever one
         # has reached them all, at most 64 on their way.
         Case("broadcast-1000", "broadcast", 1000, 5, size=64,
@@ -431,6 +452,7 @@ class Runner:
         self.gatewayd = os.path.join(build, "gatewayd")
         self.wsbench = os.path.join(build, "bench", "wsbench")
         self.bench_room = os.path.join(build, "bench", "bench_room")
+        self.floor_server = os.path.join(build, "bench", "floor_server")
         self.out_dir = os.path.join(build, "bench")
         self.log_dir = os.path.join(self.out_dir, "logs")
         os.makedirs(self.log_dir, exist_ok=True)
