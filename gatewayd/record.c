@@ -157,15 +157,22 @@ record_put_uint(struct record_writer *w, unsigned long long v)
 }
 
 /* Close the object and the line, and hand the line over (with a NUL
- * after it that *len does not count, as for every record). */
+ * after it that *len does not count, as for every record).  Escaping
+ * reserves six bytes for each one in, so a line with long strings is
+ * cut to its size: it may wait in a slow backend's queue, which counts
+ * its length, not what it holds. */
 static char *
 record_finish(struct record_writer *w, size_t *len)
 {
+	char *buf;
+
 	record_put(w, "}\n", 3);
 	if (w->failed) {
 		free(w->buf);
 		return NULL;
 	}
+	if (w->size - w->len > 1024 && (buf = realloc(w->buf, w->len)) != NULL)
+		w->buf = buf;
 	*len = w->len - 1;
 	return w->buf;
 }
