@@ -6,6 +6,7 @@ reason that is not UTF-8); what comes after a close is ignored.  And the
 other way round: a close the server starts is bounded by close_timeout.
 """
 import json
+import select
 import time
 
 import pytest
@@ -59,6 +60,22 @@ def test_server_closes_tcp_as_soon_as_closes_are_exchanged(echo):
     finally:
         for conn in conns:
             conn.close()
+
+
+def test_close_behind_an_unread_backlog(echo):
+    """5.5.1 with a backlog: the client's close comes while 16 MiB of its
+    echo still wait in the gateway (the socket is full).  The gateway
+    writes all of it, then the close echo, and only then closes TCP."""
+    payload = b"x" * (16 << 20)
+    with open_echo(echo) as conn:
+        conn.send_frame(OP_TEXT, payload)
+        # The echo is queued whole once its first byte is here.
+        ready, _, _ = select.select([conn.sock], [], [], 20)
+        assert ready, "no echo started"
+        time.sleep(0.2)
+        conn.send_close(1000)
+        echoes(conn, OP_TEXT, payload, timeout=20)
+        conn.expect_close(1000)
 
 
 def test_second_close_is_ignored(echo):
