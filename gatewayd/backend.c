@@ -1,44 +1,98 @@
 /*
  * backend: a room's program, over a Unix socket or as a spawned process.
  *
- * Both kinds come down to one stream socket carrying record lines both
- * ways: for unix: backends the connection, for exec: backends one end of a
- * socketpair whose other end is the process's stdin and stdout.  Its stderr
- * is a pipe whose lines go to the log, tagged with the room.
+ * Both kinds come down to one stream socket carrying lines both ways: for
+ * unix: backends the connection, for exec: backends one end of a
+ * socketpair whose other end is the process's stdin and stdout.  Its
+ * stderr is a pipe whose lines go to the log, tagged with the room or the
+ * client, no faster than a few lines a second: past that the pipe is not
+ * read, and a program that floods it blocks on its own writes instead of
+ * costing the daemon a core.
+ *
+ * The socket is read and written directly, as clients are: a read takes
+ * up to BACKEND_READ_MAX bytes into one buffer shared by every backend,
+ * and only an unfinished line is kept per backend.  What the lines say
+ * is carried out by the room, within a budget of deliveries per loop
+ * turn, so that one backend's burst to a big room cannot hold up the
+ * others.
+ *
+ * Processes are spawned with posix_spawn, which does not copy the daemon
+ * (glibc uses CLONE_VM | CLONE_VFORK) and reports a failed exec as its
+ * result.  Each is the leader of its own process group: stopping signals
+ * the group, so that a child the program forked stops with it, whether
+ * or not the leader itself is still there.  Exited processes are found
+ * by pid in a hash table.
  *
  * A backend is attached to its room until it fails or the room stops;
  * then backend_stop detaches it and winds it down, and it is freed once
- * its connection is closed and its process reaped.
+ * its connection is closed and its process group gone.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "gatewayd.h"
 #include "log.h"
 #include "stats.h"
 
-#define BACKEND_STDERR_LINE_MAX 2048	/* a longer stderr line is logged cut */
+/* Bytes read from a backend at a time, into one buffer for all of them. */
+#define BACKEND_READ_MAX 65536
 
-static void backend_read_cb(struct bufferevent *bev, void *arg);
-static void backend_write_cb(struct bufferevent *bev, void *arg);
-static void backend_event_cb(struct bufferevent *bev, short events, void *arg);
-static void backend_stderr_cb(struct bufferevent *bev, void *arg);
-static void backend_stderr_event_cb(struct bufferevent *bev, short events,
+/* Deliveries (frames queued to clients) one backend may cause in one loop
+ * turn before the rest of its input waits for the next turn. */
+#define BACKEND_WORK_MAX 32768
+
+/* The process is gone: what it left in the socket is read up to this,
+ * which bounds what a child that inherited the socket can make us read. */
+#define BACKEND_REST_MAX (4 * 1024 * 1024)
+
+/* How long an exec backend that closed its output has to exit, so that
+ * the log and the close code can say how it ended. */
+#define BACKEND_EXIT_WAIT_MS 200
+
+/* stderr: lines longer than this are logged cut; at most this many lines
+ * a second per backend are logged. */
+#define BACKEND_STDERR_LINE_MAX 2048
+#define BACKEND_STDERR_LINES 10
+
+enum backend_timer {
+	BACKEND_TIMER_NONE,
+	BACKEND_TIMER_EXIT_WAIT,	/* EOF seen: the exit should follow */
+	BACKEND_TIMER_FLUSH,		/* stopping unix: the flush deadline */
+	BACKEND_TIMER_TERM,		/* stopping exec: send SIGTERM */
+	BACKEND_TIMER_KILL,		/* then SIGKILL */
+};
+
+static void backend_read_cb(evutil_socket_t fd, short events, void *arg);
+static void backend_write_cb(evutil_socket_t fd, short events, void *arg);
+static void backend_timer_cb(evutil_socket_t fd, short events, void *arg);
+static void backend_stderr_cb(evutil_socket_t fd, short events, void *arg);
+static void backend_stderr_timer_cb(evutil_socket_t fd, short events,
     void *arg);
-static void backend_stop_cb(evutil_socket_t fd, short events, void *arg);
+static void backend_stderr_drain(struct backend *b);
+static void backend_check_done(struct backend *b);
+static void backend_ended(struct backend *b, int err);
+
+static uint8_t backend_read_buf[BACKEND_READ_MAX];
+
+static void
+backend_timer_set(struct backend *b, enum backend_timer what, uint64_t ms)
+{
+	b->timer_does = what;
+	server_timer_set(b->timer, ms);
+}
 
 static int
 backend_connect(struct backend *b, const char *path)
@@ -52,102 +106,111 @@ backend_connect(struct backend *b, const char *path)
 	memcpy(sun.sun_path, path, strlen(path));
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1) {
-		log_error("room %s: socket: %s", b->label, strerror(errno));
+		log_error("%s: socket: %s", b->label, strerror(errno));
 		return -1;
 	}
 	/* A Unix socket connects at once or not at all (EAGAIN: its
 	 * backlog is full, which is a failure like any other). */
 	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
-		log_warn("room %s: cannot connect to backend unix:%s: %s",
+		log_warn("%s: cannot connect to backend unix:%s: %s",
 		    b->label, path, strerror(errno));
 		close(fd);
 		return -1;
 	}
-	log_info("room %s: connected to backend unix:%s", b->label, path);
+	log_debug("%s: connected to backend unix:%s", b->label, path);
 	return fd;
 }
 
-/* The child's side of backend_spawn: never returns. */
-static void
-backend_child(char **argv, const char *room, int sock, int err, int report)
-{
-	sigset_t none;
-	int e;
-
-	/* Signal dispositions set to "ignore" survive exec; the mask too. */
-	signal(SIGPIPE, SIG_DFL);
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-	/* Its own process group, so that a terminal's ^C reaches gatewayd
-	 * alone, which then stops its rooms in order; and it dies with
-	 * gatewayd if gatewayd is killed outright. */
-	setpgid(0, 0);
-	prctl(PR_SET_PDEATHSIG, SIGTERM);
-	if (dup2(sock, 0) == -1 || dup2(sock, 1) == -1 || dup2(err, 2) == -1)
-		goto fail;
-	setenv("GATEWAYD_ROOM", room, 1);
-	execvp(argv[0], argv);
-fail:
-	e = errno;
-	/* The parent learns why from the report; if it cannot be written,
-	 * there is nothing else to do. */
-	(void)!write(report, &e, sizeof(e));
-	_exit(127);
-}
-
-/* Spawn the room's program; returns the socket to it, or -1. */
+/*
+ * Spawn the program; returns the socket to it, or -1 with *status set:
+ * 503 at max_processes, 500 when it cannot be run.
+ */
 static int
-backend_spawn(struct backend *b, char **argv)
+backend_spawn(struct backend *b, char **argv, char **envp,
+    const char *search_path, int *status)
 {
-	int sv[2] = { -1, -1 }, err[2] = { -1, -1 }, report[2] = { -1, -1 };
-	ssize_t n;
-	int e = 0;
+	static struct log_ratelimit budget;
+	int sv[2] = { -1, -1 }, err[2] = { -1, -1 }, e;
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	unsigned long suppressed;
+	char file[4096];
+	sigset_t set;
 	pid_t pid;
 
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1 ||
-	    pipe2(err, O_CLOEXEC) == -1 || pipe2(report, O_CLOEXEC) == -1) {
-		log_error("room %s: cannot spawn backend: %s", b->label,
-		    strerror(errno));
-		goto fail;
-	}
-	pid = fork();
-	if (pid == -1) {
-		log_error("room %s: fork: %s", b->label, strerror(errno));
-		goto fail;
-	}
-	if (pid == 0)
-		backend_child(argv, b->label, sv[1], err[1], report[1]);
-	close(sv[1]);
-	close(err[1]);
-	close(report[1]);
-	/* The report pipe closes on a successful exec; before that the
-	 * child writes why exec failed. */
-	do
-		n = read(report[0], &e, sizeof(e));
-	while (n == -1 && errno == EINTR);
-	close(report[0]);
-	if (n == sizeof(e)) {
-		log_warn("room %s: cannot run backend %s: %s", b->label,
-		    argv[0], strerror(e));
-		while (waitpid(pid, NULL, 0) == -1 && errno == EINTR)
-			;
-		close(sv[0]);
-		close(err[0]);
+	*status = 500;
+	if (server.n_processes >= server.max_processes) {
+		*status = 503;
+		if (log_ratelimit(&budget, &suppressed))
+			log_warn("%s: not starting backend: max_processes (%llu) "
+			    "reached%s", b->label,
+			    (unsigned long long)server.max_processes,
+			    suppressed ? " (more suppressed)" : "");
 		return -1;
 	}
-	b->pid = pid;
+	/* Resolved as execvp would, on the PATH the program gets. */
+	e = cfg_resolve_program(argv[0], search_path, file, sizeof(file));
+	if (e != 0) {
+		log_warn("%s: cannot run backend %s: %s", b->label, argv[0],
+		    strerror(e));
+		return -1;
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1 ||
+	    pipe2(err, O_CLOEXEC) == -1) {
+		log_error("%s: cannot spawn backend: %s", b->label,
+		    strerror(errno));
+		*status = 503;
+		goto fail;
+	}
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, sv[1], 0);
+	posix_spawn_file_actions_adddup2(&fa, sv[1], 1);
+	posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+	posix_spawnattr_init(&attr);
+	/* Its own process group: a terminal's ^C reaches gatewayd alone,
+	 * which then stops its rooms in order, and stopping signals the
+	 * program and whatever it forked.  No signal of the daemon's is
+	 * blocked or handled in it (ignoring SIGPIPE would survive exec). */
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP |
+	    POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	posix_spawnattr_setpgroup(&attr, 0);
+	sigemptyset(&set);
+	posix_spawnattr_setsigmask(&attr, &set);
+	sigfillset(&set);
+	posix_spawnattr_setsigdefault(&attr, &set);
+	e = posix_spawn(&pid, file, &fa, &attr, argv, envp);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	close(sv[1]);
+	close(err[1]);
+	sv[1] = err[1] = -1;
+	if (e != 0) {
+		log_warn("%s: cannot run backend %s: %s", b->label, file,
+		    strerror(e));
+		*status = e == EAGAIN || e == ENOMEM ? 503 : 500;
+		goto fail;
+	}
+	b->pid = (uint64_t)pid;
+	if (idmap_put(&server.processes, b) == -1) {
+		/* Not found by its exit: stop it now. */
+		kill(-pid, SIGKILL);
+		b->pid = 0;
+		*status = 503;
+		goto fail;
+	}
+	server.n_processes++;
+	b->pgid = pid;
+	/* Only our ends: the child's stay blocking, so that a full pipe
+	 * makes it wait rather than fail. */
 	evutil_make_socket_nonblocking(sv[0]);
 	evutil_make_socket_nonblocking(err[0]);
-	b->err_bev = bufferevent_socket_new(server.base, err[0],
-	    BEV_OPT_CLOSE_ON_FREE);
-	if (b->err_bev == NULL) {
-		close(err[0]);
-	} else {
-		bufferevent_setcb(b->err_bev, backend_stderr_cb, NULL,
-		    backend_stderr_event_cb, b);
-		bufferevent_enable(b->err_bev, EV_READ);
-	}
-	log_info("room %s: started backend %s (pid %d)", b->label, argv[0],
+	b->err_fd = err[0];
+	b->err_event = event_new(server.base, err[0], EV_READ | EV_PERSIST,
+	    backend_stderr_cb, b);
+	b->err_timer = evtimer_new(server.base, backend_stderr_timer_cb, b);
+	if (b->err_event != NULL)
+		event_add(b->err_event, NULL);
+	log_info("%s: started backend %s (pid %d)", b->label, argv[0],
 	    (int)pid);
 	return sv[0];
 fail:
@@ -156,77 +219,135 @@ fail:
 			close(sv[i]);
 		if (err[i] != -1)
 			close(err[i]);
-		if (report[i] != -1)
-			close(report[i]);
 	}
 	return -1;
+}
+
+static void
+backend_close_fd(struct backend *b)
+{
+	if (b->fd == -1)
+		return;
+	event_del(b->read_event);
+	event_del(b->write_event);
+	close(b->fd);
+	b->fd = -1;
+}
+
+static void
+backend_close_stderr(struct backend *b)
+{
+	if (b->err_fd == -1)
+		return;
+	backend_stderr_drain(b);
+	if (b->err_event != NULL)
+		event_free(b->err_event);
+	if (b->err_timer != NULL)
+		event_free(b->err_timer);
+	b->err_event = b->err_timer = NULL;
+	close(b->err_fd);
+	b->err_fd = -1;
 }
 
 static void
 backend_free(struct backend *b)
 {
 	LIST_REMOVE(b, entry);
-	if (b->bev != NULL)
-		bufferevent_free(b->bev);
-	if (b->err_bev != NULL)
-		bufferevent_free(b->err_bev);
-	if (b->stop_timer != NULL)
-		event_free(b->stop_timer);
+	backend_close_fd(b);
+	backend_close_stderr(b);
+	if (b->pid != 0) {
+		idmap_del(&server.processes, b->pid);
+		server.n_processes--;
+	}
+	if (b->read_event != NULL)
+		event_free(b->read_event);
+	if (b->write_event != NULL)
+		event_free(b->write_event);
+	if (b->timer != NULL)
+		event_free(b->timer);
+	if (b->out != NULL)
+		evbuffer_free(b->out);
+	free(b->in);
 	free(b->label);
 	free(b);
 	server_check_stopped();
 }
 
 struct backend *
-backend_start(struct room *r, bool resumed)
+backend_start(struct room *r, bool resumed, char **envp, int *status)
 {
 	const struct cfg_resource *res = r->res;
 	struct backend *b;
-	char *hello;
+	char *hello = NULL;
 	size_t len;
 	int fd;
 
+	*status = 503;
 	b = calloc(1, sizeof(*b));
 	if (b == NULL)
 		return NULL;
-	b->label = strdup(r->path);
-	b->stop_timer = evtimer_new(server.base, backend_stop_cb, b);
-	if (b->label == NULL || b->stop_timer == NULL) {
-		if (b->stop_timer != NULL)
-			event_free(b->stop_timer);
-		free(b->label);
-		free(b);
+	LIST_INSERT_HEAD(&server.backends, b, entry);
+	b->fd = b->err_fd = -1;
+	b->kind = res->backend_kind;
+	b->format = res->opts.format;
+	b->binary = res->opts.binary;
+	b->line_max = b->format == CFG_FORMAT_JSON ?
+	    RECORD_LINE_MAX(res->opts.max_message_size) :
+	    res->opts.max_message_size;
+	b->stop_timeout_ms = res->opts.stop_timeout_ms;
+	b->started_ms = server_now_ms();
+	if (r->solo != NULL)
+		b->label = strdup(r->solo->name);
+	else if (asprintf(&b->label, "room %s", r->path) == -1)
+		b->label = NULL;
+	b->timer = evtimer_new(server.base, backend_timer_cb, b);
+	b->out = evbuffer_new();
+	if (b->label == NULL || b->timer == NULL || b->out == NULL) {
+		backend_free(b);
 		return NULL;
 	}
-	LIST_INSERT_HEAD(&server.backends, b, entry);
-	b->kind = res->backend_kind;
-	b->line_max = RECORD_LINE_MAX(res->opts.max_message_size);
-	b->stop_timeout_ms = res->opts.stop_timeout_ms;
-	fd = b->kind == CFG_BACKEND_UNIX ? backend_connect(b, res->unix_path) :
-	    backend_spawn(b, res->argv);
-	if (fd != -1) {
-		b->bev = bufferevent_socket_new(server.base, fd,
-		    BEV_OPT_CLOSE_ON_FREE);
-		if (b->bev == NULL)
-			close(fd);
+	if (b->kind == CFG_BACKEND_UNIX) {
+		fd = backend_connect(b, res->unix_path);
+		*status = 502;
+	} else {
+		fd = backend_spawn(b, res->argv, envp,
+		    cfg_backend_path(&res->opts), status);
 	}
-	hello = record_hello(r->path, resumed, &len);
-	if (fd == -1 || b->bev == NULL || hello == NULL) {
+	if (fd != -1) {
+		b->fd = fd;
+		b->read_event = event_new(server.base, fd, EV_READ | EV_PERSIST,
+		    backend_read_cb, b);
+		b->write_event = event_new(server.base, fd,
+		    EV_WRITE | EV_PERSIST, backend_write_cb, b);
+	}
+	if (b->format == CFG_FORMAT_JSON)
+		hello = record_hello(r->path, resumed, &len);
+	if (fd == -1 || b->read_event == NULL || b->write_event == NULL ||
+	    (b->format == CFG_FORMAT_JSON && hello == NULL)) {
 		free(hello);
 		stats.backends_failed++;
 		backend_stop(b);
 		return NULL;
 	}
-	bufferevent_setcb(b->bev, backend_read_cb, backend_write_cb,
-	    backend_event_cb, b);
-	/* The write callback says when the queue is down to half, for the
-	 * room to read its clients again. */
-	bufferevent_setwatermark(b->bev, EV_WRITE, res->opts.backend_buffer / 2, 0);
-	bufferevent_enable(b->bev, EV_READ);
+	event_add(b->read_event, NULL);
+	b->reading = true;
 	b->room = r;
 	stats.backends_started++;
-	backend_write(b, hello, len);
+	if (hello != NULL)
+		backend_write(b, hello, len);
 	return b;
+}
+
+/* Output was queued: it is written when the loop next finds the socket
+ * writable, so that what many clients sent in one turn goes in one
+ * write. */
+static void
+backend_output_added(struct backend *b)
+{
+	if (b->fd != -1 && !b->writing && !b->write_shut) {
+		b->writing = true;
+		event_add(b->write_event, NULL);
+	}
 }
 
 static void
@@ -243,24 +364,79 @@ backend_line_free(const void *data, size_t len, void *arg)
 void
 backend_write(struct backend *b, char *line, size_t len)
 {
-	struct evbuffer *out;
-
-	if (b->bev == NULL) {
+	if (b->fd == -1) {
 		free(line);
 		return;
 	}
-	out = bufferevent_get_output(b->bev);
 	if (len <= BACKEND_COPY_MAX) {
-		evbuffer_add(out, line, len);
+		evbuffer_add(b->out, line, len);
 		free(line);
-	} else if (evbuffer_add_reference(out, line, len, backend_line_free,
-	    line) == -1) {
+	} else if (evbuffer_add_reference(b->out, line, len,
+	    backend_line_free, line) == -1) {
 		free(line);
+	}
+	backend_output_added(b);
+}
+
+void
+backend_write_data(struct backend *b, const uint8_t *data, size_t len,
+    bool newline)
+{
+	if (b->fd == -1)
+		return;
+	if (evbuffer_add(b->out, data, len) == -1 ||
+	    (newline && evbuffer_add(b->out, "\n", 1) == -1))
+		return;
+	backend_output_added(b);
+}
+
+size_t
+backend_queued(const struct backend *b)
+{
+	return evbuffer_get_length(b->out);
+}
+
+void
+backend_set_reading(struct backend *b, bool reading)
+{
+	b->paused = !reading;
+	if (b->fd == -1 || b->eof || reading == b->reading)
+		return;
+	b->reading = reading;
+	if (reading) {
+		event_add(b->read_event, NULL);
+		/* Input that waited for the budget or the pause. */
+		if (b->in_len > 0)
+			event_active(b->read_event, EV_READ, 0);
+	} else {
+		event_del(b->read_event);
 	}
 }
 
+/* The backend is gone for its room: code is 1000 when it ended well
+ * (exit status 0, or its connection closed), 1011 otherwise. */
 static void
-backend_line(struct backend *b, const char *line, size_t len)
+backend_lost(struct backend *b, unsigned code)
+{
+	struct room *r = b->room;
+
+	if (r == NULL)
+		return;
+	stats.backends_failed++;
+	/* A line it did not finish is not a record, but the backend meant
+	 * it as one, so it counts as a bad one. */
+	if (b->in_len > 0 && !b->skipping) {
+		stats.records_malformed++;
+		log_warn("%s: backend ended in the middle of a line: %zu bytes "
+		    "discarded", b->label, b->in_len);
+	}
+	b->in_len = 0;
+	room_backend_lost(r, code);	/* calls backend_stop(b) */
+}
+
+/* One line of a json backend: a command. */
+static void
+backend_record(struct backend *b, const char *line, size_t len)
 {
 	struct record_cmd cmd;
 	unsigned long suppressed;
@@ -273,11 +449,50 @@ backend_line(struct backend *b, const char *line, size_t len)
 	} else {
 		stats.records_malformed++;
 		if (log_ratelimit(&b->log_budget, &suppressed))
-			log_warn("room %s: bad record from backend (%s): %s%s",
+			log_warn("%s: bad record from backend (%s): %s%s",
 			    b->label, err, log_quote(quoted, line, len, 200),
 			    suppressed ? " (more suppressed)" : "");
 	}
 	record_cmd_free(&cmd);
+}
+
+/* One line of a lines backend, or a chunk of a binary one: a message to
+ * its client, sent as a send command would be.  Text must be UTF-8 on
+ * the wire, so bytes that are not become U+FFFD. */
+static void
+backend_message(struct backend *b, const uint8_t *data, size_t len,
+    bool binary)
+{
+	struct record_cmd cmd;
+	const char *client = b->room->solo->name;
+	uint8_t *fixed = NULL;
+
+	if (!binary && len > 0 && data[len - 1] == '\r')
+		len--;		/* CRLF line ends, as websocketd takes them */
+	if (!binary && !utf8_valid(data, len)) {
+		if ((fixed = malloc(3 * len)) == NULL)
+			return;
+		len = utf8_sanitize(data, len, fixed);
+		data = fixed;
+	}
+	memset(&cmd, 0, sizeof(cmd));
+	cmd.command = RECORD_SEND;
+	cmd.clients = &client;
+	cmd.n_clients = 1;
+	cmd.binary = binary;
+	cmd.payload = data;
+	cmd.payload_len = len;
+	room_command(b->room, &cmd);
+	free(fixed);
+}
+
+static void
+backend_line(struct backend *b, const uint8_t *line, size_t len)
+{
+	if (b->format == CFG_FORMAT_JSON)
+		backend_record(b, (const char *)line, len);
+	else
+		backend_message(b, line, len, false);
 }
 
 static void
@@ -287,215 +502,322 @@ backend_too_long(struct backend *b)
 
 	stats.records_too_long++;
 	if (log_ratelimit(&b->log_budget, &suppressed))
-		log_warn("room %s: record line longer than %llu bytes from "
-		    "backend: discarded", b->label,
-		    (unsigned long long)b->line_max);
+		log_warn("%s: %s longer than %llu bytes from backend: "
+		    "discarded%s", b->label, b->format == CFG_FORMAT_JSON ?
+		    "record line" : "line", (unsigned long long)b->line_max,
+		    suppressed ? " (more suppressed)" : "");
 }
 
-static void
-backend_read_lines(struct backend *b, struct evbuffer *in)
+/* Keep data[0..len) in b->in, for a later turn.  Returns -1 when out of
+ * memory (the bytes are lost, and the line with them). */
+static int
+backend_keep(struct backend *b, const uint8_t *data, size_t len)
 {
-	struct evbuffer_ptr start, eol;
-	size_t avail, len;
-	char *line;
+	size_t need = b->in_len + len, cap;
+	uint8_t *in;
 
-	while ((avail = evbuffer_get_length(in)) > 0) {
-		if (b->room == NULL) {
-			/* Stopping: nobody to apply commands to. */
-			evbuffer_drain(in, avail);
-			return;
-		}
-		/* Search on from where the last read stopped, so that a
-		 * long line arriving in pieces is scanned once. */
-		evbuffer_ptr_set(in, &start, b->scanned, EVBUFFER_PTR_SET);
-		eol = evbuffer_search(in, "\n", 1, &start);
-		if (eol.pos == -1) {
-			b->scanned = avail;
-			if (b->skipping || avail > b->line_max) {
-				if (!b->skipping)
-					backend_too_long(b);
+	if (need > b->in_cap) {
+		cap = b->in_cap ? b->in_cap : 4096;
+		while (cap < need)
+			cap *= 2;
+		if ((in = realloc(b->in, cap)) == NULL)
+			return -1;
+		b->in = in;
+		b->in_cap = cap;
+	}
+	memcpy(b->in + b->in_len, data, len);
+	b->in_len = need;
+	return 0;
+}
+
+/* The work budget of this turn is spent. */
+static bool
+backend_budget_spent(uint64_t start)
+{
+	return stats.messages_out - start >= BACKEND_WORK_MAX;
+}
+
+/*
+ * Carry out the complete lines of data[0..len) (all of it for a binary
+ * backend), within the budget; keep an unfinished line, and whatever the
+ * budget left, in b->in.  Returns false when input was left for lack of
+ * budget.  The room may detach the backend on the way (a command can
+ * close the last client of a solo room).
+ */
+static bool
+backend_take(struct backend *b, const uint8_t *data, size_t len,
+    uint64_t start)
+{
+	const uint8_t *nl;
+	size_t n;
+
+	while (len > 0 && b->room != NULL) {
+		if (backend_budget_spent(start)) {
+			if (backend_keep(b, data, len) == -1)
 				b->skipping = true;
-				evbuffer_drain(in, avail);
-				b->scanned = 0;
-			}
-			return;
+			return false;
 		}
-		len = (size_t)eol.pos;
-		b->scanned = 0;
-		if (b->skipping || len > b->line_max) {
-			if (!b->skipping)
+		nl = memchr(data, '\n', len);
+		if (nl == NULL) {
+			if (b->skipping)
+				return true;
+			if (len > b->line_max) {
 				backend_too_long(b);
-			b->skipping = false;
-			evbuffer_drain(in, len + 1);
-			continue;
+				b->skipping = true;
+				return true;
+			}
+			if (backend_keep(b, data, len) == -1)
+				b->skipping = true;
+			return true;
 		}
-		line = (char *)evbuffer_pullup(in, (ev_ssize_t)len + 1);
-		backend_line(b, line, len);
-		evbuffer_drain(in, len + 1);
+		n = (size_t)(nl - data);
+		if (b->skipping) {
+			b->skipping = false;
+		} else if (n > b->line_max) {
+			backend_too_long(b);
+		} else {
+			backend_line(b, data, n);
+		}
+		data += n + 1;
+		len -= n + 1;
+	}
+	return true;
+}
+
+/* Input kept from an earlier turn, then newly read data[0..len): carry
+ * out what the budget allows.  Returns false when input is left. */
+static bool
+backend_input(struct backend *b, const uint8_t *data, size_t len)
+{
+	uint64_t start = stats.messages_out;
+	const uint8_t *nl;
+	uint8_t *kept;
+	size_t kept_len, n = len;
+	bool done;
+
+	if (b->binary) {
+		/* No budget: one message per read, for one client. */
+		if (len > 0)
+			backend_message(b, data, len, true);
+		return true;
+	}
+	if (b->in_len == 0)
+		return backend_take(b, data, len, start);
+	if (memchr(b->in, '\n', b->in_len) == NULL) {
+		/* A line begun in an earlier read ends at data's first
+		 * '\n': only that much is copied. */
+		nl = len > 0 ? memchr(data, '\n', len) : NULL;
+		if (nl == NULL) {
+			if (b->in_len + len > b->line_max) {
+				backend_too_long(b);
+				b->skipping = true;
+				b->in_len = 0;
+			} else if (backend_keep(b, data, len) == -1) {
+				b->skipping = true;
+				b->in_len = 0;
+			}
+			return true;
+		}
+		n = (size_t)(nl - data) + 1;
+	}
+	if (n > 0 && backend_keep(b, data, n) == -1) {
+		b->skipping = true;
+		b->in_len = 0;
+		return true;
+	}
+	data += n;
+	len -= n;
+	kept = b->in;
+	kept_len = b->in_len;
+	b->in = NULL;
+	b->in_len = b->in_cap = 0;
+	done = backend_take(b, kept, kept_len, start);
+	free(kept);
+	if (!done || b->room == NULL) {
+		if (len > 0 && b->room != NULL && backend_keep(b, data, len) == -1)
+			b->skipping = true;
+		return done;
+	}
+	return backend_take(b, data, len, start);
+}
+
+/*
+ * The connection ended (err 0: EOF, else the error).  An exec backend's
+ * exit is likely to follow: it is waited for a moment, so that the log
+ * and the client hear how the program ended rather than only that its
+ * output did.
+ */
+static void
+backend_ended(struct backend *b, int err)
+{
+	b->eof = true;
+	b->reading = false;
+	event_del(b->read_event);
+	if (b->kind == CFG_BACKEND_EXEC && b->pid != 0) {
+		if (b->timer_does != BACKEND_TIMER_EXIT_WAIT)
+			backend_timer_set(b, BACKEND_TIMER_EXIT_WAIT,
+			    BACKEND_EXIT_WAIT_MS);
+		return;
+	}
+	if (err == 0) {
+		log_warn("%s: backend closed its %s", b->label,
+		    b->kind == CFG_BACKEND_UNIX ? "connection" : "output");
+		backend_lost(b, WS_CLOSE_NORMAL);
+	} else {
+		log_warn("%s: backend connection failed: %s", b->label,
+		    strerror(err));
+		backend_lost(b, WS_CLOSE_INTERNAL_ERROR);
 	}
 }
 
+/* A stopping backend's output is read and dropped, so that it is not
+ * blocked writing while it should be reading its last records. */
 static void
-backend_read_cb(struct bufferevent *bev, void *arg)
+backend_read_detached(struct backend *b)
 {
+	ssize_t n = recv(b->fd, backend_read_buf, sizeof(backend_read_buf), 0);
+
+	if (n > 0 || (n == -1 && (errno == EAGAIN || errno == EINTR)))
+		return;
+	/* EOF or an error: the connection is done with. */
+	backend_close_fd(b);
+	backend_check_done(b);
+}
+
+static void
+backend_read_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct backend *b = arg;
+	ssize_t n = 0;
+	int err = 0;
+
+	if (b->room == NULL) {
+		backend_read_detached(b);
+		return;
+	}
 	/* Whatever the records send is written once per client, after
 	 * all of them. */
 	client_batch_begin();
-	backend_read_lines(arg, bufferevent_get_input(bev));
+	if (b->in_len > 0 && memchr(b->in, '\n', b->in_len) != NULL) {
+		/* Input the budget left: no new read until it is done. */
+		if (!backend_input(b, NULL, 0) && b->room != NULL)
+			event_active(b->read_event, EV_READ, 0);
+		client_batch_end();
+		return;
+	}
+	n = recv(fd, backend_read_buf, sizeof(backend_read_buf), 0);
+	err = errno;
+	if (n > 0 && !backend_input(b, backend_read_buf, (size_t)n) &&
+	    b->room != NULL)
+		event_active(b->read_event, EV_READ, 0);
 	client_batch_end();
+	if (n > 0 || (n == -1 && (err == EAGAIN || err == EINTR)) ||
+	    b->room == NULL)
+		return;
+	backend_ended(b, n == 0 ? 0 : err);
 }
 
-/* Stopping backends finish here once their output has drained. */
 static void
-backend_write_cb(struct bufferevent *bev, void *arg)
+backend_write_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct backend *b = arg;
+	int n;
 
+	n = evbuffer_write(b->out, fd);
+	if (n == -1 && errno != EAGAIN && errno != EINTR) {
+		/* It stopped reading for good.  What it did not read stays
+		 * queued, for the room to give to the next backend. */
+		log_debug("%s: write to backend failed: %s", b->label,
+		    strerror(errno));
+		event_del(b->write_event);
+		b->write_shut = true;
+		if (b->room == NULL) {
+			evbuffer_drain(b->out, evbuffer_get_length(b->out));
+			backend_close_fd(b);
+			backend_check_done(b);
+		} else {
+			backend_ended(b, errno);
+		}
+		return;
+	}
+	if (evbuffer_get_length(b->out) > 0) {
+		if (b->room != NULL)
+			room_backend_drained(b->room);
+		return;
+	}
+	event_del(b->write_event);
+	b->writing = false;
 	if (b->room != NULL) {
 		room_backend_drained(b->room);
 		return;
 	}
-	if (backend_queued(b) > 0)
-		return;		/* a stopping backend waits for all of it */
+	/* Stopping: all is written. */
 	if (b->kind == CFG_BACKEND_UNIX) {
-		backend_free(b);
-		return;
+		backend_close_fd(b);
+		backend_check_done(b);
+	} else if (!b->write_shut) {
+		/* EOF on stdin asks the program to finish. */
+		b->write_shut = true;
+		shutdown(b->fd, SHUT_WR);
 	}
-	/* exec: EOF on stdin asks the program to finish. */
-	shutdown(bufferevent_getfd(bev), SHUT_WR);
 }
 
-/* The backend is gone: a line it did not finish is not a record, but
- * the backend meant it as one, so it counts as a bad one. */
+/* Read what the exited process left in the socket, up to what a socket
+ * holds, and carry it out (all of it: the budget does not apply to a
+ * program's last words). */
 static void
-backend_drop_partial_line(struct backend *b)
+backend_read_rest(struct backend *b)
 {
-	size_t left = evbuffer_get_length(bufferevent_get_input(b->bev));
+	size_t got = 0;
+	ssize_t n;
 
-	if (left == 0 || b->skipping)
+	if (b->fd == -1)
 		return;
-	stats.records_malformed++;
-	log_warn("room %s: backend ended in the middle of a line: %zu bytes "
-	    "discarded", b->label, left);
-}
-
-static void
-backend_event_cb(struct bufferevent *bev, short events, void *arg)
-{
-	struct backend *b = arg;
-	struct room *r = b->room;
-
-	if (!(events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
-		return;
-	if (r != NULL) {
-		stats.backends_failed++;
-		if (events & BEV_EVENT_EOF)
-			log_warn("room %s: backend closed its %s", b->label,
-			    b->kind == CFG_BACKEND_UNIX ? "connection" : "output");
-		else
-			log_warn("room %s: backend connection failed: %s",
-			    b->label, strerror(EVUTIL_SOCKET_ERROR()));
-		backend_drop_partial_line(b);
-		room_backend_lost(r);	/* calls backend_stop(b) */
-		return;
+	client_batch_begin();
+	while (b->in_len > 0 && b->room != NULL && !backend_input(b, NULL, 0))
+		;
+	while (got < BACKEND_REST_MAX && b->room != NULL &&
+	    (n = recv(b->fd, backend_read_buf, sizeof(backend_read_buf),
+	    0)) > 0) {
+		got += (size_t)n;
+		if (!backend_input(b, backend_read_buf, (size_t)n))
+			while (b->room != NULL && !backend_input(b, NULL, 0))
+				;
 	}
-	/* Stopping: the connection is done with. */
-	bufferevent_free(b->bev);
-	b->bev = NULL;
-	if (b->pid == 0)
-		backend_free(b);
+	client_batch_end();
 }
 
-static void
-backend_stderr_flush(struct backend *b, struct evbuffer *in, bool all)
+/* Signal the program's process group; false when no process is left in
+ * it (the leader reaped and its children gone too). */
+static bool
+backend_signal_group(struct backend *b, int sig)
 {
-	char buf[BACKEND_STDERR_LINE_MAX];
-	char quoted[4 * BACKEND_STDERR_LINE_MAX + 4];
-	struct evbuffer_ptr eol;
-	size_t len;
+	if (b->pgid <= 0)
+		return false;
+	if (kill(-b->pgid, sig) == 0)
+		return true;
+	b->pgid = 0;	/* ESRCH: nobody left */
+	return false;
+}
 
-	for (;;) {
-		eol = evbuffer_search(in, "\n", 1, NULL);
-		if (eol.pos == -1) {
-			len = evbuffer_get_length(in);
-			if (len == 0 || (!all && len < sizeof(buf)))
-				return;
-		} else {
-			len = (size_t)eol.pos;
+/* A detached backend is done when its connection is closed and nothing
+ * of its process group is left. */
+static void
+backend_check_done(struct backend *b)
+{
+	if (b->room != NULL || b->fd != -1 || b->pid != 0)
+		return;
+	if (b->pgid > 0 && backend_signal_group(b, 0)) {
+		/* The leader is gone, a child of its is not: it has until
+		 * the timer's next step. */
+		if (b->timer_does != BACKEND_TIMER_KILL) {
+			backend_signal_group(b, SIGTERM);
+			backend_timer_set(b, BACKEND_TIMER_KILL,
+			    b->stop_timeout_ms);
 		}
-		if (len > sizeof(buf))
-			len = sizeof(buf);
-		evbuffer_remove(in, buf, len);
-		if (eol.pos != -1 && (size_t)eol.pos == len)
-			evbuffer_drain(in, 1);
-		log_info("room %s: backend: %s", b->label,
-		    log_quote(quoted, buf, len, sizeof(buf)));
-	}
-}
-
-static void
-backend_stderr_cb(struct bufferevent *bev, void *arg)
-{
-	backend_stderr_flush(arg, bufferevent_get_input(bev), false);
-}
-
-static void
-backend_stderr_event_cb(struct bufferevent *bev, short events, void *arg)
-{
-	struct backend *b = arg;
-
-	if (!(events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
 		return;
-	backend_stderr_flush(b, bufferevent_get_input(bev), true);
-	bufferevent_free(b->err_bev);
-	b->err_bev = NULL;
-}
-
-size_t
-backend_queued(const struct backend *b)
-{
-	return b->bev != NULL ?
-	    evbuffer_get_length(bufferevent_get_output(b->bev)) : 0;
-}
-
-void
-backend_requeue_unsent(struct backend *b, struct room *r)
-{
-	struct evbuffer *out;
-	struct evbuffer_ptr eol;
-	struct client *c;
-	char id[24], *line;
-	size_t len;
-
-	if (b->bev == NULL)
-		return;
-	out = bufferevent_get_output(b->bev);
-	/*
-	 * Whole lines only: the first may have been written in part, and so
-	 * have been read by the backend.  Message records are recognised by
-	 * the prefix record_message writes, which cannot occur inside a JSON
-	 * string, so a partial line never passes for one.  Open and close
-	 * records are not kept: the restarted backend gets fresh opens.
-	 */
-	/* A socket bufferevent freezes the start of its output buffer to
-	 * all but its own writes: thaw it to take the lines back. */
-	evbuffer_unfreeze(out, 1);
-	while ((eol = evbuffer_search(out, "\n", 1, NULL)).pos != -1) {
-		len = (size_t)eol.pos + 1;
-		line = malloc(len);
-		if (line == NULL ||
-		    evbuffer_remove(out, line, len) != (ev_ssize_t)len) {
-			free(line);
-			break;
-		}
-		c = record_message_client(line, len, id, sizeof(id)) != NULL ?
-		    client_find(id) : NULL;
-		if (c != NULL && c->room == r && c->state == CLIENT_OPEN)
-			room_write_message(r, c, line, len);
-		else
-			free(line);
 	}
-	evbuffer_freeze(out, 1);
+	backend_free(b);
 }
 
 void
@@ -505,113 +827,132 @@ backend_stop(struct backend *b)
 		b->room->backend = NULL;
 		b->room = NULL;
 	}
+	b->in_len = 0;
+	if (b->fd != -1 && !b->reading && !b->eof) {
+		/* Paused by its room: read now, to drain it. */
+		b->reading = true;
+		event_add(b->read_event, NULL);
+	}
 	if (b->kind == CFG_BACKEND_UNIX || b->pid == 0) {
-		/* Flush what is queued, within stop_timeout, then close. */
+		/* Flush what is queued, within stop_timeout, then close.  A
+		 * process already reaped has no reader left but its children,
+		 * which backend_check_done stops. */
+		if (b->pid == 0 && b->kind == CFG_BACKEND_EXEC)
+			evbuffer_drain(b->out, evbuffer_get_length(b->out));
 		if (backend_queued(b) == 0) {
-			backend_free(b);
+			backend_close_fd(b);
+			backend_check_done(b);
 			return;
 		}
-		b->stop_signal = 0;
-		server_timer_set(b->stop_timer, b->stop_timeout_ms);
+		backend_timer_set(b, BACKEND_TIMER_FLUSH, b->stop_timeout_ms);
 		return;
 	}
-	if (b->bev != NULL && backend_queued(b) == 0)
-		shutdown(bufferevent_getfd(b->bev), SHUT_WR);
+	if (b->fd != -1 && backend_queued(b) == 0 && !b->write_shut) {
+		b->write_shut = true;
+		shutdown(b->fd, SHUT_WR);
+	}
 	/* else backend_write_cb shuts stdin once the output drains */
-	b->stop_signal = SIGTERM;
-	server_timer_set(b->stop_timer, b->stop_timeout_ms);
+	backend_timer_set(b, BACKEND_TIMER_TERM, b->stop_timeout_ms);
 }
 
 static void
-backend_stop_cb(evutil_socket_t fd, short events, void *arg)
+backend_timer_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct backend *b = arg;
+	enum backend_timer what = b->timer_does;
 
-	if (b->stop_signal == 0 || b->pid == 0) {
-		backend_free(b);
-		return;
-	}
-	log_info("room %s: backend (pid %d) still running after %llu ms; "
-	    "sending %s", b->label, (int)b->pid,
-	    (unsigned long long)b->stop_timeout_ms,
-	    b->stop_signal == SIGTERM ? "SIGTERM" : "SIGKILL");
-	kill(-b->pid, b->stop_signal);
-	if (b->stop_signal == SIGTERM) {
-		b->stop_signal = SIGKILL;
-		server_timer_set(b->stop_timer, b->stop_timeout_ms);
+	b->timer_does = BACKEND_TIMER_NONE;
+	switch (what) {
+	case BACKEND_TIMER_NONE:
+		break;
+	case BACKEND_TIMER_EXIT_WAIT:
+		/* It closed its output and still runs. */
+		log_warn("%s: backend closed its output (pid %d still runs)",
+		    b->label, (int)b->pid);
+		backend_lost(b, WS_CLOSE_NORMAL);
+		break;
+	case BACKEND_TIMER_FLUSH:
+		backend_close_fd(b);
+		backend_check_done(b);
+		break;
+	case BACKEND_TIMER_TERM:
+		if (b->pid != 0)
+			log_info("%s: backend (pid %d) still running after %llu "
+			    "ms; sending SIGTERM", b->label, (int)b->pid,
+			    (unsigned long long)b->stop_timeout_ms);
+		backend_signal_group(b, SIGTERM);
+		backend_timer_set(b, BACKEND_TIMER_KILL, b->stop_timeout_ms);
+		break;
+	case BACKEND_TIMER_KILL:
+		if (backend_signal_group(b, 0)) {
+			log_info("%s: backend (pid %d) still running after %llu "
+			    "ms; sending SIGKILL", b->label, (int)b->pgid,
+			    (unsigned long long)b->stop_timeout_ms);
+			backend_signal_group(b, SIGKILL);
+		}
+		/* The leader's reaping ends it; a group with no leader
+		 * left is done now. */
+		b->pgid = 0;
+		if (b->pid == 0) {
+			backend_close_fd(b);
+			backend_check_done(b);
+		}
+		break;
 	}
 }
 
 static void
-backend_log_exit(struct backend *b, pid_t pid, int status)
+backend_log_exit(struct backend *b, int status)
 {
 	void (*say)(const char *, ...) = b->room != NULL ? log_warn : log_info;
+	unsigned long long ms = server_now_ms() - b->started_ms;
 
+	if (b->room != NULL && b->room->solo != NULL)
+		say = log_info;		/* a program's exit is its client's end */
 	if (WIFEXITED(status))
-		say("room %s: backend (pid %d) exited with status %d",
-		    b->label, (int)pid, WEXITSTATUS(status));
+		say("%s: backend (pid %llu) exited with status %d after %llu ms",
+		    b->label, (unsigned long long)b->pid, WEXITSTATUS(status),
+		    ms);
 	else if (WIFSIGNALED(status))
-		say("room %s: backend (pid %d) killed by signal %d (%s)",
-		    b->label, (int)pid, WTERMSIG(status),
-		    strsignal(WTERMSIG(status)));
-}
-
-/*
- * The process is gone: read what it left in the socket, up to what a
- * socket holds (the limit keeps a child that inherited the socket and
- * writes on from holding the loop), and apply it.
- */
-#define BACKEND_REST_MAX (4 * 1024 * 1024)
-
-static void
-backend_read_rest(struct backend *b)
-{
-	struct evbuffer *in = bufferevent_get_input(b->bev);
-	int fd = bufferevent_getfd(b->bev), n;
-	size_t got = 0;
-
-	/* The bufferevent freezes its input's end between its own reads. */
-	evbuffer_unfreeze(in, 0);
-	while (got < BACKEND_REST_MAX && (n = evbuffer_read(in, fd, -1)) > 0)
-		got += (size_t)n;
-	evbuffer_freeze(in, 0);
-	backend_read_cb(b->bev, b);
+		say("%s: backend (pid %llu) killed by signal %d (%s) after %llu "
+		    "ms", b->label, (unsigned long long)b->pid, WTERMSIG(status),
+		    strsignal(WTERMSIG(status)), ms);
 }
 
 void
 backend_reap(void)
 {
 	struct backend *b;
-	struct room *r;
 	pid_t pid;
 	int status;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		LIST_FOREACH(b, &server.backends, entry) {
-			if (b->pid == pid)
-				break;
-		}
+		b = idmap_get(&server.processes, (uint64_t)pid);
 		if (b == NULL)
 			continue;
-		backend_log_exit(b, pid, status);
+		backend_log_exit(b, status);
+		idmap_del(&server.processes, b->pid);
+		server.n_processes--;
 		b->pid = 0;
-		if (b->err_bev != NULL)
-			backend_stderr_flush(b, bufferevent_get_input(b->err_bev),
-			    true);
-		if ((r = b->room) != NULL) {
-			/* Apply what it wrote before it died, then fail the
-			 * room: its socket may be held open by a child of
+		b->exited = true;
+		b->exit_status = status;
+		if (b->timer_does == BACKEND_TIMER_EXIT_WAIT)
+			evtimer_del(b->timer);
+		backend_stderr_drain(b);
+		if (b->room != NULL) {
+			/* Carry out what it wrote before it died, then fail
+			 * the room: its socket may be held open by a child of
 			 * its own, so EOF cannot be waited for. */
-			if (b->bev != NULL)
-				backend_read_rest(b);
-			if (b->room != NULL) {
-				if (b->bev != NULL)
-					backend_drop_partial_line(b);
-				stats.backends_failed++;
-				room_backend_lost(r);
-			}
+			backend_read_rest(b);
+			backend_lost(b, WIFEXITED(status) &&
+			    WEXITSTATUS(status) == 0 ? WS_CLOSE_NORMAL :
+			    WS_CLOSE_INTERNAL_ERROR);
 		} else {
-			backend_free(b);
+			/* Stopping: its children go with it. */
+			if (b->timer_does != BACKEND_TIMER_KILL)
+				evtimer_del(b->timer);
+			backend_close_fd(b);
+			backend_check_done(b);
 		}
 	}
 }
@@ -621,8 +962,160 @@ backend_kill_all(void)
 {
 	struct backend *b;
 
-	LIST_FOREACH(b, &server.backends, entry) {
-		if (b->pid != 0)
-			kill(-b->pid, SIGKILL);
+	LIST_FOREACH(b, &server.backends, entry)
+		backend_signal_group(b, SIGKILL);
+}
+
+/*
+ * Give the message records that a failed backend never got to the room's
+ * hold queue, in order.  Whole lines only: the first may have been
+ * written in part, and so have been read by the backend.  Message records
+ * are recognised by the prefix record_message writes, which cannot occur
+ * inside a JSON string, so a partial line never passes for one.  Open and
+ * close records are not kept: the restarted backend gets fresh opens.
+ */
+void
+backend_requeue_unsent(struct backend *b, struct room *r)
+{
+	struct evbuffer_ptr eol;
+	struct client *c;
+	char id[24], *line;
+	size_t len;
+
+	while ((eol = evbuffer_search(b->out, "\n", 1, NULL)).pos != -1) {
+		len = (size_t)eol.pos + 1;
+		line = malloc(len);
+		if (line == NULL ||
+		    evbuffer_remove(b->out, line, len) != (ev_ssize_t)len) {
+			free(line);
+			break;
+		}
+		c = record_message_client(line, len, id, sizeof(id)) != NULL ?
+		    client_find(id) : NULL;
+		if (c != NULL && c->room == r && c->state == CLIENT_OPEN)
+			room_hold_line(r, c, line, len);
+		else
+			free(line);
 	}
+}
+
+/* stderr */
+
+/* Log one stderr line, if this second's budget allows: false when not. */
+static bool
+backend_stderr_line(struct backend *b, const char *line, size_t len)
+{
+	char quoted[4 * BACKEND_STDERR_LINE_MAX + 4];
+	time_t now = time(NULL);
+
+	if (now != b->err_second) {
+		b->err_second = now;
+		b->err_lines = 0;
+	}
+	if (b->err_lines >= BACKEND_STDERR_LINES)
+		return false;
+	b->err_lines++;
+	log_info("%s: backend: %s", b->label,
+	    log_quote(quoted, line, len, BACKEND_STDERR_LINE_MAX));
+	return true;
+}
+
+/*
+ * Log the whole lines buffered, within the budget; a line longer than
+ * BACKEND_STDERR_LINE_MAX is logged in pieces of that size, each counted
+ * as a line.  Returns false when the budget ran out with lines left.
+ */
+static bool
+backend_stderr_lines(struct backend *b)
+{
+	char *nl;
+	size_t n;
+
+	while (b->err_len > 0) {
+		nl = memchr(b->err_buf, '\n', b->err_len);
+		n = nl != NULL ? (size_t)(nl - b->err_buf) : b->err_len;
+		if (n > BACKEND_STDERR_LINE_MAX) {
+			n = BACKEND_STDERR_LINE_MAX;
+			nl = NULL;
+		} else if (nl == NULL && n < BACKEND_STDERR_LINE_MAX) {
+			return true;	/* wait for the line's end */
+		}
+		if (!backend_stderr_line(b, b->err_buf, n))
+			return false;
+		n += nl != NULL;
+		memmove(b->err_buf, b->err_buf + n, b->err_len - n);
+		b->err_len -= n;
+	}
+	return true;
+}
+
+static void
+backend_stderr_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct backend *b = arg;
+	struct timespec ts;
+	ssize_t n;
+
+	n = read(fd, b->err_buf + b->err_len, sizeof(b->err_buf) - b->err_len);
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		backend_close_stderr(b);
+		return;
+	}
+	b->err_len += (size_t)n;
+	if (backend_stderr_lines(b))
+		return;
+	/* Over budget: stop reading until the next second; the program
+	 * blocks on its full pipe meanwhile. */
+	event_del(b->err_event);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	server_timer_set(b->err_timer, 1000 - (uint64_t)ts.tv_nsec / 1000000);
+}
+
+static void
+backend_stderr_timer_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct backend *b = arg;
+
+	if (backend_stderr_lines(b))
+		event_add(b->err_event, NULL);
+	else
+		server_timer_set(b->err_timer, 1000);
+}
+
+/* The process is gone: log what it left on stderr, within the budget,
+ * and count the rest. */
+static void
+backend_stderr_drain(struct backend *b)
+{
+	unsigned long dropped = 0;
+	ssize_t n;
+	size_t total = 0;
+	char *p;
+
+	if (b->err_fd == -1)
+		return;
+	for (;;) {
+		if (!backend_stderr_lines(b)) {
+			for (p = b->err_buf; p < b->err_buf + b->err_len; p++)
+				dropped += *p == '\n';
+			b->err_len = 0;
+		}
+		if (total >= BACKEND_REST_MAX)
+			break;
+		n = read(b->err_fd, b->err_buf + b->err_len,
+		    sizeof(b->err_buf) - b->err_len);
+		if (n <= 0)
+			break;
+		b->err_len += (size_t)n;
+		total += (size_t)n;
+	}
+	if (b->err_len > 0 &&
+	    !backend_stderr_line(b, b->err_buf, b->err_len))
+		dropped++;
+	b->err_len = 0;
+	if (dropped > 0)
+		log_info("%s: backend: %lu more lines of stderr not logged",
+		    b->label, dropped);
 }

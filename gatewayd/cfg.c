@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ini.h>
+#include <search.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +53,7 @@
 #define CFG_IN_RESOURCE	0x2
 /* A room option: a default in [gateway], overridden in [resource]. */
 #define CFG_IN_BOTH	(CFG_IN_GATEWAY | CFG_IN_RESOURCE)
+#define CFG_IN_STATIC	0x4
 
 enum cfg_type {
 	CFG_T_LISTEN,		/* address:port, repeatable */
@@ -63,6 +65,9 @@ enum cfg_type {
 	CFG_T_LIST,		/* const char *const *, NULL-terminated: items
 				 * split at blanks and commas, each checked */
 	CFG_T_BACKEND,		/* unix:PATH or exec:COMMAND ARGS */
+	CFG_T_ENV,		/* NAME=VALUE, repeatable; a resource's add
+				 * to [gateway]'s */
+	CFG_T_PATH,		/* char *, a file system path */
 };
 
 /* Enums are stored as unsigned int. */
@@ -70,12 +75,16 @@ _Static_assert(sizeof(enum cfg_log_level) == sizeof(unsigned int),
     "enum size");
 _Static_assert(sizeof(enum cfg_backend_down) == sizeof(unsigned int),
     "enum size");
+_Static_assert(sizeof(enum cfg_mode) == sizeof(unsigned int), "enum size");
+_Static_assert(sizeof(enum cfg_format) == sizeof(unsigned int), "enum size");
 
 /* What separates the items of a list. */
 #define CFG_LIST_SEP	" \t\v\f\r,"
 
 /* A list's items compare without regard to case (for duplicates). */
 #define CFG_F_NOCASE	0x1
+/* A count that may be "auto" (stored as CFG_AUTO). */
+#define CFG_F_AUTO	0x2
 
 /*
  * One row per option, in the order of the reference config.  Offsets are
@@ -118,7 +127,22 @@ static const char *const cfg_backend_down_names[] = {
 	NULL
 };
 
+static const char *const cfg_mode_names[] = {
+	[CFG_MODE_ROOM] = "room",
+	[CFG_MODE_CLIENT] = "client",
+	NULL
+};
+
+/* "default" is not a value a user writes: it is the unset state. */
+static const char *const cfg_format_names[] = {
+	[CFG_FORMAT_DEFAULT] = "",
+	[CFG_FORMAT_JSON] = "json",
+	[CFG_FORMAT_LINES] = "lines",
+	NULL
+};
+
 static int	cfg_check_subprotocol(const char *, const char **);
+static int	cfg_check_env_name(const char *, const char **);
 
 /* A row: CFG_ROW for most, CFG_ROW_FIELDS inside braces with the extra
  * fields of an enum or a list. */
@@ -142,6 +166,16 @@ static const struct cfg_option cfg_options[] = {
 	    100, CFG_HOUR, "10s", CFG_GW(handshake_timeout_ms)),
 	CFG_ROW("shutdown_timeout", CFG_IN_GATEWAY, CFG_T_DURATION,
 	    0, CFG_HOUR, "10s", CFG_GW(shutdown_timeout_ms)),
+	{ CFG_ROW_FIELDS("max_processes", CFG_IN_GATEWAY, CFG_T_COUNT,
+	    1, 1000000, "auto", CFG_GW(max_processes)), .flags = CFG_F_AUTO },
+	{ CFG_ROW_FIELDS("max_rooms", CFG_IN_GATEWAY, CFG_T_COUNT,
+	    1, 1000000, "auto", CFG_GW(max_rooms)), .flags = CFG_F_AUTO },
+	CFG_ROW("keepalive_timeout", CFG_IN_GATEWAY, CFG_T_DURATION,
+	    100, CFG_HOUR, "5s", CFG_GW(keepalive_timeout_ms)),
+	CFG_ROW("keepalive_requests", CFG_IN_GATEWAY, CFG_T_COUNT,
+	    1, 1000000, "100", CFG_GW(keepalive_requests)),
+	CFG_ROW("static_dir", CFG_IN_GATEWAY, CFG_T_PATH,
+	    0, 0, NULL, CFG_GW(static_dir)),
 	{ CFG_ROW_FIELDS("log_level", CFG_IN_GATEWAY, CFG_T_ENUM,
 	    0, 0, "info", CFG_GW(log_level)),
 	    .names = cfg_log_levels, .what = "a log level" },
@@ -192,6 +226,22 @@ static const struct cfg_option cfg_options[] = {
 	CFG_ROW("restart_max_delay", CFG_IN_BOTH, CFG_T_DURATION,
 	    0, 24 * CFG_HOUR, "10s", CFG_ROOM(restart_max_delay_ms)),
 	CFG_ROW("backend", CFG_IN_RESOURCE, CFG_T_BACKEND, 0, 0, NULL, 0),
+	{ CFG_ROW_FIELDS("mode", CFG_IN_BOTH, CFG_T_ENUM,
+	    0, 0, "room", CFG_ROOM(mode)),
+	    .names = cfg_mode_names, .what = "a mode" },
+	{ CFG_ROW_FIELDS("format", CFG_IN_BOTH, CFG_T_ENUM,
+	    0, 0, NULL, CFG_ROOM(format)),
+	    .names = cfg_format_names, .what = "a format" },
+	CFG_ROW("binary", CFG_IN_BOTH, CFG_T_BOOL,
+	    0, 0, "no", CFG_ROOM(binary)),
+	CFG_ROW("env", CFG_IN_BOTH, CFG_T_ENV, 0, 0, "", CFG_ROOM(env)),
+	{ CFG_ROW_FIELDS("passenv", CFG_IN_BOTH, CFG_T_LIST,
+	    0, 0, "", CFG_ROOM(passenv)),
+	    .what = "variable name", .check = cfg_check_env_name },
+	CFG_ROW("max_rooms", CFG_IN_RESOURCE, CFG_T_COUNT,
+	    0, 1000000, NULL, offsetof(struct cfg_resource, max_rooms)),
+	CFG_ROW("dir", CFG_IN_STATIC, CFG_T_PATH,
+	    0, 0, NULL, offsetof(struct cfg_static, dir)),
 };
 
 #define CFG_NOPTIONS	(sizeof(cfg_options) / sizeof(cfg_options[0]))
@@ -215,8 +265,12 @@ enum cfg_section {
 	CFG_SEC_NONE,		/* before the first section header */
 	CFG_SEC_GATEWAY,
 	CFG_SEC_RESOURCE,	/* cfg->resources[res_idx] */
+	CFG_SEC_STATIC,		/* cfg->statics[static_idx] */
 	CFG_SEC_SKIP,		/* after a rejected header: keys ignored */
 };
+
+/* The longest line read (inih's own limit is 199 characters). */
+#define CFG_LINE_MAX	65536
 
 struct cfg_parser {
 	struct cfg *cfg;
@@ -232,6 +286,14 @@ struct cfg_parser {
 	struct cfg_setlines gw_set;
 	struct cfg_setlines *res_set;	/* parallel to cfg->resources */
 	size_t res_cap;
+	void *res_index;		/* tsearch tree of patterns */
+	size_t static_idx;
+	struct cfg_setlines *static_set;	/* parallel to cfg->statics */
+	/* A value too long for inih's line buffer waits here: inih is
+	 * handed the key alone, and the handler of that line takes it. */
+	char **long_values;
+	size_t n_long_values;
+	int long_line;			/* the line of the last one */
 	bool listen_seen;		/* any listen key, valid or not */
 	bool resource_seen;		/* any [resource ...] header */
 
@@ -333,6 +395,11 @@ cfg_parser_free(struct cfg_parser *p)
 		free(p->errs[i].msg);
 	free(p->errs);
 	free(p->res_set);
+	free(p->static_set);
+	tdestroy(p->res_index, free);
+	for (i = 0; i < p->n_long_values; i++)
+		free(p->long_values[i]);
+	free(p->long_values);
 }
 
 /* Value parsers. */
@@ -359,8 +426,20 @@ cfg_parse_digits(const char **sp, uint64_t *v)
 	return 0;
 }
 
+static int cfg_parse_number(const char *, uint64_t *, const char **);
+
 static int
 cfg_parse_count(const char *s, uint64_t *out, const char **why)
+{
+	if (strcasecmp(s, "auto") == 0) {
+		*out = CFG_AUTO;	/* refused by the caller unless allowed */
+		return 0;
+	}
+	return cfg_parse_number(s, out, why);
+}
+
+static int
+cfg_parse_number(const char *s, uint64_t *out, const char **why)
 {
 	uint64_t v;
 	int r;
@@ -495,12 +574,30 @@ cfg_parse_enum(const char *s, const char *const *names, unsigned int *out)
 	unsigned int i;
 
 	for (i = 0; names[i] != NULL; i++) {
-		if (strcasecmp(s, names[i]) == 0) {
+		if (names[i][0] != '\0' && strcasecmp(s, names[i]) == 0) {
 			*out = i;
 			return 0;
 		}
 	}
 	return -1;
+}
+
+/* An environment variable's name: a letter or '_', then letters, digits
+ * and '_' (what a shell can name). */
+static int
+cfg_check_env_name(const char *item, const char **why)
+{
+	const char *s = item;
+	bool ok = isalpha((unsigned char)*s) || *s == '_';
+
+	for (; ok && *s != '\0'; s++)
+		ok = isalnum((unsigned char)*s) || *s == '_';
+	if (!ok) {
+		*why = "not a variable name (a letter or '_', then letters, "
+		    "digits and '_')";
+		return -1;
+	}
+	return 0;
 }
 
 static int
@@ -770,7 +867,8 @@ cfg_room_opts_free(struct cfg_room_opts *opts,
 	size_t i;
 
 	for (i = 0; i < CFG_NOPTIONS; i++) {
-		if (cfg_options[i].type != CFG_T_LIST)
+		if (cfg_options[i].type != CFG_T_LIST &&
+		    cfg_options[i].type != CFG_T_ENV)
 			continue;
 		f = cfg_list_field(&cfg_options[i], opts);
 		if (shared == NULL ||
@@ -798,6 +896,12 @@ cfg_free(struct cfg *cfg)
 		cfg_room_opts_free(&cfg->resources[i].opts, &cfg->defaults);
 	}
 	free(cfg->resources);
+	for (i = 0; i < cfg->n_statics; i++) {
+		free(cfg->statics[i].prefix);
+		free(cfg->statics[i].dir);
+	}
+	free(cfg->statics);
+	free(cfg->static_dir);
 	cfg_room_opts_free(&cfg->defaults, NULL);
 	free(cfg->file);
 	free(cfg);
@@ -895,12 +999,57 @@ static void
 cfg_join_names(const char *const *names, char *buf, size_t size)
 {
 	size_t i, n = 0;
+	bool first = true;
 
 	buf[0] = '\0';
-	for (i = 0; names[i] != NULL && n < size; i++)
+	for (i = 0; names[i] != NULL && n < size; i++) {
+		if (names[i][0] == '\0')
+			continue;	/* the unset state of an enum */
 		n += (size_t)snprintf(buf + n, size - n, "%s%s",
-		    i == 0 ? "" : names[i + 1] == NULL ? " or " : ", ",
+		    first ? "" : names[i + 1] == NULL ? " or " : ", ",
 		    names[i]);
+		first = false;
+	}
+}
+
+/* Add one NAME=VALUE to an env list.  Returns 0, or -1 when refused. */
+static int
+cfg_add_env(struct cfg_parser *p, const char *const **field,
+    const char *value, int line)
+{
+	const char *eq = strchr(value, '='), *why = NULL;
+	const char **list;
+	char *name;
+	size_t n;
+
+	if (eq == NULL) {
+		cfg_error(p, line, "env: invalid value '%s': expected "
+		    "NAME=VALUE", value);
+		return -1;
+	}
+	if ((name = strndup(value, (size_t)(eq - value))) == NULL) {
+		p->oom = true;
+		return -1;
+	}
+	if (cfg_check_env_name(name, &why) == -1) {
+		cfg_error(p, line, "env: invalid name '%s': %s", name, why);
+		free(name);
+		return -1;
+	}
+	free(name);
+	for (n = 0; *field != NULL && (*field)[n] != NULL; n++)
+		;
+	if ((list = realloc((void *)*field, (n + 2) * sizeof(*list))) == NULL) {
+		p->oom = true;
+		return -1;
+	}
+	*field = list;
+	if ((list[n] = strdup(value)) == NULL) {
+		p->oom = true;
+		return -1;
+	}
+	list[n + 1] = NULL;
+	return 0;
 }
 
 /* Store value, as option o, at base + o->offset.  Returns 0, or -1 when
@@ -919,6 +1068,14 @@ cfg_set_value(struct cfg_parser *p, const struct cfg_option *o, void *base,
 	switch (o->type) {
 	case CFG_T_COUNT:
 		r = cfg_parse_count(value, &v, &why);
+		if (r == 0 && v == CFG_AUTO) {
+			if (o->flags & CFG_F_AUTO) {
+				*(uint64_t *)field = v;
+				return 0;
+			}
+			r = -1;
+			why = "not a number";
+		}
 		break;
 	case CFG_T_SIZE:
 		r = cfg_parse_size(value, &v, &why);
@@ -943,6 +1100,20 @@ cfg_set_value(struct cfg_parser *p, const struct cfg_option *o, void *base,
 		return -1;
 	case CFG_T_LIST:
 		return cfg_set_list(p, o, base, value, line);
+	case CFG_T_ENV:
+		if (*value == '\0') {	/* the default: no variables */
+			cfg_list_free(*cfg_list_field(o, base));
+			*cfg_list_field(o, base) = calloc(1, sizeof(char *));
+			if (*cfg_list_field(o, base) == NULL)
+				p->oom = true;
+			return 0;
+		}
+		return cfg_add_env(p, cfg_list_field(o, base), value, line);
+	case CFG_T_PATH:
+		free(*(char **)(void *)field);
+		if ((*(char **)(void *)field = strdup(value)) == NULL)
+			p->oom = true;
+		return 0;
 	case CFG_T_LISTEN:
 	case CFG_T_BACKEND:
 		return 0;	/* not stored through an offset */
@@ -961,6 +1132,29 @@ cfg_set_value(struct cfg_parser *p, const struct cfg_option *o, void *base,
 	}
 	*(uint64_t *)field = v;
 	return 0;
+}
+
+/* Two listen addresses of one family and port, one of them the wildcard:
+ * the second bind would fail with EADDRINUSE. */
+static bool
+cfg_listen_overlap(const struct sockaddr_storage *a,
+    const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+
+		return x->sin_port == y->sin_port &&
+		    (x->sin_addr.s_addr == htonl(INADDR_ANY) ||
+		    y->sin_addr.s_addr == htonl(INADDR_ANY));
+	} else {
+		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+
+		return x->sin6_port == y->sin6_port &&
+		    (IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr) ||
+		    IN6_IS_ADDR_UNSPECIFIED(&y->sin6_addr));
+	}
 }
 
 static void
@@ -985,6 +1179,13 @@ cfg_add_listen(struct cfg_parser *p, const char *value, int line)
 			cfg_error(p, line, "duplicate listen address '%s' "
 			    "(first at line %d as '%s')", value, l->line,
 			    l->text);
+			return;
+		}
+		if (cfg_listen_overlap(&l->addr, &ss)) {
+			cfg_error(p, line, "listen address '%s' overlaps '%s' "
+			    "(line %d): a wildcard address and another one of "
+			    "the same family cannot both be bound to one port",
+			    value, l->text, l->line);
 			return;
 		}
 	}
@@ -1045,15 +1246,37 @@ cfg_set_backend(struct cfg_parser *p, struct cfg_resource *r,
 		p->oom = true;
 }
 
+/* The row of name for a section of kind scope (max_rooms has two rows:
+ * the global bound in [gateway], a resource's own in [resource]); else
+ * the first row of that name, for the message that it is misplaced. */
 static const struct cfg_option *
-cfg_option_find(const char *name)
+cfg_option_find(const char *name, int scope)
 {
+	const struct cfg_option *first = NULL;
 	size_t i;
 
-	for (i = 0; i < CFG_NOPTIONS; i++)
-		if (strcmp(cfg_options[i].name, name) == 0)
+	for (i = 0; i < CFG_NOPTIONS; i++) {
+		if (strcmp(cfg_options[i].name, name) != 0)
+			continue;
+		if (cfg_options[i].scope & scope)
 			return &cfg_options[i];
-	return NULL;
+		if (first == NULL)
+			first = &cfg_options[i];
+	}
+	return first;
+}
+
+/* A resource pattern seen, for duplicates in one look-up each. */
+struct cfg_seen {
+	const char *pattern;
+	int line;
+};
+
+static int
+cfg_seen_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct cfg_seen *)a)->pattern,
+	    ((const struct cfg_seen *)b)->pattern);
 }
 
 /* The text after "[resource": why path is not a resource path, or NULL. */
@@ -1082,20 +1305,20 @@ cfg_begin_resource(struct cfg_parser *p, const char *path, int line)
 	struct cfg *cfg = p->cfg;
 	struct cfg_resource *r;
 	struct cfg_setlines *sl;
+	struct cfg_seen key, *seen, **found;
 	const char *why;
-	size_t i, n;
+	size_t n;
 
 	p->resource_seen = true;
 	if ((why = cfg_check_path(path)) != NULL) {
 		cfg_error(p, line, "resource path '%s' %s", path, why);
 		return;
 	}
-	for (i = 0; i < cfg->n_resources; i++) {
-		if (strcmp(cfg->resources[i].pattern, path) == 0) {
-			cfg_error(p, line, "duplicate [resource %s] (first at "
-			    "line %d)", path, cfg->resources[i].line);
-			return;
-		}
+	key.pattern = path;
+	if ((found = tfind(&key, &p->res_index, cfg_seen_cmp)) != NULL) {
+		cfg_error(p, line, "duplicate [resource %s] (first at line %d)",
+		    path, (*found)->line);
+		return;
 	}
 	if (cfg->n_resources == p->res_cap) {
 		n = p->res_cap ? 2 * p->res_cap : 4;
@@ -1116,7 +1339,15 @@ cfg_begin_resource(struct cfg_parser *p, const char *path, int line)
 	memset(r, 0, sizeof(*r));
 	memset(&p->res_set[p->res_idx], 0, sizeof(p->res_set[0]));
 	r->line = line;
-	if ((r->pattern = strdup(path)) == NULL) {
+	if ((r->pattern = strdup(path)) == NULL ||
+	    (seen = malloc(sizeof(*seen))) == NULL) {
+		p->oom = true;
+		return;
+	}
+	seen->pattern = r->pattern;
+	seen->line = line;
+	if (tsearch(seen, &p->res_index, cfg_seen_cmp) == NULL) {
+		free(seen);
 		p->oom = true;
 		return;
 	}
@@ -1126,6 +1357,72 @@ cfg_begin_resource(struct cfg_parser *p, const char *path, int line)
 		r->prefix_len = n - 1;
 	}
 	p->sec = CFG_SEC_RESOURCE;
+}
+
+/* [static PREFIX]: PREFIX is a path; a final '/' is implied. */
+static void
+cfg_begin_static(struct cfg_parser *p, const char *prefix, int line)
+{
+	struct cfg *cfg = p->cfg;
+	struct cfg_static *st;
+	struct cfg_setlines *sl;
+	const char *why;
+	size_t i, n = strlen(prefix);
+
+	if ((why = cfg_check_path(prefix)) != NULL || strchr(prefix, '*')) {
+		cfg_error(p, line, "static prefix '%s' %s", prefix,
+		    why != NULL ? why : "must not contain '*'");
+		return;
+	}
+	for (i = 0; i < cfg->n_statics; i++) {
+		const char *q = cfg->statics[i].prefix;
+
+		if (strncmp(q, prefix, n) == 0 && (q[n] == '\0' ||
+		    (q[n] == '/' && q[n + 1] == '\0'))) {
+			cfg_error(p, line, "duplicate [static %s] (first at "
+			    "line %d)", prefix, cfg->statics[i].line);
+			return;
+		}
+	}
+	if ((st = realloc(cfg->statics, (cfg->n_statics + 1) *
+	    sizeof(*st))) == NULL) {
+		p->oom = true;
+		return;
+	}
+	cfg->statics = st;
+	if ((sl = realloc(p->static_set, (cfg->n_statics + 1) *
+	    sizeof(*sl))) == NULL) {
+		p->oom = true;
+		return;
+	}
+	p->static_set = sl;
+	p->static_idx = cfg->n_statics++;
+	st = &cfg->statics[p->static_idx];
+	memset(st, 0, sizeof(*st));
+	memset(&p->static_set[p->static_idx], 0, sizeof(*sl));
+	st->line = line;
+	if (asprintf(&st->prefix, "%s%s", prefix,
+	    prefix[n - 1] == '/' ? "" : "/") == -1) {
+		st->prefix = NULL;
+		p->oom = true;
+		return;
+	}
+	p->sec = CFG_SEC_STATIC;
+}
+
+/* "[word ARG]": ARG when name is that, else NULL; "" when ARG is
+ * missing. */
+static const char *
+cfg_section_arg(const char *name, const char *word)
+{
+	size_t n = strlen(word);
+
+	if (strncmp(name, word, n) != 0 ||
+	    (name[n] != '\0' && !isspace((unsigned char)name[n])))
+		return NULL;
+	for (name += n; isspace((unsigned char)*name); name++)
+		;
+	return name;
 }
 
 /* A section header: name is what stands between the brackets, trimmed. */
@@ -1143,19 +1440,22 @@ cfg_begin_section(struct cfg_parser *p, const char *name, int line)
 		}
 		p->gateway_line = line;
 		p->sec = CFG_SEC_GATEWAY;
-	} else if (strncmp(name, "resource", 8) == 0 &&
-	    (name[8] == '\0' || isspace((unsigned char)name[8]))) {
-		for (path = name + 8; isspace((unsigned char)*path); path++)
-			;
+	} else if ((path = cfg_section_arg(name, "resource")) != NULL) {
 		if (*path == '\0') {
 			p->resource_seen = true;
 			cfg_error(p, line, "missing path in [resource PATH]");
 			return;
 		}
 		cfg_begin_resource(p, path, line);
+	} else if ((path = cfg_section_arg(name, "static")) != NULL) {
+		if (*path == '\0') {
+			cfg_error(p, line, "missing prefix in [static PREFIX]");
+			return;
+		}
+		cfg_begin_static(p, path, line);
 	} else
-		cfg_error(p, line, "unknown section [%s] (expected [gateway] "
-		    "or [resource PATH])", name);
+		cfg_error(p, line, "unknown section [%s] (expected [gateway], "
+		    "[resource PATH] or [static PREFIX])", name);
 }
 
 /*
@@ -1218,6 +1518,45 @@ cfg_read_line(struct cfg_parser *p, const char *s, size_t n)
 }
 
 /*
+ * A key = value line longer than inih's buffer: the value waits in
+ * long_values and inih gets "key=" and a reference to it.  The value is
+ * cut as inih cuts one: at an inline comment, blanks trimmed.
+ */
+static void
+cfg_reader_long(struct cfg_parser *p, const char *s, size_t n, char *str,
+    size_t size)
+{
+	const char *end = s + n, *eq, *k, *v, *ve;
+	char **nv;
+
+	eq = cfg_find_chars_or_comment(s, end, "=:");
+	for (k = eq; k > s && isspace((unsigned char)k[-1]); k--)
+		;
+	for (v = eq + 1; v < end && isspace((unsigned char)*v); v++)
+		;
+	ve = cfg_find_chars_or_comment(v, end, "");
+	while (ve > v && isspace((unsigned char)ve[-1]))
+		ve--;
+	if ((size_t)(k - s) + 24 > size) {
+		cfg_error(p, p->line, "key too long");
+		return;
+	}
+	nv = realloc(p->long_values, (p->n_long_values + 1) * sizeof(*nv));
+	if (nv == NULL) {
+		p->oom = true;
+		return;
+	}
+	p->long_values = nv;
+	if ((nv[p->n_long_values] = strndup(v, (size_t)(ve - v))) == NULL) {
+		p->oom = true;
+		return;
+	}
+	snprintf(str, size, "%.*s=", (int)(k - s), s);
+	p->n_long_values++;
+	p->long_line = p->line;
+}
+
+/*
  * The ini_reader: inih calls it once per line, with a buffer of num bytes.
  * Copies the next line of the text without its LF or CRLF and without its
  * indentation, or an empty line in place of one it rejects.
@@ -1252,16 +1591,23 @@ cfg_reader(char *str, int num, void *stream)
 			p->sec = CFG_SEC_SKIP;
 		return str;
 	}
-	if (full > (size_t)num - 1) {
+	if (full > CFG_LINE_MAX) {
 		cfg_error(p, p->line, "line too long (max %d characters)",
-		    num - 1);
+		    CFG_LINE_MAX);
 		if (n > 0 && *s == '[')
 			p->sec = CFG_SEC_SKIP;
 		return str;
 	}
-	if (cfg_read_line(p, s, n)) {
+	if (!cfg_read_line(p, s, n))
+		return str;
+	if (n <= (size_t)num - 1) {
 		memcpy(str, s, n);
 		str[n] = '\0';
+	} else if (*s == '[') {
+		/* cfg_read_line took the header; inih needs only one. */
+		snprintf(str, (size_t)num, "[long]");
+	} else {
+		cfg_reader_long(p, s, n, str, (size_t)num);
 	}
 	return str;
 }
@@ -1275,13 +1621,15 @@ cfg_handler(void *user, const char *section, const char *name,
 	const struct cfg_option *o;
 	struct cfg_resource *r = NULL;
 	char where[256];
-	int *set, line = p->line;
+	int *set, line = p->line, scope;
 	bool *bad;
 	void *base;
 
 	(void)section;		/* inih's, truncated: see cfg_read_line */
 	if (p->oom || p->sec == CFG_SEC_SKIP)
 		return 1;
+	if (p->long_line == line && p->n_long_values > 0)
+		value = p->long_values[p->n_long_values - 1];
 	if (*name == '\0') {
 		cfg_error(p, line, CFG_SYNTAX);
 		return 1;
@@ -1295,28 +1643,38 @@ cfg_handler(void *user, const char *section, const char *name,
 		set = p->gw_set.line;
 		bad = p->gw_set.bad;
 		base = p->cfg;
+		scope = CFG_IN_GATEWAY;
+	} else if (p->sec == CFG_SEC_STATIC) {
+		base = &p->cfg->statics[p->static_idx];
+		snprintf(where, sizeof(where), "[static %s]",
+		    p->cfg->statics[p->static_idx].prefix);
+		set = p->static_set[p->static_idx].line;
+		bad = p->static_set[p->static_idx].bad;
+		scope = CFG_IN_STATIC;
 	} else {
 		r = &p->cfg->resources[p->res_idx];
 		snprintf(where, sizeof(where), "[resource %s]", r->pattern);
 		set = p->res_set[p->res_idx].line;
 		bad = p->res_set[p->res_idx].bad;
 		base = &r->opts;
+		scope = CFG_IN_RESOURCE;
 	}
-	if ((o = cfg_option_find(name)) == NULL) {
+	if ((o = cfg_option_find(name, scope)) == NULL) {
 		cfg_error(p, line, "unknown key '%s' in %s", name, where);
 		return 1;
 	}
-	if (r == NULL && !(o->scope & CFG_IN_GATEWAY)) {
-		cfg_error(p, line, "'%s' is not allowed in [gateway], only in "
-		    "[resource PATH]", name);
+	if (!(o->scope & scope)) {
+		cfg_error(p, line, "'%s' is not allowed in %s, only in %s",
+		    name, where, o->scope & CFG_IN_GATEWAY ? "[gateway]" :
+		    o->scope & CFG_IN_RESOURCE ? "[resource PATH]" :
+		    "[static PREFIX]");
 		return 1;
 	}
-	if (r != NULL && !(o->scope & CFG_IN_RESOURCE)) {
-		cfg_error(p, line, "'%s' is not allowed in %s, only in "
-		    "[gateway]", name, where);
-		return 1;
-	}
-	if (set[o - cfg_options] != 0 && o->type != CFG_T_LISTEN) {
+	/* A resource's own fields (not room options) live in it. */
+	if (r != NULL && o->scope == CFG_IN_RESOURCE)
+		base = r;
+	if (set[o - cfg_options] != 0 && o->type != CFG_T_LISTEN &&
+	    o->type != CFG_T_ENV) {
 		cfg_error(p, line, "duplicate key '%s' in %s (first at line "
 		    "%d)", name, where, set[o - cfg_options]);
 		return 1;
@@ -1335,9 +1693,10 @@ cfg_handler(void *user, const char *section, const char *name,
 		base = &p->cfg->defaults;
 	if (o->type == CFG_T_LISTEN)
 		cfg_add_listen(p, value, line);
-	else if (o->type == CFG_T_BACKEND)
+	else if (o->type == CFG_T_BACKEND) {
+		r->backend_line = line;
 		cfg_set_backend(p, r, value, line);
-	else if (cfg_set_value(p, o, base, value, line) == -1)
+	} else if (cfg_set_value(p, o, base, value, line) == -1)
 		bad[o - cfg_options] = true;
 	return 1;
 }
@@ -1352,6 +1711,7 @@ cfg_type_size(enum cfg_type type)
 	case CFG_T_ENUM:
 		return sizeof(unsigned int);
 	case CFG_T_LIST:
+	case CFG_T_ENV:
 		return sizeof(const char *const *);
 	default:
 		return sizeof(uint64_t);
@@ -1370,8 +1730,10 @@ static void
 cfg_check_restart(struct cfg_parser *p, const struct cfg_room_opts *opts,
     const struct cfg_setlines *set, bool is_gateway)
 {
-	size_t d = (size_t)(cfg_option_find("restart_delay") - cfg_options);
-	size_t m = (size_t)(cfg_option_find("restart_max_delay") - cfg_options);
+	size_t d = (size_t)(cfg_option_find("restart_delay", CFG_IN_BOTH) -
+	    cfg_options);
+	size_t m = (size_t)(cfg_option_find("restart_max_delay", CFG_IN_BOTH) -
+	    cfg_options);
 	char dv[32], mv[32];
 	const char *from;
 
@@ -1403,6 +1765,123 @@ cfg_check_restart(struct cfg_parser *p, const struct cfg_room_opts *opts,
 	}
 }
 
+/* A resource's env: [gateway]'s variables, then its own. */
+static void
+cfg_merge_env(struct cfg_parser *p, const char *const **env,
+    const char *const *defaults)
+{
+	const char **list;
+	size_t n = 0, m = 0, i;
+
+	while (defaults != NULL && defaults[n] != NULL)
+		n++;
+	while ((*env)[m] != NULL)
+		m++;
+	if (n == 0)
+		return;
+	if ((list = calloc(n + m + 1, sizeof(*list))) == NULL) {
+		p->oom = true;
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		if ((list[i] = strdup(defaults[i])) == NULL) {
+			cfg_list_free(list);
+			p->oom = true;
+			return;
+		}
+	}
+	memcpy(list + n, *env, m * sizeof(*list));
+	free((void *)*env);	/* its strings moved to list */
+	*env = list;
+}
+
+/* The line where a resource's option comes from: its own key, else
+ * [gateway]'s, else the section header. */
+static int
+cfg_option_line(const struct cfg_parser *p, const struct cfg_resource *r,
+    const struct cfg_setlines *set, const char *name)
+{
+	size_t j = (size_t)(cfg_option_find(name, CFG_IN_BOTH) - cfg_options);
+
+	if (set->line[j] != 0)
+		return set->line[j];
+	return p->gw_set.line[j] != 0 ? p->gw_set.line[j] : r->line;
+}
+
+/* mode, format and binary agree; the default format is the mode's. */
+static void
+cfg_check_mode(struct cfg_parser *p, struct cfg_resource *r,
+    const struct cfg_setlines *set)
+{
+	struct cfg_room_opts *o = &r->opts;
+
+	if (o->format == CFG_FORMAT_DEFAULT)
+		o->format = o->mode == CFG_MODE_CLIENT ? CFG_FORMAT_LINES :
+		    CFG_FORMAT_JSON;
+	if (o->mode == CFG_MODE_ROOM && o->format == CFG_FORMAT_LINES)
+		cfg_error(p, cfg_option_line(p, r, set, "format"),
+		    "[resource %s]: format = lines needs mode = client (a "
+		    "room's backend speaks the records)", r->pattern);
+	if (o->authorize && o->format == CFG_FORMAT_LINES)
+		cfg_error(p, cfg_option_line(p, r, set, "authorize"),
+		    "[resource %s]: authorize = yes needs format = json (a "
+		    "lines program cannot accept or reject)", r->pattern);
+	if (o->binary && o->format != CFG_FORMAT_LINES)
+		cfg_error(p, cfg_option_line(p, r, set, "binary"),
+		    "[resource %s]: binary = yes needs mode = client and "
+		    "format = lines", r->pattern);
+}
+
+static int
+cfg_static_cmp(const void *a, const void *b)
+{
+	size_t x = strlen(((const struct cfg_static *)a)->prefix);
+	size_t y = strlen(((const struct cfg_static *)b)->prefix);
+
+	return x > y ? -1 : x < y;
+}
+
+/* static_dir joins the [static] sections as "/"; each has a dir; the
+ * longest prefixes come first, for cfg_match_static. */
+static void
+cfg_finish_statics(struct cfg_parser *p)
+{
+	struct cfg *cfg = p->cfg;
+	struct cfg_static *st;
+	size_t i, j = (size_t)(cfg_option_find("dir", CFG_IN_STATIC) -
+	    cfg_options);
+
+	for (i = 0; i < cfg->n_statics; i++) {
+		if (p->static_set[i].line[j] == 0)
+			cfg_error(p, cfg->statics[i].line, "[static %s] has no "
+			    "dir", cfg->statics[i].prefix);
+		if (cfg->static_dir != NULL &&
+		    strcmp(cfg->statics[i].prefix, "/") == 0)
+			cfg_error(p, cfg->statics[i].line, "[static /] and "
+			    "static_dir (line %d) map the same prefix",
+			    p->gw_set.line[cfg_option_find("static_dir",
+			    CFG_IN_GATEWAY) - cfg_options]);
+	}
+	if (cfg->static_dir != NULL) {
+		st = realloc(cfg->statics, (cfg->n_statics + 1) * sizeof(*st));
+		if (st == NULL) {
+			p->oom = true;
+			return;
+		}
+		cfg->statics = st;
+		st = &cfg->statics[cfg->n_statics++];
+		memset(st, 0, sizeof(*st));
+		st->line = p->gw_set.line[cfg_option_find("static_dir",
+		    CFG_IN_GATEWAY) - cfg_options];
+		cfg->static_dir_line = st->line;
+		if ((st->prefix = strdup("/")) == NULL ||
+		    (st->dir = strdup(cfg->static_dir)) == NULL)
+			p->oom = true;
+	}
+	qsort(cfg->statics, cfg->n_statics, sizeof(*cfg->statics),
+	    cfg_static_cmp);
+}
+
 /* Whole-file checks, and [gateway]'s room options into every resource
  * that does not set them. */
 static void
@@ -1425,6 +1904,11 @@ cfg_finish(struct cfg_parser *p)
 			    p->res_set[i].line[j] == 0)
 				cfg_error(p, r->line, "[resource %s] has no "
 				    "backend", r->pattern);
+			if (o->type == CFG_T_ENV && p->res_set[i].line[j] &&
+			    r->opts.env != NULL) {
+				cfg_merge_env(p, &r->opts.env, cfg->defaults.env);
+				continue;
+			}
 			if (o->scope != CFG_IN_BOTH ||
 			    (p->res_set[i].line[j] && !(o->type == CFG_T_LIST &&
 			    p->res_set[i].bad[j])))
@@ -1437,8 +1921,13 @@ cfg_finish(struct cfg_parser *p)
 			    cfg_type_size(o->type));
 		}
 		cfg_check_restart(p, &r->opts, &p->res_set[i], false);
+		cfg_check_mode(p, r, &p->res_set[i]);
 	}
 	cfg_check_restart(p, &cfg->defaults, &p->gw_set, true);
+	if (cfg->defaults.format == CFG_FORMAT_DEFAULT)
+		cfg->defaults.format = cfg->defaults.mode == CFG_MODE_CLIENT ?
+		    CFG_FORMAT_LINES : CFG_FORMAT_JSON;
+	cfg_finish_statics(p);
 }
 
 struct cfg *
@@ -1465,7 +1954,8 @@ cfg_parse(const char *file, const char *text, size_t len, char **errors)
 	for (i = 0; i < CFG_NOPTIONS; i++) {
 		const struct cfg_option *o = &cfg_options[i];
 
-		if (o->def != NULL)
+		/* Resource and static rows default to zero, by calloc. */
+		if (o->def != NULL && (o->scope & CFG_IN_GATEWAY))
 			cfg_set_value(&p, o, o->scope == CFG_IN_BOTH ?
 			    (void *)&cfg->defaults : (void *)cfg, o->def, 0);
 	}
@@ -1544,4 +2034,135 @@ fail:
 	if (asprintf(errors, "%s: %s\n", file, strerror(saved)) == -1)
 		*errors = NULL;
 	return NULL;
+}
+
+const struct cfg_static *
+cfg_match_static(const struct cfg *cfg, const char *path, size_t len)
+{
+	const struct cfg_static *st;
+	size_t i, n;
+
+	for (i = 0; i < cfg->n_statics; i++) {
+		st = &cfg->statics[i];
+		n = strlen(st->prefix);
+		if ((len >= n && memcmp(path, st->prefix, n) == 0) ||
+		    (len == n - 1 && memcmp(path, st->prefix, len) == 0))
+			return st;
+	}
+	return NULL;
+}
+
+/* The default search path when neither gatewayd nor env sets one. */
+#define CFG_DEFAULT_PATH "/usr/local/bin:/usr/bin:/bin"
+
+const char *
+cfg_backend_path(const struct cfg_room_opts *opts)
+{
+	const char *path = NULL;
+	size_t i;
+
+	for (i = 0; opts->env != NULL && opts->env[i] != NULL; i++)
+		if (strncmp(opts->env[i], "PATH=", 5) == 0)
+			path = opts->env[i] + 5;	/* the last one wins */
+	if (path == NULL)
+		path = getenv("PATH");
+	return path != NULL ? path : CFG_DEFAULT_PATH;
+}
+
+/* 0 when file is a regular file we may execute, else an errno value. */
+static int
+cfg_executable(const char *file)
+{
+	struct stat st;
+
+	if (stat(file, &st) == -1)
+		return errno;
+	if (S_ISDIR(st.st_mode))
+		return EISDIR;
+	if (!S_ISREG(st.st_mode) || access(file, X_OK) == -1)
+		return EACCES;
+	return 0;
+}
+
+int
+cfg_resolve_program(const char *name, const char *path, char *out,
+    size_t size)
+{
+	const char *dir, *end;
+	int e, found = ENOENT;
+	size_t n;
+
+	if (strchr(name, '/') != NULL) {
+		if (strlen(name) >= size)
+			return ENAMETOOLONG;
+		strcpy(out, name);
+		return cfg_executable(out);
+	}
+	/* As execvp searches: the first executable file wins, and a file
+	 * found but not executable is remembered as EACCES. */
+	for (dir = path;; dir = end + 1) {
+		end = strchr(dir, ':');
+		if (end == NULL)
+			end = dir + strlen(dir);
+		n = (size_t)(end - dir);
+		if (n + strlen(name) + 2 > size)
+			return ENAMETOOLONG;
+		if (n == 0)
+			snprintf(out, size, "%s", name);
+		else
+			snprintf(out, size, "%.*s/%s", (int)n, dir, name);
+		e = cfg_executable(out);
+		if (e == 0)
+			return 0;
+		if (e != ENOENT && e != ENOTDIR)
+			found = e;
+		if (*end == '\0')
+			return found;
+	}
+}
+
+int
+cfg_check_system(const struct cfg *cfg, char **errors)
+{
+	struct cfg_parser p;
+	const struct cfg_resource *r;
+	char file[4096];
+	struct stat st;
+	size_t i;
+	int e;
+
+	*errors = NULL;
+	memset(&p, 0, sizeof(p));
+	p.file = cfg->file;
+	for (i = 0; i < cfg->n_resources; i++) {
+		r = &cfg->resources[i];
+		if (r->backend_kind != CFG_BACKEND_EXEC)
+			continue;
+		e = cfg_resolve_program(r->argv[0], cfg_backend_path(&r->opts),
+		    file, sizeof(file));
+		if (e == ENOENT && strchr(r->argv[0], '/') == NULL)
+			cfg_error(&p, r->backend_line, "backend: program '%s' "
+			    "not found on PATH (%s)", r->argv[0],
+			    cfg_backend_path(&r->opts));
+		else if (e != 0)
+			cfg_error(&p, r->backend_line, "backend: cannot run "
+			    "'%s': %s", e == ENOENT ? r->argv[0] : file,
+			    strerror(e));
+	}
+	for (i = 0; i < cfg->n_statics; i++) {
+		if (stat(cfg->statics[i].dir, &st) == -1)
+			cfg_error(&p, cfg->statics[i].line, "static directory "
+			    "'%s': %s", cfg->statics[i].dir, strerror(errno));
+		else if (!S_ISDIR(st.st_mode))
+			cfg_error(&p, cfg->statics[i].line, "static directory "
+			    "'%s': not a directory", cfg->statics[i].dir);
+	}
+	if (p.oom || p.n_errs > 0) {
+		if (!p.oom)
+			*errors = cfg_errors_join(&p);
+		cfg_parser_free(&p);
+		return -1;
+	}
+	cfg_parser_free(&p);
+	return 0;
 }

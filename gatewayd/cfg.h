@@ -30,6 +30,19 @@ enum cfg_log_level {
 	CFG_LOG_DEBUG,
 };
 
+/* Who a resource's backend serves. */
+enum cfg_mode {
+	CFG_MODE_ROOM,		/* one backend for every client of a path */
+	CFG_MODE_CLIENT,	/* one backend per client, websocketd's way */
+};
+
+/* What travels between the gateway and a backend. */
+enum cfg_format {
+	CFG_FORMAT_DEFAULT,	/* unset: json for rooms, lines for clients */
+	CFG_FORMAT_JSON,	/* the records of docs/PROTOCOL.md */
+	CFG_FORMAT_LINES,	/* a message is a line (mode = client only) */
+};
+
 /* What a room does with its clients when its backend goes away. */
 enum cfg_backend_down {
 	CFG_BACKEND_DOWN_HOLD,	/* keep them, buffer their messages, restart */
@@ -72,6 +85,13 @@ struct cfg_room_opts {
 	uint64_t restart_delay_ms;	/* first backend restart delay */
 	uint64_t restart_max_delay_ms;	/* the delay doubles up to this;
 					 * >= restart_delay_ms */
+	enum cfg_mode mode;
+	enum cfg_format format;		/* never CFG_FORMAT_DEFAULT once parsed */
+	bool binary;			/* lines: raw bytes both ways instead */
+	const char *const *env;		/* "NAME=VALUE" for the backend, in
+					 * order ([gateway]'s first) */
+	const char *const *passenv;	/* names passed from gatewayd's own
+					 * environment besides PATH and LANG */
 };
 
 struct cfg_listen {
@@ -89,9 +109,22 @@ struct cfg_resource {
 	char *backend;		/* the backend value as written */
 	char *unix_path;	/* CFG_BACKEND_UNIX */
 	char **argv;		/* CFG_BACKEND_EXEC: NULL-terminated */
+	int backend_line;	/* of the backend key */
+	uint64_t max_rooms;	/* pattern rooms of this resource, 0: only
+				 * the global bound */
 	struct cfg_room_opts opts;
 	int line;		/* of the section header */
 };
+
+/* A URL prefix served from a directory ([static PREFIX], static_dir). */
+struct cfg_static {
+	char *prefix;		/* starts and ends with '/' */
+	char *dir;
+	int line;		/* of the section header or the static_dir key */
+};
+
+/* A count option that may say "auto": resolved at start (server.c). */
+#define CFG_AUTO UINT64_MAX
 
 struct cfg {
 	char *file;
@@ -103,10 +136,18 @@ struct cfg {
 	uint64_t max_headers;
 	uint64_t handshake_timeout_ms;
 	uint64_t shutdown_timeout_ms;
+	uint64_t max_processes;			/* spawned, alive; CFG_AUTO */
+	uint64_t max_rooms;			/* rooms at once; CFG_AUTO */
+	uint64_t keepalive_timeout_ms;		/* plain HTTP between requests */
+	uint64_t keepalive_requests;		/* per connection */
+	char *static_dir;			/* [gateway]'s, also in statics */
+	int static_dir_line;
 	enum cfg_log_level log_level;
 	struct cfg_room_opts defaults;	/* [gateway]'s room options */
 	struct cfg_resource *resources;	/* in file order */
 	size_t n_resources;
+	struct cfg_static *statics;	/* longest prefix first */
+	size_t n_statics;
 };
 
 /*
@@ -131,6 +172,34 @@ void cfg_free(struct cfg *cfg);
  * does. */
 const struct cfg_resource *cfg_match(const struct cfg *cfg, const char *path,
     size_t len);
+
+/* The static mapping whose prefix is the longest one path starts with
+ * (a path equal to a prefix without its final '/' matches it too), or
+ * NULL. */
+const struct cfg_static *cfg_match_static(const struct cfg *cfg,
+    const char *path, size_t len);
+
+/*
+ * Check what the configuration names on this machine: every exec:
+ * program exists and may be executed (resolved on the PATH its backend
+ * gets, as the spawn resolves it) and every static directory is one.
+ * Returns 0, or -1 with *errors set as cfg_parse sets it.
+ */
+int cfg_check_system(const struct cfg *cfg, char **errors);
+
+/*
+ * Resolve a program name as the spawn does: a name with a '/' as it is
+ * (relative to the working directory), another on path (a colon-separated
+ * list; an empty entry is the working directory).  Writes the file into
+ * out and returns 0, or returns an errno value: ENOENT (nowhere), EACCES
+ * (not executable), EISDIR, ENAMETOOLONG.
+ */
+int cfg_resolve_program(const char *name, const char *path, char *out,
+    size_t size);
+
+/* The PATH a backend of opts gets: its env's PATH=, else gatewayd's own,
+ * else a default. */
+const char *cfg_backend_path(const struct cfg_room_opts *opts);
 
 /* Value parsers, exposed for tests.  Each returns 0, or -1 with *why set. */
 int cfg_parse_size(const char *s, uint64_t *out, const char **why);

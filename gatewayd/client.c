@@ -108,7 +108,7 @@ client_format_remote(char *out, size_t size, const struct sockaddr *sa)
  * is read first, as closing on unread input sends a reset that can destroy
  * the answer in flight.
  */
-static void
+void
 client_refuse(int fd, int status, const char *body)
 {
 	char discard[4096], answer[256];
@@ -169,7 +169,7 @@ client_ip_acquire(const struct sockaddr *addr, bool *refused)
 	return ip;
 }
 
-static void
+void
 client_ip_release(struct ip_count *ip)
 {
 	if (ip == NULL || --ip->count > 0)
@@ -411,11 +411,19 @@ client_flush(struct client *c)
 		client_end(c);
 		return;
 	}
+	if (c->room != NULL && c->room->is_solo)
+		room_solo_drained(c->room);
 	if (evbuffer_get_length(c->out) > 0) {
 		event_add(c->write_event, NULL);
 		return;
 	}
 	client_output_drained(c);
+}
+
+size_t
+client_queued(const struct client *c)
+{
+	return evbuffer_get_length(c->out);
 }
 
 /* Output was queued: write it now, or at the end of the batch. */
@@ -643,24 +651,19 @@ client_fail(struct client *c, unsigned code, const char *why)
 static int
 client_frame_event(struct client *c, const struct ws_frame_event *ev)
 {
-	char *line;
-	size_t len;
-
 	switch (ev->type) {
 	case WS_EV_NONE:
 		return 0;
 	case WS_EV_MESSAGE:
 		if (c->state != CLIENT_OPEN)
 			return 0;	/* after our close: discarded */
-		line = record_message(c->name, ev->opcode == WS_OP_BINARY,
-		    ev->data, ev->len, &len);
-		if (line == NULL) {
+		if (room_write_message(c->room, c, ev->opcode == WS_OP_BINARY,
+		    ev->data, ev->len) == -1) {
 			client_fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
 			return -1;
 		}
 		stats.messages_in++;
 		c->last_message_ms = c->last_frame_ms;
-		room_write_message(c->room, c, line, len);
 		return 0;
 	case WS_EV_PING:
 		if (c->state == CLIENT_OPEN) {
@@ -834,6 +837,94 @@ client_keep_pending(struct client *c, const struct handshake *hs)
 	return 0;
 }
 
+/* Write c's open record into c->open_line.  Returns 0 or -1 (out of
+ * memory). */
+static int
+client_make_open(struct client *c, const struct http_req *req,
+    const struct handshake *hs, const char *subprotocol)
+{
+	struct record_header headers[HTTP_REQ_HEADERS_MAX];
+	struct record_open open;
+	size_t i;
+
+	for (i = 0; i < req->n_headers; i++) {
+		headers[i].name = req->headers[i].name;
+		headers[i].name_len = req->headers[i].name_len;
+		headers[i].value = req->headers[i].value;
+		headers[i].value_len = req->headers[i].value_len;
+	}
+	memset(&open, 0, sizeof(open));
+	open.client = c->name;
+	open.path = req->path;
+	open.path_len = req->path_len;
+	open.query = req->query;
+	open.query_len = req->query_len;
+	open.remote = c->remote;
+	open.subprotocol = subprotocol;
+	open.subprotocols = hs->subprotocols;
+	open.subprotocol_lens = hs->subprotocol_lens;
+	open.n_subprotocols = hs->n_subprotocols;
+	open.authorize = c->opts->authorize;
+	open.headers = headers;
+	open.n_headers = req->n_headers;
+	c->open_line = record_open(&open, &c->open_len);
+	return c->open_line != NULL ? 0 : -1;
+}
+
+static void
+client_forget_open(struct client *c)
+{
+	free(c->open_line);
+	c->open_line = NULL;
+	c->open_len = 0;
+}
+
+/* The environment of a per-connection program: its request, as CGI and
+ * websocketd give it.  NULL when out of memory. */
+static char **
+client_env(struct client *c, const struct http_req *req,
+    const struct cfg_resource *res)
+{
+	char addr[CLIENT_REMOTE_MAX], port[8] = "", local[8] = "", *colon;
+	char *script, *room, **envp;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct env_request rq;
+	size_t n;
+
+	/* c->remote is "address:port" or "[v6 address]:port". */
+	snprintf(addr, sizeof(addr), "%s", c->remote);
+	if ((colon = strrchr(addr, ':')) != NULL) {
+		snprintf(port, sizeof(port), "%s", colon + 1);
+		*colon = '\0';
+	}
+	if (addr[0] == '[') {
+		memmove(addr, addr + 1, strlen(addr));
+		addr[strcspn(addr, "]")] = '\0';
+	}
+	if (getsockname(c->fd, (struct sockaddr *)&ss, &sl) == 0)
+		snprintf(local, sizeof(local), "%u", ss.ss_family == AF_INET6 ?
+		    ntohs(((struct sockaddr_in6 *)&ss)->sin6_port) :
+		    ntohs(((struct sockaddr_in *)&ss)->sin_port));
+	/* SCRIPT_NAME: the resource's part of the path: "/x" of "/x/" and "*". */
+	n = res->is_prefix ? res->prefix_len - 1 : strlen(res->pattern);
+	script = n > 0 ? strndup(res->pattern, n) : strdup("/");
+	room = strndup(req->path, req->path_len);
+	memset(&rq, 0, sizeof(rq));
+	rq.req = req;
+	rq.client = c->name;
+	rq.remote_addr = addr;
+	rq.remote_port = port;
+	rq.local_port = local;
+	rq.script_name = script;
+	rq.tls = false;
+	envp = script != NULL && room != NULL ?
+	    env_build(&res->opts, room, &rq, environ) : NULL;
+	free(script);
+	free(room);
+	return envp;
+}
+
 /*
  * The request head is complete: check it, find the room, and open the
  * client or ask the backend.  Returns -1 when the client was answered
@@ -842,18 +933,14 @@ client_keep_pending(struct client *c, const struct handshake *hs)
 static int
 client_handshake(struct client *c, char *head, size_t head_len)
 {
-	struct record_header headers[HTTP_REQ_HEADERS_MAX];
-	struct record_open open;
 	struct handshake hs;
 	struct http_req req;
 	const struct cfg_resource *res;
 	const struct http_req_header *origin;
 	const char *why, *subprotocol;
 	struct room *r;
-	int chosen;
-	char *line;
-	size_t i, len;
-	int status;
+	char **envp, *line;
+	int chosen, status;
 
 	status = http_req_parse(&req, head, head_len, server.cfg->max_headers);
 	if (status != 0) {
@@ -896,57 +983,59 @@ client_handshake(struct client *c, char *head, size_t head_len)
 		client_http_error(c, 503, "shutting down");
 		return -1;
 	}
-	r = room_get(req.path, req.path_len, res);
-	if (r == NULL) {
-		client_http_error(c, 502, "the room's backend is unavailable");
-		return -1;
-	}
-	if (res->opts.max_clients > 0 &&
-	    r->n_members + r->n_pending >= res->opts.max_clients) {
-		client_http_error(c, 503, "the room is full");
-		return -1;
-	}
-	if (room_turns_away(r)) {
-		client_http_error(c, 503, "the room is busy");
+	/* Pattern room names are chosen by clients: bounded. */
+	if (res->is_prefix && req.path_len > ROOM_NAME_MAX) {
+		client_http_error(c, 414, "room name too long");
 		return -1;
 	}
 	ws_frame_parser_init(&c->parser, res->opts.max_message_size,
 	    res->opts.max_frame_size, true);
-
-	for (i = 0; i < req.n_headers; i++) {
-		headers[i].name = req.headers[i].name;
-		headers[i].name_len = req.headers[i].name_len;
-		headers[i].value = req.headers[i].value;
-		headers[i].value_len = req.headers[i].value_len;
-	}
-	memset(&open, 0, sizeof(open));
-	open.client = c->name;
-	open.path = req.path;
-	open.path_len = req.path_len;
-	open.query = req.query;
-	open.query_len = req.query_len;
-	open.remote = c->remote;
-	open.subprotocol = subprotocol;
-	open.subprotocols = hs.subprotocols;
-	open.subprotocol_lens = hs.subprotocol_lens;
-	open.n_subprotocols = hs.n_subprotocols;
-	open.authorize = res->opts.authorize;
-	open.headers = headers;
-	open.n_headers = req.n_headers;
-	line = record_open(&open, &len);
-	/* The room keeps a copy for a backend that takes over later. */
-	c->open_line = line != NULL ? malloc(len) : NULL;
-	if (line == NULL || c->open_line == NULL ||
-	    (res->opts.authorize && client_keep_pending(c, &hs) == -1)) {
-		free(line);
-		free(c->open_line);
-		c->open_line = NULL;
-		client_free_pending(c);
+	if (res->opts.format == CFG_FORMAT_JSON &&
+	    client_make_open(c, &req, &hs, subprotocol) == -1) {
 		client_http_error(c, 500, "out of memory");
 		return -1;
 	}
-	memcpy(c->open_line, line, len);
-	c->open_len = len;
+	if (res->opts.authorize && client_keep_pending(c, &hs) == -1) {
+		client_free_pending(c);
+		client_forget_open(c);
+		client_http_error(c, 500, "out of memory");
+		return -1;
+	}
+	envp = NULL;
+	if (res->opts.mode == CFG_MODE_CLIENT &&
+	    res->backend_kind == CFG_BACKEND_EXEC &&
+	    (envp = client_env(c, &req, res)) == NULL) {
+		client_free_pending(c);
+		client_forget_open(c);
+		client_http_error(c, 500, "out of memory");
+		return -1;
+	}
+	r = room_get(req.path, req.path_len, res, c, envp, &status);
+	free(envp);
+	if (r == NULL) {
+		client_free_pending(c);
+		client_forget_open(c);
+		client_http_error(c, status, status == 429 ?
+		    "too many rooms made from your address" : status == 500 ?
+		    "the room's program cannot be run" : status == 502 ?
+		    "the room's backend is unavailable" :
+		    "the room's backend is not running");
+		return -1;
+	}
+	/* (A solo room is new and empty: neither applies.) */
+	if (res->opts.max_clients > 0 &&
+	    r->n_members + r->n_pending >= res->opts.max_clients) {
+		client_free_pending(c);
+		client_forget_open(c);
+		client_http_error(c, 503, "the room is full");
+		return -1;
+	}
+	if (room_turns_away(r)) {
+		client_free_pending(c);
+		client_forget_open(c);
+		client_http_error(c, 503, "the room is busy");
+		return -1;
+	}
 	free(c->remote);	/* an idle client costs less without it */
 	c->remote = NULL;
 
@@ -960,8 +1049,16 @@ client_handshake(struct client *c, char *head, size_t head_len)
 		client_opened(c);
 		room_add_member(r, c);
 	}
-	c->announced = true;
-	room_write(r, line, len);
+	if (c->open_line != NULL) {
+		/* The room keeps the original for a backend that takes over
+		 * later. */
+		line = malloc(c->open_len);
+		if (line != NULL) {
+			memcpy(line, c->open_line, c->open_len);
+			c->announced = true;
+			room_write(r, line, c->open_len);
+		}
+	}
 	log_debug("%s: %s %.*s", c->name, res->opts.authorize ?
 	    "authorizing" : "opened", (int)req.path_len, req.path);
 	return 0;
@@ -1184,12 +1281,14 @@ void
 client_backend_lost(struct client *c, unsigned code)
 {
 	const char *why = code == WS_CLOSE_SERVICE_RESTART ?
-	    "backend restarting" : "backend unavailable";
+	    "backend restarting" : code == WS_CLOSE_NORMAL ? "" :
+	    "backend unavailable";
 
 	c->announced = false;	/* nobody to tell */
 	if (c->state == CLIENT_AUTHORIZING)
 		client_fail_handshake(c, code == WS_CLOSE_SERVICE_RESTART ?
 		    503 : 502, "the room's backend is unavailable");
+
 	else if (c->state == CLIENT_OPEN)
 		client_close(c, code, why, strlen(why));
 }

@@ -24,6 +24,7 @@
 #include <event2/bufferevent.h>
 
 #include "cfg.h"
+#include "env.h"
 #include "handshake.h"
 #include "idmap.h"
 #include "log.h"
@@ -50,9 +51,15 @@ struct server {
 	LIST_HEAD(, client) clients;
 	struct idmap client_index;	/* clients by id */
 	void *ip_index;			/* tsearch tree of struct ip_count */
-	void *room_index;		/* tsearch tree by path */
-	LIST_HEAD(, room) rooms;
+	void *room_index;		/* tsearch tree by path (not solo rooms) */
+	LIST_HEAD(, room) rooms;	/* every room, solo rooms too */
+	size_t n_rooms;			/* shared rooms: not solo ones */
+	size_t *resource_rooms;		/* shared rooms per resource */
+	uint64_t max_rooms;		/* cfg's, "auto" resolved */
 	LIST_HEAD(, backend) backends;	/* every backend, attached or not */
+	struct idmap processes;		/* spawned backends by pid */
+	size_t n_processes;		/* spawned and not yet reaped */
+	uint64_t max_processes;		/* cfg's, "auto" resolved */
 };
 
 extern struct server server;
@@ -146,8 +153,18 @@ struct client {
 	_Alignas(max_align_t) unsigned char event_space[];
 };
 
+/* Answer a new connection with an HTTP status and close it, costing no
+ * state. */
+void client_refuse(int fd, int status, const char *body);
+
 /* Take a freshly accepted connection. */
 void client_accept(int fd, const struct sockaddr *addr);
+
+/* Bytes queued to the client and not yet written. */
+size_t client_queued(const struct client *c);
+
+/* Drop one count of an address (a connection or a room it made). */
+void client_ip_release(struct ip_count *ip);
 
 /* The client with the record id name ("c42"), or with the id 42, or NULL. */
 struct client *client_find(const char *name);
@@ -223,6 +240,12 @@ struct held_record {
 struct room {
 	char *path;			/* the matched path: the room's name */
 	const struct cfg_resource *res;
+	bool is_solo;			/* mode = client: one client's own */
+	bool ever_up;			/* a backend of its has started: worth
+					 * holding clients for when it fails */
+	struct client *solo;		/* is_solo: its client, until it goes */
+	struct ip_count *ip;		/* a pattern room: its creator's
+					 * address, charged while it lives */
 	LIST_ENTRY(room) entry;		/* server.rooms */
 	/* In the order they joined: a restarted backend learns of them so. */
 	TAILQ_HEAD(, client) members;	/* open clients */
@@ -251,10 +274,22 @@ struct room {
 	bool paused;			/* the clients are not read */
 };
 
-/* Find the room for path, creating it (pattern rooms) and starting its
- * backend as needed.  NULL when the backend cannot be started. */
+/* The longest room name (request path) a pattern resource takes: its
+ * clients choose it, and it reaches the backend and the log. */
+#define ROOM_NAME_MAX 1024
+
+/*
+ * Find the room for client c at path, creating it (pattern rooms, and a
+ * solo room for each client of a mode = client resource) and starting its
+ * backend as needed; envp is a solo room's backend environment.  NULL
+ * with *status the HTTP status to answer c with when it cannot be had:
+ * 429 (its address has made too many rooms), 500 (the program cannot
+ * run), 502 (unreachable with on_backend_down = close), 503 (max_rooms,
+ * max_processes, or a backend that was never up).
+ */
 struct room *room_get(const char *path, size_t path_len,
-    const struct cfg_resource *res);
+    const struct cfg_resource *res, struct client *c, char **envp,
+    int *status);
 /* Start the exact rooms with the daemon. */
 int room_start_exact(void);
 
@@ -279,16 +314,24 @@ bool room_turns_away(const struct room *r);
  * Dropped when the backend is down: a restarted backend learns of the
  * clients then connected from their open records, sent again. */
 void room_write(struct room *r, char *line, size_t len);
-/* Queue a client's message record; held while the backend is down. */
-void room_write_message(struct room *r, struct client *c, char *line,
+/* A client's message, written in the room's format: a record (held
+ * while the backend is down), or the bytes and a newline.  Returns -1
+ * when out of memory. */
+int room_write_message(struct room *r, struct client *c, bool binary,
+    const uint8_t *data, size_t len);
+/* Keep a message record of c's for the next backend. */
+void room_hold_line(struct room *r, struct client *c, char *line,
     size_t len);
 /* The backend's output drained below its low watermark. */
 void room_backend_drained(struct room *r);
+/* A solo room's client has read most of what waited for it. */
+void room_solo_drained(struct room *r);
 /* A command from the backend. */
 void room_command(struct room *r, const struct record_cmd *cmd);
-/* The backend failed: hold or close the clients, schedule a restart,
- * or stop a pattern room that has no clients. */
-void room_backend_lost(struct room *r);
+/* The backend failed, or ended (code 1000 for a clean end, else 1011):
+ * hold or close the clients, schedule a restart, or stop a pattern room
+ * that has no clients; a solo room's client is closed with code. */
+void room_backend_lost(struct room *r, unsigned code);
 /* Server stop: close clients, stop the backend, free the room. */
 void room_shutdown(struct room *r);
 
@@ -297,40 +340,75 @@ void room_shutdown(struct room *r);
 struct backend {
 	struct room *room;		/* NULL once detached */
 	LIST_ENTRY(backend) entry;	/* server.backends */
-	char *label;			/* the room's path, for the log */
+	uint64_t pid;			/* exec: its key in server.processes;
+					 * 0 once reaped (or never spawned) */
+	char *label;			/* "room /path" or "c42", for the log */
 	enum cfg_backend_kind kind;
-	struct bufferevent *bev;	/* records both ways */
-	uint64_t line_max;		/* longest record line accepted */
-	size_t scanned;			/* input bytes known to hold no '\n' */
+	enum cfg_format format;
+	bool binary;			/* lines: raw chunks both ways */
+	bool reading;			/* read_event is added */
+	bool paused;			/* its solo room's client is behind */
+	bool writing;			/* write_event is added */
+	bool write_shut;		/* stopping: EOF sent */
+	bool eof;			/* its output ended */
 	bool skipping;			/* discarding an over-long line */
+	bool exited;
+	int exit_status;		/* waitpid's, once exited */
+	int fd;				/* the socket; -1 once closed */
+	struct event *read_event;
+	struct event *write_event;
+	struct evbuffer *out;		/* records not yet written */
+	uint8_t *in;			/* an unfinished line, or input left
+					 * for the next turn by the budget */
+	size_t in_len, in_cap;
+	uint64_t line_max;		/* longest line accepted */
 	uint64_t stop_timeout_ms;
-
-	pid_t pid;			/* exec: 0 once reaped */
-	struct bufferevent *err_bev;	/* exec: its stderr */
-	struct event *stop_timer;	/* stopping: TERM, then KILL; or the
-					 * deadline for a unix flush */
-	int stop_signal;		/* the next signal stop_timer sends */
+	uint64_t started_ms;
+	pid_t pgid;			/* exec: its process group, until it
+					 * is known to be empty */
+	struct event *timer;		/* see enum backend_timer */
+	int timer_does;
 	struct log_ratelimit log_budget;	/* for bad records */
+
+	/* exec: its stderr, logged a few lines a second */
+	int err_fd;
+	struct event *err_event;
+	struct event *err_timer;	/* the budget's next second */
+	time_t err_second;
+	unsigned err_lines;		/* logged in err_second */
+	size_t err_len;
+	char err_buf[4096];
 };
 
-/* Connect or spawn the room's backend and send hello, with "resumed"
- * when it takes over clients from a failed one.  NULL on failure
- * (logged). */
-struct backend *backend_start(struct room *r, bool resumed);
+/*
+ * Connect or spawn the room's backend and send hello (json format), with
+ * "resumed" when it takes over clients from a failed one.  envp is the
+ * environment of an exec backend (env_build).  NULL on failure (logged),
+ * with *status the HTTP status for a client that waits on it: 500 (the
+ * program cannot be run), 502 (unreachable), 503 (max_processes, or out
+ * of resources).
+ */
+struct backend *backend_start(struct room *r, bool resumed, char **envp,
+    int *status);
 /* Bytes queued towards the backend and not yet written. */
 size_t backend_queued(const struct backend *b);
 /* Give the message records that a failed backend never got to the room's
  * hold queue, in order: they were not lost with it. */
 void backend_requeue_unsent(struct backend *b, struct room *r);
 /* Detach from the room and wind down: flush, close the connection or the
- * process's stdin, then TERM and KILL after stop_timeout each.  Freed
- * once finished. */
+ * process's stdin, then TERM and KILL its process group after
+ * stop_timeout each.  Freed once finished. */
 void backend_stop(struct backend *b);
 /* Queue a line; the backend takes ownership of the malloc'd line. */
 void backend_write(struct backend *b, char *line, size_t len);
+/* Queue a copy of data, and a '\n' after it when newline. */
+void backend_write_data(struct backend *b, const uint8_t *data, size_t len,
+    bool newline);
+/* Stop or resume reading the backend (its solo room's client is behind). */
+void backend_set_reading(struct backend *b, bool reading);
 /* SIGCHLD: reap exited processes. */
 void backend_reap(void);
-/* Server stop deadline: kill every process still running. */
+/* Server stop deadline: kill every process group still running. */
 void backend_kill_all(void);
 
 #endif

@@ -9,7 +9,7 @@
 #include "gatewayd.h"
 #include "log.h"
 
-#define GATEWAYD_VERSION "0.1.0"
+#include "version.h"
 #define GATEWAYD_DEFAULT_CONFIG "/etc/gatewayd/gatewayd.ini"
 
 static void
@@ -57,6 +57,10 @@ main(int argc, char **argv)
 	}
 
 	cfg = cfg_load(file, &errors);
+	if (cfg != NULL && cfg_check_system(cfg, &errors) == -1) {
+		cfg_free(cfg);
+		cfg = NULL;
+	}
 	if (cfg == NULL) {
 		fputs(errors != NULL ? errors : "gatewayd: out of memory\n", stderr);
 		fprintf(stderr, "gatewayd: %s: configuration is invalid\n", file);

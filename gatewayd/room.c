@@ -19,11 +19,20 @@
  * Backpressure: past backend_buffer bytes queued towards the backend, or
  * hold_buffer bytes held, the room stops reading its clients; it reads
  * them again once the queue is down to half.
+ *
+ * A resource with mode = client gives each client a *solo* room of its
+ * own: the same machinery (backpressure, the backend's stop, its stderr),
+ * with one member and no restart.  Its backend's end ends its client
+ * (1000 after a clean exit, 1011 otherwise), and its client's end stops
+ * its backend.  The other way too, the backend is not read while its
+ * client has much unread: a program feeding a slow reader waits, as it
+ * would writing to a terminal.
  */
 #include <search.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -47,8 +56,16 @@ room_cmp(const void *a, const void *b)
 	return strcmp(x->path, y->path);
 }
 
+/* The index of a resource, for the per-resource room counts. */
+static size_t
+room_res_index(const struct cfg_resource *res)
+{
+	return (size_t)(res - server.cfg->resources);
+}
+
 static struct room *
-room_new(const char *path, size_t len, const struct cfg_resource *res)
+room_new(const char *path, size_t len, const struct cfg_resource *res,
+    struct client *solo)
 {
 	struct room *r;
 
@@ -57,6 +74,8 @@ room_new(const char *path, size_t len, const struct cfg_resource *res)
 		return NULL;
 	r->path = strndup(path, len);
 	r->res = res;
+	r->solo = solo;
+	r->is_solo = solo != NULL;
 	TAILQ_INIT(&r->members);
 	TAILQ_INIT(&r->pending);
 	STAILQ_INIT(&r->held);
@@ -66,7 +85,7 @@ room_new(const char *path, size_t len, const struct cfg_resource *res)
 	r->hold_timer = evtimer_new(server.base, room_hold_timeout_cb, r);
 	if (r->path == NULL || r->linger_timer == NULL ||
 	    r->restart_timer == NULL || r->hold_timer == NULL ||
-	    tsearch(r, &server.room_index, room_cmp) == NULL) {
+	    (!r->is_solo && tsearch(r, &server.room_index, room_cmp) == NULL)) {
 		if (r->linger_timer != NULL)
 			event_free(r->linger_timer);
 		if (r->restart_timer != NULL)
@@ -78,10 +97,14 @@ room_new(const char *path, size_t len, const struct cfg_resource *res)
 		return NULL;
 	}
 	LIST_INSERT_HEAD(&server.rooms, r, entry);
+	if (!r->is_solo) {
+		server.n_rooms++;
+		server.resource_rooms[room_res_index(res)]++;
+	}
 	/* A pattern room stops once empty for linger.  The timer runs from
 	 * the start, so that a room whose first client is turned away goes
 	 * too; it does nothing while the room has clients. */
-	if (res->is_prefix)
+	if (res->is_prefix && !r->is_solo)
 		server_timer_set(r->linger_timer, res->opts.linger_ms);
 	return r;
 }
@@ -150,7 +173,12 @@ room_free(struct room *r)
 	room_discard_held(r);
 	if (r->paused)
 		stats.rooms_paused--;
-	tdelete(r, &server.room_index, room_cmp);
+	if (!r->is_solo) {
+		tdelete(r, &server.room_index, room_cmp);
+		server.n_rooms--;
+		server.resource_rooms[room_res_index(r->res)]--;
+	}
+	client_ip_release(r->ip);
 	LIST_REMOVE(r, entry);
 	event_free(r->linger_timer);
 	event_free(r->restart_timer);
@@ -164,20 +192,31 @@ room_free(struct room *r)
  * Start the backend.  A backend that takes over from a failed one gets a
  * resumed hello, the open record of every client (members marked
  * resumed; authorizing clients as they were, for their verdict), then the
- * held messages of clients still here, in order.
+ * held messages of clients still here, in order.  Returns 0, or the HTTP
+ * status for a client that would wait on it (see backend_start).
  */
 static int
-room_start_backend(struct room *r)
+room_start_backend(struct room *r, char **envp)
 {
 	bool resumed = r->n_members + r->n_pending > 0;
 	struct held_record *h;
 	struct client *c;
 	size_t len, held = r->n_held, resumed_clients = 0;
+	char **own = NULL;
 	char *line;
+	int status;
 
-	r->backend = backend_start(r, resumed);
+	if (envp == NULL && r->res->backend_kind == CFG_BACKEND_EXEC) {
+		own = env_build(&r->res->opts, r->path, NULL, environ);
+		if (own == NULL)
+			return 503;
+		envp = own;
+	}
+	r->backend = backend_start(r, resumed, envp, &status);
+	free(own);
 	if (r->backend == NULL)
-		return -1;
+		return status;
+	r->ever_up = true;
 	r->backend_since_ms = server_now_ms();
 	TAILQ_FOREACH(c, &r->members, room_entry) {
 		line = record_open_resumed(c->open_line, c->open_len, &len);
@@ -240,7 +279,7 @@ room_restart_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct room *r = arg;
 
-	if (room_start_backend(r) == 0) {
+	if (room_start_backend(r, NULL) == 0) {
 		stats.backend_restarts++;
 		return;
 	}
@@ -299,31 +338,84 @@ room_hold_timeout_cb(evutil_socket_t fd, short events, void *arg)
 		room_free(r);	/* with no clients, not started again */
 }
 
+/* A new pattern room may be made for c: 0, or the status to refuse c
+ * with.  The room is charged to c's address, if addresses are counted,
+ * until it stops: see docs/POLICY.md. */
+static int
+room_may_create(const struct cfg_resource *res, struct client *c)
+{
+	static struct log_ratelimit budget;
+	unsigned long suppressed;
+	size_t n = server.resource_rooms[room_res_index(res)];
+
+	if (server.n_rooms >= server.max_rooms ||
+	    (res->max_rooms > 0 && n >= res->max_rooms)) {
+		if (log_ratelimit(&budget, &suppressed))
+			log_warn("%s: no new room at %s: %s reached%s", c->name,
+			    res->pattern, server.n_rooms >= server.max_rooms ?
+			    "max_rooms" : "the resource's max_rooms",
+			    suppressed ? " (more suppressed)" : "");
+		return 503;
+	}
+	if (c->ip != NULL && c->ip->count >= server.cfg->max_connections_per_ip)
+		return 429;
+	return 0;
+}
+
 struct room *
-room_get(const char *path, size_t len, const struct cfg_resource *res)
+room_get(const char *path, size_t len, const struct cfg_resource *res,
+    struct client *c, char **envp, int *status)
 {
 	struct room key, *r, **found;
+	bool created = false;
 
+	*status = 503;
+	if (res->opts.mode == CFG_MODE_CLIENT) {
+		/* Its own room, with its own backend, started now. */
+		if ((r = room_new(path, len, res, c)) == NULL)
+			return NULL;
+		if ((*status = room_start_backend(r, envp)) != 0) {
+			room_free(r);
+			return NULL;
+		}
+		return r;
+	}
 	key.res = res;
 	key.path = strndup(path, len);
 	if (key.path == NULL)
 		return NULL;
 	found = tfind(&key, &server.room_index, room_cmp);
 	free(key.path);
-	r = found != NULL ? *found : room_new(path, len, res);
-	if (r == NULL)
-		return NULL;
+	if (found != NULL) {
+		r = *found;
+	} else {
+		if ((*status = room_may_create(res, c)) != 0)
+			return NULL;
+		if ((r = room_new(path, len, res, NULL)) == NULL)
+			return NULL;
+		created = true;
+		if (c->ip != NULL) {
+			r->ip = c->ip;
+			r->ip->count++;
+		}
+	}
 	if (r->backend == NULL && !evtimer_pending(r->restart_timer, NULL) &&
-	    room_start_backend(r) == -1) {
+	    (*status = room_start_backend(r, NULL)) != 0) {
 		r->failures++;
 		room_schedule_restart(r);
 	}
 	if (r->backend == NULL) {
-		/* Down: a held room takes the client in, to wait with the
-		 * others; otherwise it is refused. */
-		if (res->opts.on_backend_down != CFG_BACKEND_DOWN_HOLD) {
-			if (res->is_prefix && r->n_members + r->n_pending == 0)
+		/* Down.  A room whose backend was never up turns clients
+		 * away, as does one that closes its clients when its backend
+		 * fails; a held room takes the client in, to wait with the
+		 * others. */
+		if (!r->ever_up || res->opts.on_backend_down !=
+		    CFG_BACKEND_DOWN_HOLD) {
+			if (created || (res->is_prefix &&
+			    r->n_members + r->n_pending == 0))
 				room_free(r);
+			*status = res->opts.on_backend_down ==
+			    CFG_BACKEND_DOWN_HOLD ? 503 : 502;
 			return NULL;
 		}
 		room_hold(r);
@@ -341,14 +433,14 @@ room_start_exact(void)
 	for (i = 0; i < cfg->n_resources; i++) {
 		const struct cfg_resource *res = &cfg->resources[i];
 
-		if (res->is_prefix)
+		if (res->is_prefix || res->opts.mode == CFG_MODE_CLIENT)
 			continue;
-		r = room_new(res->pattern, strlen(res->pattern), res);
+		r = room_new(res->pattern, strlen(res->pattern), res, NULL);
 		if (r == NULL)
 			return -1;
 		/* An unreachable backend is no reason not to start: the
 		 * room tries again after a backoff. */
-		if (room_start_backend(r) == -1) {
+		if (room_start_backend(r, NULL) != 0) {
 			r->failures++;
 			room_schedule_restart(r);
 		}
@@ -411,6 +503,13 @@ room_remove(struct room *r, struct client *c)
 	c->room = NULL;
 	if (room_holding(r))
 		stats.clients_held--;
+	if (r->is_solo) {
+		/* Its backend goes with it, from the timer: the room may be
+		 * in use further up the stack. */
+		r->solo = NULL;
+		server_timer_set(r->linger_timer, 0);
+		return;
+	}
 	if (!r->res->is_prefix || r->n_members > 0 || r->n_pending > 0 ||
 	    server.stopping)
 		return;
@@ -441,28 +540,71 @@ room_write(struct room *r, char *line, size_t len)
 }
 
 void
-room_write_message(struct room *r, struct client *c, char *line, size_t len)
+room_hold_line(struct room *r, struct client *c, char *line, size_t len)
 {
 	struct held_record *h;
 
-	if (r->backend != NULL) {
-		backend_write(r->backend, line, len);
+	h = malloc(sizeof(*h));
+	if (h == NULL) {
+		free(line);
+		return;
+	}
+	h->client = c->id;
+	h->line = line;
+	h->len = len;
+	STAILQ_INSERT_TAIL(&r->held, h, entry);
+	r->n_held++;
+	r->held_bytes += len;
+	stats.bytes_held += len;
+	stats.records_held++;
+}
+
+int
+room_write_message(struct room *r, struct client *c, bool binary,
+    const uint8_t *data, size_t len)
+{
+	const struct cfg_room_opts *o = &r->res->opts;
+	size_t line_len;
+	char *line;
+
+	if (o->format == CFG_FORMAT_LINES) {
+		/* The message as it is; a text message holding newlines is
+		 * several lines, as websocketd writes it. */
+		if (r->backend != NULL)
+			backend_write_data(r->backend, data, len, !o->binary);
 	} else {
-		h = malloc(sizeof(*h));
-		if (h == NULL) {
-			free(line);
-			return;
-		}
-		h->client = c->id;
-		h->line = line;
-		h->len = len;
-		STAILQ_INSERT_TAIL(&r->held, h, entry);
-		r->n_held++;
-		r->held_bytes += len;
-		stats.bytes_held += len;
-		stats.records_held++;
+		line = record_message(c->name, binary, data, len, &line_len);
+		if (line == NULL)
+			return -1;
+		if (r->backend != NULL)
+			backend_write(r->backend, line, line_len);
+		else
+			room_hold_line(r, c, line, line_len);
 	}
 	room_update_pause(r);
+	return 0;
+}
+
+void
+room_solo_drained(struct room *r)
+{
+	struct client *c = r->solo;
+
+	if (c != NULL && r->backend != NULL && r->backend->paused &&
+	    client_queued(c) <= r->res->opts.max_client_buffer / 4)
+		backend_set_reading(r->backend, true);
+}
+
+/* A solo room's program is not read while its client has much unread:
+ * it waits, as it would writing to a slow terminal. */
+static void
+room_solo_check(struct room *r)
+{
+	struct client *c = r->solo;
+
+	if (c != NULL && r->backend != NULL && !r->backend->paused &&
+	    client_queued(c) > r->res->opts.max_client_buffer / 2)
+		backend_set_reading(r->backend, false);
 }
 
 void
@@ -610,16 +752,28 @@ room_command(struct room *r, const struct record_cmd *cmd)
 		}
 		break;
 	}
+	if (r->is_solo)
+		room_solo_check(r);
 }
 
 void
-room_backend_lost(struct room *r)
+room_backend_lost(struct room *r, unsigned code)
 {
 	const struct cfg_room_opts *o = &r->res->opts;
 	struct backend *b = r->backend;
 	size_t clients = r->n_members + r->n_pending;
 
 	r->backend = NULL;
+	if (r->is_solo) {
+		/* Its client ends with it, once what it sent has gone. */
+		if (b != NULL)
+			backend_stop(b);
+		if (r->solo != NULL)
+			client_backend_lost(r->solo, code);
+		else
+			server_timer_set(r->linger_timer, 0);
+		return;
+	}
 	if (b != NULL) {
 		if (o->on_backend_down == CFG_BACKEND_DOWN_HOLD)
 			backend_requeue_unsent(b, r);

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,22 +46,104 @@ server_listen_retry_cb(evutil_socket_t fd, short events, void *arg)
 		evconnlistener_enable(server.listeners[i]);
 }
 
-/* accept failed, most likely for want of file descriptors: pause the
- * listeners for a moment instead of spinning on the error. */
+/* A descriptor held in reserve, for answering a client when the others
+ * have run out (the technique of libev's and nginx's authors): without
+ * it, clients past the open-file limit wait in the backlog unanswered. */
+static int server_spare_fd = -1;
+
+static void
+server_spare_open(void)
+{
+	if (server_spare_fd == -1)
+		server_spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/* Out of descriptors: spend the spare one on each waiting client, to
+ * answer it 503 and close it. */
+static void
+server_shed(struct evconnlistener *l)
+{
+	int fd, n = 0;
+
+	while (server_spare_fd != -1 && n < 64) {
+		close(server_spare_fd);
+		server_spare_fd = -1;
+		fd = accept4(evconnlistener_get_fd(l), NULL, NULL,
+		    SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd != -1) {
+			stats.connections_accepted++;
+			client_refuse(fd, 503, "out of file descriptors");
+			n++;
+		}
+		server_spare_open();
+		if (fd == -1)
+			break;
+	}
+}
+
+/* accept failed, most likely for want of file descriptors: answer the
+ * clients waiting with 503 if it is that, and pause the listeners for a
+ * moment instead of spinning on the error.  Logged once a second at
+ * most. */
 static void
 server_accept_error_cb(struct evconnlistener *l, void *arg)
 {
-	static struct log_ratelimit budget;
-	unsigned long suppressed;
+	static time_t logged;
+	int err = EVUTIL_SOCKET_ERROR();
 	size_t i;
 
-	if (log_ratelimit(&budget, &suppressed))
-		log_warn("accept: %s; pausing for 100 ms%s",
-		    strerror(EVUTIL_SOCKET_ERROR()),
-		    suppressed ? " (more suppressed)" : "");
+	if (time(NULL) != logged) {
+		logged = time(NULL);
+		log_warn("accept: %s (%zu connections, %zu processes); "
+		    "refusing new clients with 503 and pausing for 100 ms",
+		    strerror(err), server.n_clients, server.n_processes);
+	}
+	if (err == EMFILE || err == ENFILE)
+		server_shed(l);
 	for (i = 0; i < server.n_listeners; i++)
 		evconnlistener_disable(server.listeners[i]);
 	server_timer_set(server.listen_retry, 100);
+}
+
+/*
+ * Raise the soft open-file limit to the hard one, resolve the "auto"
+ * limits from it, and warn when the configured ones may not fit: every
+ * connection takes a descriptor, a spawned backend two, a unix: backend
+ * one.
+ */
+static void
+server_fit_limits(const struct cfg *cfg)
+{
+	struct rlimit rl;
+	uint64_t nofile = 1024, need, fit;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		if (rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			(void)setrlimit(RLIMIT_NOFILE, &rl);
+			(void)getrlimit(RLIMIT_NOFILE, &rl);
+		}
+		nofile = rl.rlim_cur == RLIM_INFINITY ? 1048576 : rl.rlim_cur;
+	}
+	/* auto: what the descriptors left by max_connections allow, and
+	 * at most a quarter of them. */
+	fit = nofile > cfg->max_connections + 64 ?
+	    (nofile - cfg->max_connections - 64) / 2 : 0;
+	if (fit > nofile / 4)
+		fit = nofile / 4;
+	if (fit < 16)
+		fit = 16;
+	server.max_processes = cfg->max_processes != CFG_AUTO ?
+	    cfg->max_processes : fit;
+	server.max_rooms = cfg->max_rooms != CFG_AUTO ? cfg->max_rooms : fit;
+	need = cfg->max_connections + 2 * server.max_processes + 64;
+	if (need > nofile)
+		log_warn("max_connections (%llu) and max_processes (%llu) may "
+		    "need %llu descriptors, more than the open-file limit "
+		    "(%llu): clients past it are answered 503",
+		    (unsigned long long)cfg->max_connections,
+		    (unsigned long long)server.max_processes,
+		    (unsigned long long)need, (unsigned long long)nofile);
 }
 
 static int
@@ -200,7 +284,14 @@ server_start(struct cfg *cfg)
 	size_t i;
 
 	server.cfg = cfg;
+	server_fit_limits(cfg);
+	server_spare_open();
 	idmap_init(&server.client_index, offsetof(struct client, id));
+	idmap_init(&server.processes, offsetof(struct backend, pid));
+	server.resource_rooms = calloc(cfg->n_resources + 1,
+	    sizeof(*server.resource_rooms));
+	if (server.resource_rooms == NULL)
+		return -1;
 	LIST_INIT(&server.clients);
 	LIST_INIT(&server.rooms);
 	LIST_INIT(&server.backends);
@@ -260,6 +351,10 @@ server_free(void)
 	server_stop_listening();
 	free(server.listeners);
 	idmap_free(&server.client_index);
+	idmap_free(&server.processes);
+	free(server.resource_rooms);
+	if (server_spare_fd != -1)
+		close(server_spare_fd);
 	for (i = 0; i < sizeof(server.signals) / sizeof(server.signals[0]); i++) {
 		if (server.signals[i] != NULL)
 			event_free(server.signals[i]);

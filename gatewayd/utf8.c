@@ -189,3 +189,24 @@ utf8_char(const uint8_t *p, size_t n)
 	}
 	return 0;
 }
+
+size_t
+utf8_sanitize(const uint8_t *p, size_t n, uint8_t *out)
+{
+	size_t i = 0, o = 0, seq;
+
+	while (i < n) {
+		seq = utf8_char(p + i, n - i);
+		if (seq > 0) {
+			memcpy(out + o, p + i, seq);
+			o += seq;
+			i += seq;
+		} else {
+			/* One U+FFFD per byte that starts no character. */
+			memcpy(out + o, "\xef\xbf\xbd", 3);
+			o += 3;
+			i++;
+		}
+	}
+	return o;
+}

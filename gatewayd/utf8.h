@@ -40,4 +40,9 @@ size_t utf8_truncate(const uint8_t *p, size_t n, size_t max);
  * when it starts with none (an invalid byte, or a cut sequence). */
 size_t utf8_char(const uint8_t *p, size_t n);
 
+/* Copy p[0..n) into out (room for 3 * n bytes), each byte that starts
+ * no valid character replaced by U+FFFD, and return the length written:
+ * text from a program that must go out as a text message. */
+size_t utf8_sanitize(const uint8_t *p, size_t n, uint8_t *out);
+
 #endif

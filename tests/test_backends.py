@@ -6,11 +6,13 @@ import contextlib
 import json
 import os
 import socket
+import subprocess
 import time
 
 from websockets.exceptions import ConnectionClosed, InvalidStatusCode
 
-from conftest import PYTHON, BACKENDS, backend_cmd, read_records
+from conftest import (PYTHON, BACKENDS, GATEWAYD, backend_cmd, free_port,
+                      read_records)
 from wsclient import (assert_silent, connect, expect_close, expect_status,
                       recv, wait_log, whoami)
 
@@ -244,28 +246,56 @@ backend = unix:{sock}
             ].count("/u") == 2
 
 
-async def test_exec_backend_not_executable(gateway, tmp_path):
-    g = gateway(f"""[gateway]
-on_backend_down = close
+def test_exec_backend_not_executable_refused_at_start(tmp_path):
+    """A program that does not exist or cannot be run is a FILE:LINE
+    error of -t and of the start, not a room that never answers."""
+    config = tmp_path / "bad.ini"
+    config.write_text(f"""[gateway]
+listen = 127.0.0.1:{free_port()}
 [resource /missing]
 backend = exec:{tmp_path}/no/such/program --flag
 [resource /notexec]
 backend = exec:{tmp_path}
 [resource /pattern/*]
-backend = exec:{tmp_path}/no/such/program
+backend = exec:no-such-program-on-path
+""")
+    for args in (["-t", "-c", str(config)], ["-c", str(config)]):
+        r = subprocess.run([GATEWAYD] + args, capture_output=True, text=True,
+                           timeout=10)
+        assert r.returncode == 1, r
+        assert (f"{config}:4: backend: cannot run "
+                f"'{tmp_path}/no/such/program': No such file or directory"
+                ) in r.stderr, r.stderr
+        assert (f"{config}:6: backend: cannot run '{tmp_path}': "
+                "Is a directory") in r.stderr, r.stderr
+        assert (f"{config}:8: backend: program 'no-such-program-on-path' "
+                "not found on PATH") in r.stderr, r.stderr
+        assert "ready" not in r.stderr
+
+
+async def test_exec_backend_gone_after_start(gateway, tmp_path):
+    """A program that can no longer be run (removed after the start): a
+    room whose backend never came up turns clients away with 503 at once
+    and logs why; a room that was up holds its clients as ever."""
+    prog = tmp_path / "room.sh"
+    prog.write_text("#!/bin/sh\nexec /usr/bin/python3 "
+                    f"{BACKENDS}/scripted.py\n")
+    prog.chmod(0o755)
+    g = gateway(f"""[gateway]
+restart_delay = 50ms
+[resource /pattern/*]
+backend = exec:{prog}
 [resource /ok]
 backend = {backend_cmd("scripted.py")}
 """)
-    assert g.proc.poll() is None
-    await expect_status(g.url("/missing"), 502)
-    await expect_status(g.url("/notexec"), 502)
-    await expect_status(g.url("/pattern/1"), 502)
-    await expect_status(g.url("/pattern/1"), 502)
-    log = g.log()
-    assert (f"room /missing: cannot run backend {tmp_path}/no/such/program: "
-            "No such file or directory") in log, log
-    assert f"room /notexec: cannot run backend {tmp_path}: " \
-           "Permission denied" in log, log
+    async with connect(g, "/pattern/1") as ws:
+        await ws.send("fine")
+        assert await recv(ws) == "fine"
+    prog.chmod(0o644)
+    await expect_status(g.url("/pattern/2"), 503)
+    await expect_status(g.url("/pattern/3"), 503)
+    await wait_log(g, f"room /pattern/2: cannot run backend {prog}: "
+                      "Permission denied")
     async with connect(g, "/ok") as ws:
         await ws.send("fine")
         assert await recv(ws) == "fine"

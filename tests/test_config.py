@@ -190,8 +190,70 @@ BROKEN = {
                          3, "duplicate listen address"),
     "line too long": ("[gateway]\nlisten = 127.0.0.1:1\n"
                       "[resource /x]\nbackend = exec:/bin/cat\n"
-                      "; " + "y" * 198 + "\n",
-                      5, "line too long (max 199 characters)"),
+                      "; " + "y" * 65535 + "\n",
+                      5, "line too long (max 65536 characters)"),
+    "missing program": ("[gateway]\nlisten = 127.0.0.1:1\n"
+                        "[resource /x]\nbackend = exec:no-such-program-x\n",
+                        4, "backend: program 'no-such-program-x' not found "
+                        "on PATH"),
+    "program not executable": ("[gateway]\nlisten = 127.0.0.1:1\n"
+                               "[resource /x]\nbackend = exec:/etc/passwd\n",
+                               4, "backend: cannot run '/etc/passwd': "
+                               "Permission denied"),
+    "program is a directory": ("[gateway]\nlisten = 127.0.0.1:1\n"
+                               "[resource /x]\nmode = client\n"
+                               "backend = exec:/tmp\n",
+                               5, "backend: cannot run '/tmp': Is a directory"),
+    "lines in a room": ("[gateway]\nlisten = 127.0.0.1:1\n"
+                        "[resource /x]\nbackend = exec:/bin/cat\n"
+                        "format = lines\n",
+                        5, "format = lines needs mode = client"),
+    "binary with json": ("[gateway]\nlisten = 127.0.0.1:1\n"
+                         "[resource /x]\nbackend = exec:/bin/cat\n"
+                         "mode = client\nformat = json\nbinary = yes\n",
+                         7, "binary = yes needs mode = client and format = "
+                         "lines"),
+    "authorize with lines": ("[gateway]\nlisten = 127.0.0.1:1\n"
+                             "authorize = yes\n"
+                             "[resource /x]\nbackend = exec:/bin/cat\n"
+                             "mode = client\n",
+                             3, "authorize = yes needs format = json"),
+    "bad env": ("[gateway]\nlisten = 127.0.0.1:1\n"
+                "[resource /x]\nbackend = exec:/bin/cat\n"
+                "env = 1X=2\n",
+                5, "env: invalid name '1X'"),
+    "env without =": ("[gateway]\nlisten = 127.0.0.1:1\n"
+                      "[resource /x]\nbackend = exec:/bin/cat\n"
+                      "env = FOO\n",
+                      5, "env: invalid value 'FOO': expected NAME=VALUE"),
+    "bad passenv": ("[gateway]\nlisten = 127.0.0.1:1\n"
+                    "[resource /x]\nbackend = exec:/bin/cat\n"
+                    "passenv = PATH a-b\n",
+                    5, "passenv: invalid variable name 'a-b'"),
+    "wildcard and specific listener": ("[gateway]\nlisten = 127.0.0.1:1\n"
+                                       "listen = *:1\n"
+                                       "[resource /x]\n"
+                                       "backend = exec:/bin/cat\n",
+                                       3, "listen address '*:1' overlaps "
+                                       "'127.0.0.1:1' (line 2)"),
+    "static dir missing": ("[gateway]\nlisten = 127.0.0.1:1\n"
+                           "static_dir = /no/such/dir\n"
+                           "[resource /x]\nbackend = exec:/bin/cat\n",
+                           3, "static directory '/no/such/dir': No such file "
+                           "or directory"),
+    "static without dir": ("[gateway]\nlisten = 127.0.0.1:1\n"
+                           "[resource /x]\nbackend = exec:/bin/cat\n"
+                           "[static /a/]\n",
+                           5, "[static /a/] has no dir"),
+    "max_processes word": ("[gateway]\nlisten = 127.0.0.1:1\n"
+                           "max_processes = many\n"
+                           "[resource /x]\nbackend = exec:/bin/cat\n",
+                           3, "max_processes: invalid value 'many'"),
+    "auto where not allowed": ("[gateway]\nlisten = 127.0.0.1:1\n"
+                               "max_connections = auto\n"
+                               "[resource /x]\nbackend = exec:/bin/cat\n",
+                               3, "max_connections: invalid value 'auto': "
+                               "not a number"),
     "comment cuts a quoted word": ("[gateway]\nlisten = 127.0.0.1:1\n"
                                    "[resource /x]\n"
                                    "backend = exec:/bin/echo 'a ;b'\n",

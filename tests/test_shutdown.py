@@ -244,7 +244,10 @@ backend = {backend_cmd("scripted.py")}
 
 
 def test_backends_die_with_killed_daemon(tmp_path):
-    """gatewayd killed outright (no stop at all) takes its backends along."""
+    """gatewayd killed outright (no stop at all): its backends read EOF
+    on stdin, as PROTOCOL.md asks them to exit then.  (Under systemd the
+    unit's KillMode takes the rest; a backend that does not read is not
+    signalled, so that an upgrade can hand processes over.)"""
     port = free_port()
     config = tmp_path / "kill.ini"
     config.write_text(f"""[gateway]
@@ -252,7 +255,7 @@ listen = 127.0.0.1:{port}
 [resource /py]
 backend = {backend_cmd("scripted.py")}
 [resource /sh]
-backend = exec:/bin/sh -c 'exec sleep 60'
+backend = exec:/bin/sh -c 'while read l; do :; done'
 """)
     log_path = tmp_path / "kill.log"
     with open(log_path, "w") as log:

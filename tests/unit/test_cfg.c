@@ -288,8 +288,13 @@ test_table(void)
 	for (i = 0; i < CFG_NOPTIONS; i++) {
 		const struct cfg_option *o = &cfg_options[i];
 
+		/* No default: the repeatable or required keys, paths, the
+		 * rows of [resource] and [static] (zero by calloc), and
+		 * format (resolved from mode). */
 		CHECK((o->def == NULL) ==
-		    (o->type == CFG_T_LISTEN || o->type == CFG_T_BACKEND));
+		    (o->type == CFG_T_LISTEN || o->type == CFG_T_BACKEND ||
+		    o->type == CFG_T_PATH || !(o->scope & CFG_IN_GATEWAY) ||
+		    strcmp(o->name, "format") == 0));
 		if (o->def != NULL)
 			CHECK_EQ_INT(cfg_set_value(&p, o,
 			    o->scope == CFG_IN_BOTH ? (void *)&cfg.defaults :
@@ -303,8 +308,10 @@ test_table(void)
 		/* lists are room options (cfg_free knows only those) */
 		CHECK(o->type != CFG_T_LIST || o->scope == CFG_IN_BOTH);
 		CHECK(o->type != CFG_T_LIST || *o->def == '\0');
+		/* a name has one row per section kind */
 		for (j = 0; j < i; j++)
-			CHECK(strcmp(cfg_options[j].name, o->name) != 0);
+			CHECK(strcmp(cfg_options[j].name, o->name) != 0 ||
+			    (cfg_options[j].scope & o->scope) == 0);
 	}
 	CHECK_EQ_INT(p.n_errs, 0);
 	CHECK(cfg.defaults.origins != NULL && cfg.defaults.origins[0] == NULL);
@@ -406,29 +413,45 @@ test_reader(void)
 static void
 test_line_too_long(void)
 {
-	char text[1024], line[256];
+	static char text[3 * CFG_LINE_MAX], line[CFG_LINE_MAX + 2];
 	struct cfg *cfg;
 	char *errors;
 
-	/* 199 characters is the most. */
-	memset(line, 'x', 199);
+	/* CFG_LINE_MAX characters is the most: far past inih's own 199.
+	 * Long values, long headers and long comments all read whole. */
+	memset(line, 'x', CFG_LINE_MAX);
 	line[0] = ';';
-	line[199] = '\0';
+	line[CFG_LINE_MAX] = '\0';
 	snprintf(text, sizeof(text), "%s\n" MINIMAL "%s\r\n", line, line);
 	cfg = parse(text, &errors);
 	CHECK(cfg != NULL);
 	cfg_free(cfg);
+	memcpy(line, "env = A=", 8);
+	line[CFG_LINE_MAX - 20] = '\0';	/* and a comment after it */
+	snprintf(text, sizeof(text), MINIMAL "%s ; a comment\n"
+	    "[resource /%.*s]\nbackend = exec:b %.*s\n", line, 300, line + 8,
+	    400, line + 8);
+	cfg = parse(text, &errors);
+	CHECK(cfg != NULL);
+	if (cfg != NULL) {
+		CHECK_EQ_INT(cfg->n_resources, 2);
+		CHECK_EQ_INT(strlen(cfg->resources[0].opts.env[0]),
+		    CFG_LINE_MAX - 20 - 6);
+		CHECK_EQ_INT(strlen(cfg->resources[1].pattern), 301);
+		CHECK_EQ_INT(strlen(cfg->resources[1].argv[1]), 400);
+	}
+	cfg_free(cfg);
 
-	/* 200 is too long, whatever the line is: it is reported, and
+	/* One more is too long, whatever the line is: it is reported, and
 	 * ignored; a too long header hides its section's keys. */
-	line[199] = 'x';
-	line[200] = '\0';
+	memset(line, 'x', CFG_LINE_MAX + 1);
+	line[CFG_LINE_MAX + 1] = '\0';
 	snprintf(text, sizeof(text), MINIMAL "%s\n"
 	    "[resource /%s]\nbackend = nonsense\n", line, line);
 	errors = errors_of(text);
 	CHECK_EQ_STR(errors,
-	    "t.ini:5: line too long (max 199 characters)\n"
-	    "t.ini:6: line too long (max 199 characters)\n");
+	    "t.ini:5: line too long (max 65536 characters)\n"
+	    "t.ini:6: line too long (max 65536 characters)\n");
 	free(errors);
 
 	/* A long value in a resource is reported, and so is the missing
@@ -438,7 +461,7 @@ test_line_too_long(void)
 	errors = errors_of(text);
 	CHECK_EQ_STR(errors,
 	    "t.ini:3: [resource /a] has no backend\n"
-	    "t.ini:4: line too long (max 199 characters)\n");
+	    "t.ini:4: line too long (max 65536 characters)\n");
 	free(errors);
 }
 
@@ -478,13 +501,13 @@ static void
 test_section_errors(void)
 {
 	CHECK_ONE_ERROR(MINIMAL "[server]\nport = 80\n",
-	    "t.ini:5: unknown section [server] (expected [gateway] or "
-	    "[resource PATH])");
+	    "t.ini:5: unknown section [server] (expected [gateway], "
+	    "[resource PATH] or [static PREFIX])");
 	CHECK_ONE_ERROR(MINIMAL "[resource]\nbackend = exec:x\n",
 	    "t.ini:5: missing path in [resource PATH]");
 	CHECK_ONE_ERROR(MINIMAL "[resourcex /a]\n",
-	    "t.ini:5: unknown section [resourcex /a] (expected [gateway] or "
-	    "[resource PATH])");
+	    "t.ini:5: unknown section [resourcex /a] (expected [gateway], "
+	    "[resource PATH] or [static PREFIX])");
 	CHECK_ONE_ERROR(MINIMAL "[resource chat]\nbackend = exec:x\n",
 	    "t.ini:5: resource path 'chat' must start with '/'");
 	CHECK_ONE_ERROR(MINIMAL "[resource /a b]\nbackend = exec:x\n",
