@@ -36,7 +36,7 @@ BUILD       := build
 endif
 
 # The I/O-free modules: parsers, codecs, records, the config model.
-PURE        := utf8 ws_frame http_req handshake record cfg idmap env
+PURE        := utf8 ws_frame http_req handshake record cfg idmap env http_static
 # The I/O glue around one libevent loop.
 GLUE        := log stats client room backend server main
 PURE_OBJS   := $(PURE:%=$(BUILD)/%.o)

@@ -853,6 +853,10 @@ test_status_text(void)
 		const char *text;
 	} known[] = {
 		{ 101, "Switching Protocols" },
+		{ 200, "OK" },
+		{ 301, "Moved Permanently" },
+		{ 304, "Not Modified" },
+		{ 308, "Permanent Redirect" },
 		{ 400, "Bad Request" },
 		{ 401, "Unauthorized" },
 		{ 403, "Forbidden" },
