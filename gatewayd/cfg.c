@@ -1894,8 +1894,8 @@ cfg_finish(struct cfg_parser *p)
 
 	if (cfg->n_listens == 0 && !p->listen_seen)
 		cfg_error(p, p->gateway_line, "no listen address");
-	if (!p->resource_seen)
-		cfg_error(p, 0, "no [resource PATH] section");
+	if (!p->resource_seen && cfg->n_statics == 0 && cfg->static_dir == NULL)
+		cfg_error(p, 0, "no [resource PATH] section and no static files");
 	for (i = 0; i < cfg->n_resources; i++) {
 		r = &cfg->resources[i];
 		for (j = 0; j < CFG_NOPTIONS; j++) {
@@ -2165,4 +2165,106 @@ cfg_check_system(const struct cfg *cfg, char **errors)
 	}
 	cfg_parser_free(&p);
 	return 0;
+}
+
+/* True when s can stand as an ini value as it is: one line, and no ';'
+ * after a blank (an inline comment). */
+static bool
+cfg_ini_safe(const char *s)
+{
+	const char *p;
+
+	if (strchr(s, '\n') != NULL || strchr(s, '\r') != NULL)
+		return false;
+	for (p = s; *p != '\0'; p++)
+		if (*p == ';' && p > s && isspace((unsigned char)p[-1]))
+			return false;
+	return !isspace((unsigned char)*s) &&
+	    (*s == '\0' || !isspace((unsigned char)s[strlen(s) - 1]));
+}
+
+/* Write word to f quoted for cfg_split_argv: a backslash before every
+ * character but the plainest, so that no blank ever precedes a ';'.
+ * Returns -1 for a word no line can hold. */
+static int
+cfg_put_word(FILE *f, const char *word)
+{
+	const char *p;
+
+	if (strchr(word, '\n') != NULL || strchr(word, '\r') != NULL)
+		return -1;
+	if (*word == '\0') {
+		fputs("''", f);
+		return 0;
+	}
+	for (p = word; *p != '\0'; p++) {
+		if (!isalnum((unsigned char)*p) && strchr("/._-=:,+@%", *p) == NULL)
+			fputc('\\', f);
+		fputc(*p, f);
+	}
+	return 0;
+}
+
+char *
+cfg_from_command(const struct cfg_command *cmd, const char **why)
+{
+	static const char *const paths[] = { "/", "/*" };
+	char *text = NULL;
+	size_t size = 0, i, j;
+	FILE *f;
+
+	*why = NULL;
+	if ((f = open_memstream(&text, &size)) == NULL)
+		return NULL;
+	fputs("; Made by gatewayd from its command line.\n[gateway]\n", f);
+	for (i = 0; cmd->listens != NULL && cmd->listens[i] != NULL; i++) {
+		if (!cfg_ini_safe(cmd->listens[i]))
+			goto bad;
+		fprintf(f, "listen = %s\n", cmd->listens[i]);
+	}
+	if (cmd->static_dir != NULL) {
+		if (!cfg_ini_safe(cmd->static_dir))
+			goto bad;
+		fprintf(f, "static_dir = %s\n", cmd->static_dir);
+	}
+	if (cmd->max_processes != NULL)
+		fprintf(f, "max_processes = %s\n", cmd->max_processes);
+	if (cmd->log_level != NULL)
+		fprintf(f, "log_level = %s\n", cmd->log_level);
+	if (cmd->origins != NULL)
+		fprintf(f, "origins = %s\n", cmd->origins);
+	if (cmd->passenv != NULL)
+		fprintf(f, "passenv = %s\n", cmd->passenv);
+	for (i = 0; cmd->env != NULL && cmd->env[i] != NULL; i++) {
+		if (!cfg_ini_safe(cmd->env[i]))
+			goto bad;
+		fprintf(f, "env = %s\n", cmd->env[i]);
+	}
+	/* Every path: "/" itself, and every path below it. */
+	for (j = 0; cmd->argv != NULL && j < 2; j++) {
+		fprintf(f, "\n[resource %s]\n", paths[j]);
+		if (!cmd->room)
+			fputs("mode = client\n", f);
+		if (cmd->binary)
+			fputs("binary = yes\n", f);
+		fputs("backend = exec:", f);
+		for (i = 0; cmd->argv[i] != NULL; i++) {
+			if (i > 0)
+				fputc(' ', f);
+			if (cfg_put_word(f, cmd->argv[i]) == -1)
+				goto bad;
+		}
+		fputc('\n', f);
+	}
+	if (fclose(f) != 0) {
+		free(text);
+		return NULL;
+	}
+	return text;
+bad:
+	fclose(f);
+	free(text);
+	*why = "a value holds a line break, blanks at its ends, or a ';' "
+	    "after a blank, which no ini line can hold";
+	return NULL;
 }

@@ -173,6 +173,29 @@ void cfg_free(struct cfg *cfg);
 const struct cfg_resource *cfg_match(const struct cfg *cfg, const char *path,
     size_t len);
 
+/*
+ * The one-line start: what gatewayd's command-line flags say, made into
+ * configuration text by cfg_from_command, so that the flags build the
+ * same model as an ini file and "-t" can print it as one.
+ */
+struct cfg_command {
+	const char *const *listens;	/* NULL-terminated, ADDR:PORT */
+	char *const *argv;		/* the program and its arguments, or
+					 * NULL for static files alone */
+	bool room;			/* a room backend, not one per client */
+	bool binary;
+	const char *static_dir;
+	const char *const *env;		/* NAME=VALUE, NULL-terminated */
+	const char *passenv;		/* a list, or NULL */
+	const char *origins;		/* a list, or NULL */
+	const char *max_processes;	/* or NULL */
+	const char *log_level;		/* or NULL */
+};
+
+/* The ini text of cmd (malloc'd), or NULL with *why set (or NULL when
+ * out of memory): a value no ini line can hold. */
+char *cfg_from_command(const struct cfg_command *cmd, const char **why);
+
 /* The static mapping whose prefix is the longest one path starts with
  * (a path equal to a prefix without its final '/' matches it too), or
  * NULL. */

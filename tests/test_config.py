@@ -314,7 +314,7 @@ def test_broken_config(tmp_path, case):
 def test_no_resource(tmp_path):
     path, r = check(tmp_path, "[gateway]\nlisten = 127.0.0.1:1\n")
     assert r.returncode == 1
-    assert "no [resource PATH] section" in r.stderr
+    assert "no [resource PATH] section and no static files" in r.stderr
 
 
 def test_several_errors_all_reported(tmp_path):

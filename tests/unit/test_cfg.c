@@ -546,9 +546,9 @@ test_section_errors(void)
 	CHECK_ONE_ERROR("\n[gateway]\n[resource /b]\nbackend = exec:b\n",
 	    "t.ini:2: no listen address");
 	CHECK_ONE_ERROR("[gateway]\nlisten = *:80\n",
-	    "t.ini:0: no [resource PATH] section");
+	    "t.ini:0: no [resource PATH] section and no static files");
 	CHECK_ONE_ERROR("", "t.ini:0: no listen address\n"
-	    "t.ini:0: no [resource PATH] section");
+	    "t.ini:0: no [resource PATH] section and no static files");
 }
 
 static void
