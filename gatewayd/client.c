@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -38,6 +39,10 @@ static void client_read_cb(evutil_socket_t fd, short events, void *arg);
 static void client_write_cb(evutil_socket_t fd, short events, void *arg);
 static void client_timer_cb(evutil_socket_t fd, short events, void *arg);
 static void client_set_read_event(struct client *c, bool reading);
+static int client_send_file(struct client *c);
+static void client_http_done(struct client *c);
+static void client_read_head(struct client *c);
+static void client_check_http_input(struct client *c);
 
 /* Bytes read from a client at a time, into one buffer for all of them:
  * the frame parser keeps what it needs, so an open client has no input
@@ -222,6 +227,7 @@ client_accept(int fd, const struct sockaddr *addr)
 		return;
 	}
 	c->ip = ip;
+	c->file_fd = -1;
 	c->id = ++server.next_client_id;
 	snprintf(c->name, sizeof(c->name), "c%llu", (unsigned long long)c->id);
 	/* TCP_NODELAY comes from the listener (server_listen).  The address
@@ -296,6 +302,8 @@ client_free(struct client *c)
 	client_free_pending(c);
 	free(c->open_line);
 	free(c->remote);
+	if (c->file_fd != -1)
+		close(c->file_fd);
 	client_ip_release(c->ip);
 	idmap_del(&server.client_index, c->id);
 	LIST_REMOVE(c, entry);
@@ -401,10 +409,12 @@ client_write_last(struct client *c)
 static void
 client_flush(struct client *c)
 {
-	if (c->gone || evbuffer_get_length(c->out) == 0 ||
-	    event_pending(c->write_event, EV_WRITE, NULL))
+	if (c->gone || event_pending(c->write_event, EV_WRITE, NULL))
 		return;
-	if ((c->close_exchanged ? client_write_last(c) :
+	if (evbuffer_get_length(c->out) == 0) {
+		if (c->state != CLIENT_HTTP)
+			return;
+	} else if ((c->close_exchanged ? client_write_last(c) :
 	    evbuffer_write(c->out, c->fd)) == -1 && errno != EAGAIN &&
 	    errno != EINTR) {
 		log_debug("%s: write failed: %s", c->name, strerror(errno));
@@ -415,6 +425,22 @@ client_flush(struct client *c)
 		room_solo_drained(c->room);
 	if (evbuffer_get_length(c->out) > 0) {
 		event_add(c->write_event, NULL);
+		return;
+	}
+	if (c->state == CLIENT_HTTP) {
+		/* Progress: the send timeout starts again. */
+		server_timer_set(c->timer, server.cfg->handshake_timeout_ms);
+		switch (c->file_fd != -1 ? client_send_file(c) : 1) {
+		case 0:
+			event_add(c->write_event, NULL);
+			return;
+		case -1:
+			log_debug("%s: sending a file failed: %s", c->name,
+			    strerror(errno));
+			client_end(c);
+			return;
+		}
+		client_http_done(c);
 		return;
 	}
 	client_output_drained(c);
@@ -931,10 +957,9 @@ client_env(struct client *c, const struct http_req *req,
  * with an error.
  */
 static int
-client_handshake(struct client *c, char *head, size_t head_len)
+client_handshake(struct client *c, const struct http_req *req)
 {
 	struct handshake hs;
-	struct http_req req;
 	const struct cfg_resource *res;
 	const struct http_req_header *origin;
 	const char *why, *subprotocol;
@@ -942,31 +967,24 @@ client_handshake(struct client *c, char *head, size_t head_len)
 	char **envp, *line;
 	int chosen, status;
 
-	status = http_req_parse(&req, head, head_len, server.cfg->max_headers);
-	if (status != 0) {
-		client_http_error(c, status, status == 431 ?
-		    "too many header fields" : status == 505 ?
-		    "HTTP/1.1 required" : "malformed request");
-		return -1;
-	}
-	res = cfg_match(server.cfg, req.path, req.path_len);
+	res = cfg_match(server.cfg, req->path, req->path_len);
 	if (res == NULL) {
 		client_http_error(c, 404, "no room at this path");
 		return -1;
 	}
 	c->opts = &res->opts;
-	status = handshake_check(&req, &hs, &why);
+	status = handshake_check(req, &hs, &why);
 	if (status != 0) {
 		client_http_error(c, status, why);
 		return -1;
 	}
 	/* A request without Origin is no browser's: the check protects
 	 * browsers, so it passes. */
-	if (http_req_header_count(&req, "origin") > 1) {
+	if (http_req_header_count(req, "origin") > 1) {
 		client_http_error(c, 400, "more than one Origin");
 		return -1;
 	}
-	origin = http_req_header(&req, "origin");
+	origin = http_req_header(req, "origin");
 	if (!handshake_origin_allowed(res->opts.origins,
 	    origin != NULL ? origin->value : NULL,
 	    origin != NULL ? origin->value_len : 0)) {
@@ -984,14 +1002,14 @@ client_handshake(struct client *c, char *head, size_t head_len)
 		return -1;
 	}
 	/* Pattern room names are chosen by clients: bounded. */
-	if (res->is_prefix && req.path_len > ROOM_NAME_MAX) {
+	if (res->is_prefix && req->path_len > ROOM_NAME_MAX) {
 		client_http_error(c, 414, "room name too long");
 		return -1;
 	}
 	ws_frame_parser_init(&c->parser, res->opts.max_message_size,
 	    res->opts.max_frame_size, true);
 	if (res->opts.format == CFG_FORMAT_JSON &&
-	    client_make_open(c, &req, &hs, subprotocol) == -1) {
+	    client_make_open(c, req, &hs, subprotocol) == -1) {
 		client_http_error(c, 500, "out of memory");
 		return -1;
 	}
@@ -1004,13 +1022,13 @@ client_handshake(struct client *c, char *head, size_t head_len)
 	envp = NULL;
 	if (res->opts.mode == CFG_MODE_CLIENT &&
 	    res->backend_kind == CFG_BACKEND_EXEC &&
-	    (envp = client_env(c, &req, res)) == NULL) {
+	    (envp = client_env(c, req, res)) == NULL) {
 		client_free_pending(c);
 		client_forget_open(c);
 		client_http_error(c, 500, "out of memory");
 		return -1;
 	}
-	r = room_get(req.path, req.path_len, res, c, envp, &status);
+	r = room_get(req->path, req->path_len, res, c, envp, &status);
 	free(envp);
 	if (r == NULL) {
 		client_free_pending(c);
@@ -1060,8 +1078,92 @@ client_handshake(struct client *c, char *head, size_t head_len)
 		}
 	}
 	log_debug("%s: %s %.*s", c->name, res->opts.authorize ?
-	    "authorizing" : "opened", (int)req.path_len, req.path);
+	    "authorizing" : "opened", (int)req->path_len, req->path);
 	return 0;
+}
+
+/* A pipelined request waits for the answer to the one before: bound
+ * what may wait. */
+static void
+client_check_http_input(struct client *c)
+{
+	if (c->in != NULL &&
+	    evbuffer_get_length(c->in) >= server.cfg->max_header_size)
+		client_set_read_event(c, false);
+}
+
+unsigned
+client_http_requests_left(const struct client *c)
+{
+	uint64_t max = server.cfg->keepalive_requests;
+
+	return c->http_requests < max && !server.stopping ?
+	    (unsigned)(max - c->http_requests) : 0;
+}
+
+void
+client_respond(struct client *c, const char *head, size_t head_len,
+    int file_fd, uint64_t file_len, bool keep_alive)
+{
+	c->state = CLIENT_HTTP;
+	c->keep_alive = keep_alive;
+	c->file_fd = file_fd;
+	c->file_left = file_len;
+	c->file_off = 0;
+	server_timer_set(c->timer, server.cfg->handshake_timeout_ms);
+	if (evbuffer_add(c->out, head, head_len) == 0)
+		client_output_added(c);
+	else
+		client_free(c);
+}
+
+/*
+ * The answer is out: close its file; wait for the next request of a kept
+ * connection (the one that came meanwhile first), else linger.
+ */
+static void
+client_http_done(struct client *c)
+{
+	if (c->file_fd != -1) {
+		close(c->file_fd);
+		c->file_fd = -1;
+	}
+	if (!c->keep_alive) {
+		client_linger(c);
+		return;
+	}
+	c->state = CLIENT_HANDSHAKE;
+	server_timer_set(c->timer, server.cfg->keepalive_timeout_ms);
+	client_set_read_event(c, true);
+	if (c->in != NULL && evbuffer_get_length(c->in) > 0)
+		client_read_head(c);
+}
+
+/*
+ * Send the file of the answer, from the kernel's page cache into the
+ * socket, as much as the socket takes: the file costs no memory, and a
+ * client that stops reading holds only its socket buffer.  Returns 1
+ * when all of it is sent, 0 when the socket is full, -1 on an error.
+ */
+static int
+client_send_file(struct client *c)
+{
+	ssize_t n;
+
+	while (c->file_left > 0) {
+		n = sendfile(c->fd, c->file_fd, &c->file_off,
+		    c->file_left < (1 << 20) ? (size_t)c->file_left : 1 << 20);
+		if (n > 0) {
+			c->file_left -= (uint64_t)n;
+			continue;
+		}
+		if (n == -1 && (errno == EAGAIN || errno == EINTR))
+			return 0;
+		if (n == 0)
+			errno = EIO;	/* the file shrank under us */
+		return -1;
+	}
+	return 1;
 }
 
 /* Nothing is used until the verdict: bound what may wait. */
@@ -1073,6 +1175,32 @@ client_check_authorizing_input(struct client *c)
 		client_set_read_event(c, false);
 }
 
+/*
+ * A request head is complete: parse it, then serve it as a plain HTTP
+ * request (http_serve) or take it as a WebSocket handshake.  Returns -1
+ * when the connection is done with (answered with an error).
+ */
+static int
+client_request(struct client *c, char *head, size_t head_len)
+{
+	struct http_req req;
+	int status;
+
+	c->head_scan = 0;
+	c->http_requests++;
+	status = http_req_parse(&req, head, head_len, server.cfg->max_headers);
+	if (status != 0) {
+		client_http_error(c, status, status == 431 ?
+		    "too many header fields" : status == 505 ?
+		    "HTTP/1.1 required" : "malformed request");
+		return -1;
+	}
+	if (!http_req_header_has_token(&req, "upgrade", "websocket") &&
+	    http_serve(c, &req))
+		return c->state == CLIENT_HTTP ? 0 : -1;
+	return client_handshake(c, &req);
+}
+
 static void
 client_read_head(struct client *c)
 {
@@ -1080,18 +1208,27 @@ client_read_head(struct client *c)
 	size_t avail = evbuffer_get_length(in);
 	size_t max = server.cfg->max_header_size;
 	size_t n = avail < max ? avail : max;
-	size_t head_len;
+	size_t head_len, scan = c->head_scan;
+	const char *nl;
 	char *head;
 
 	head = (char *)evbuffer_pullup(in, (ev_ssize_t)n);
-	head_len = http_req_head_end(head, n);
+	/* From the last line end seen: a head sent in many pieces is
+	 * scanned once. */
+	head_len = scan < n ? http_req_head_end(head + scan, n - scan) : 0;
 	if (head_len == 0) {
-		if (avail >= max)
+		if (avail >= max) {
 			client_http_error(c, 431, "request head too large");
+			return;
+		}
+		nl = memrchr(head + scan, '\n', n - scan);
+		if (nl != NULL)
+			c->head_scan = (uint32_t)(nl - head);
 		return;
 	}
+	head_len += scan;
 	c->in = NULL;		/* the head is in use until handshaken */
-	if (client_handshake(c, head, head_len) == -1) {
+	if (client_request(c, head, head_len) == -1) {
 		evbuffer_free(in);
 		return;
 	}
@@ -1101,12 +1238,15 @@ client_read_head(struct client *c)
 		return;
 	}
 	/* Frames a client sends right behind its request head; an
-	 * authorizing client's wait for the verdict. */
+	 * authorizing client's wait for the verdict; the next request of
+	 * a plain HTTP client. */
 	c->in = in;
 	if (c->state == CLIENT_OPEN)
 		client_read_buffered(c);
 	else if (c->state == CLIENT_AUTHORIZING)
 		client_check_authorizing_input(c);
+	else if (c->state == CLIENT_HTTP)
+		client_check_http_input(c);
 }
 
 /* Keep input for later: the request head, or an authorizing client's
@@ -1137,6 +1277,13 @@ client_input(struct client *c, const uint8_t *data, size_t len)
 			client_fail_handshake(c, 500, "out of memory");
 		else
 			client_check_authorizing_input(c);
+		break;
+	case CLIENT_HTTP:
+		/* The next request, while this one's answer goes out. */
+		if (client_keep_input(c, data, len) == -1)
+			client_free(c);
+		else
+			client_check_http_input(c);
 		break;
 	case CLIENT_OPEN:
 	case CLIENT_CLOSING:
@@ -1205,7 +1352,18 @@ client_timer_cb(evutil_socket_t fd, short events, void *arg)
 
 	switch (c->state) {
 	case CLIENT_HANDSHAKE:
-		client_http_error(c, 408, "request head timed out");
+		/* A kept connection waiting for its next request just
+		 * closes; a request begun gets its 408. */
+		if (c->http_requests > 0 &&
+		    (c->in == NULL || evbuffer_get_length(c->in) == 0))
+			client_free(c);
+		else
+			client_http_error(c, 408, "request head timed out");
+		break;
+	case CLIENT_HTTP:
+		log_debug("%s: the answer made no progress in %llu ms",
+		    c->name, (unsigned long long)server.cfg->handshake_timeout_ms);
+		client_free(c);
 		break;
 	case CLIENT_AUTHORIZING:
 		stats.authorize_timeouts++;
@@ -1308,6 +1466,9 @@ client_shutdown(struct client *c)
 		break;
 	case CLIENT_OPEN:
 		client_close(c, WS_CLOSE_GOING_AWAY, why, sizeof(why) - 1);
+		break;
+	case CLIENT_HTTP:
+		c->keep_alive = false;	/* the answer finishes, then it closes */
 		break;
 	case CLIENT_CLOSING:
 	case CLIENT_LINGERING:

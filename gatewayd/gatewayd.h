@@ -60,6 +60,7 @@ struct server {
 	struct idmap processes;		/* spawned backends by pid */
 	size_t n_processes;		/* spawned and not yet reaped */
 	uint64_t max_processes;		/* cfg's, "auto" resolved */
+	int *static_fds;		/* parallel to cfg->statics */
 };
 
 extern struct server server;
@@ -82,6 +83,7 @@ void server_timer_set(struct event *ev, uint64_t ms);
 
 enum client_state {
 	CLIENT_HANDSHAKE,	/* reading the request head */
+	CLIENT_HTTP,		/* a plain HTTP answer going out (a file) */
 	CLIENT_AUTHORIZING,	/* open sent; the backend must accept or reject */
 	CLIENT_OPEN,		/* 101 sent; a member of its room */
 	CLIENT_CLOSING,		/* our close frame sent; awaiting the peer's */
@@ -117,7 +119,15 @@ struct client {
 	bool close_exchanged;		/* both close frames went: the socket
 					 * closes once the output is written */
 	bool flush_listed;		/* in the batch's flush list */
+	bool keep_alive;		/* CLIENT_HTTP: another request may
+					 * follow the answer */
 	int fd;
+	uint32_t head_scan;		/* request head: where to look for its
+					 * end (the last line end seen) */
+	uint32_t http_requests;		/* plain HTTP requests taken */
+	int file_fd;			/* CLIENT_HTTP: the file to send, or -1 */
+	uint64_t file_left;
+	off_t file_off;
 	struct event *read_event;
 	struct event *write_event;	/* pending while the socket is full */
 	struct evbuffer *out;		/* output not yet written */
@@ -203,6 +213,24 @@ void client_batch_end(void);
 
 /* Stop or resume reading an open client (its room's backend is behind). */
 void client_set_reading(struct client *c, bool reading);
+
+/* Answer a plain HTTP request: queue head and then file_len bytes of
+ * file_fd (taken; -1 for none), and wait for the next request when
+ * keep_alive, else close once all is sent. */
+void client_respond(struct client *c, const char *head, size_t head_len,
+    int file_fd, uint64_t file_len, bool keep_alive);
+/* How many more plain HTTP requests the connection may carry. */
+unsigned client_http_requests_left(const struct client *c);
+
+/* http.c */
+
+/* Open the static directories of cfg into fds (parallel to
+ * cfg->statics): 0, or -1 (logged). */
+int http_open_statics(const struct cfg *cfg, int *fds);
+/* Answer a plain HTTP request from the static files: false when it is
+ * not theirs (no mapping, or a resource's path with no file there): then
+ * the handshake answers it. */
+bool http_serve(struct client *c, const struct http_req *req);
 
 /* Close an open client with a close frame (code, reason) and report the
  * close to its room's backend. */

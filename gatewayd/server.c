@@ -290,7 +290,10 @@ server_start(struct cfg *cfg)
 	idmap_init(&server.processes, offsetof(struct backend, pid));
 	server.resource_rooms = calloc(cfg->n_resources + 1,
 	    sizeof(*server.resource_rooms));
-	if (server.resource_rooms == NULL)
+	server.static_fds = calloc(cfg->n_statics + 1,
+	    sizeof(*server.static_fds));
+	if (server.resource_rooms == NULL || server.static_fds == NULL ||
+	    http_open_statics(cfg, server.static_fds) == -1)
 		return -1;
 	LIST_INIT(&server.clients);
 	LIST_INIT(&server.rooms);
@@ -353,6 +356,9 @@ server_free(void)
 	idmap_free(&server.client_index);
 	idmap_free(&server.processes);
 	free(server.resource_rooms);
+	for (i = 0; server.static_fds != NULL && i < server.cfg->n_statics; i++)
+		close(server.static_fds[i]);
+	free(server.static_fds);
 	if (server_spare_fd != -1)
 		close(server_spare_fd);
 	for (i = 0; i < sizeof(server.signals) / sizeof(server.signals[0]); i++) {
