@@ -21,7 +21,7 @@ SMOKE_SECONDS ?= 10
 
 WARNINGS    := -std=c17 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
                -Wmissing-prototypes -Wno-unused-parameter
-PKGS        := libevent jansson openssl inih libsystemd
+PKGS        := libevent jansson openssl inih libsystemd zlib
 PKG_CFLAGS   = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS     = $(shell pkg-config --libs $(PKGS))
 ALL_CFLAGS   = $(WARNINGS) -D_GNU_SOURCE -Igatewayd $(PKG_CFLAGS) $(CFLAGS)
@@ -36,7 +36,8 @@ BUILD       := build
 endif
 
 # The I/O-free modules: parsers, codecs, records, the config model.
-PURE        := utf8 ws_frame http_req handshake record cfg idmap env http_static
+PURE        := utf8 ws_frame ws_deflate http_req handshake record cfg idmap env \
+               http_static
 # The I/O glue around one libevent loop.
 GLUE        := log stats client http room backend server main
 PURE_OBJS   := $(PURE:%=$(BUILD)/%.o)

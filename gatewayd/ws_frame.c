@@ -14,6 +14,11 @@
  * a header announces: a peer that announces 16 MiB and sends one byte
  * costs WS_FRAME_FIRST_BUFFER, not 16 MiB.
  *
+ * With permessage-deflate agreed (ws_frame_parser_allow_rsv1), RSV1 on a
+ * message's first frame marks it compressed: the payload is reassembled
+ * as binary would be (no UTF-8 check: it is deflate data) and delivered
+ * with compressed set, for the caller to inflate and validate.
+ *
  * On an error the parser frees its buffer and keeps refusing input; the
  * number of bytes it reports consumed runs up to and including the byte
  * that revealed the error.
@@ -32,6 +37,7 @@
 /* Header bits. */
 #define WS_FIN		0x80
 #define WS_RSV		0x70
+#define WS_RSV1		0x40
 #define WS_OPCODE	0x0f
 #define WS_MASK		0x80
 #define WS_LEN7		0x7f
@@ -88,6 +94,12 @@ ws_frame_parser_init(struct ws_frame_parser *p, uint64_t max_message_size,
 }
 
 void
+ws_frame_parser_allow_rsv1(struct ws_frame_parser *p, bool allow)
+{
+	p->allow_rsv1 = allow;
+}
+
+void
 ws_frame_parser_free(struct ws_frame_parser *p)
 {
 	ws_frame_buffer_free(p);
@@ -119,6 +131,7 @@ ws_frame_message_reset(struct ws_frame_parser *p)
 {
 	p->deliver_pending = false;
 	p->in_message = false;
+	p->message_compressed = false;
 	p->message_len = 0;
 	utf8_init(&p->utf8);
 	if (p->message_cap > WS_FRAME_KEEP_BUFFER)
@@ -170,12 +183,23 @@ ws_frame_header_first(struct ws_frame_parser *p, struct ws_frame_event *ev)
 	uint8_t b0 = p->header[0], b1 = p->header[1];
 	unsigned opcode = b0 & WS_OPCODE, len7 = b1 & WS_LEN7;
 
-	if (b0 & WS_RSV)
+	/* RSV1 is permessage-deflate's "compressed" bit when agreed; RSV2
+	 * and RSV3 belong to no extension we speak. */
+	if ((b0 & WS_RSV) & ~(p->allow_rsv1 ? WS_RSV1 : 0))
 		return ws_frame_fail(p, ev, WS_CLOSE_PROTOCOL_ERROR,
 		    "reserved bit set without an extension");
 	if (!ws_frame_opcode_known(opcode))
 		return ws_frame_fail(p, ev, WS_CLOSE_PROTOCOL_ERROR,
 		    "reserved opcode");
+	p->rsv1 = (b0 & WS_RSV1) != 0;
+	/* RFC 7692 6: RSV1 is on the first frame of a message alone; a
+	 * control frame is never compressed. */
+	if (p->rsv1 && ws_frame_is_control(opcode))
+		return ws_frame_fail(p, ev, WS_CLOSE_PROTOCOL_ERROR,
+		    "RSV1 set on a control frame");
+	if (p->rsv1 && opcode == WS_OP_CONTINUATION)
+		return ws_frame_fail(p, ev, WS_CLOSE_PROTOCOL_ERROR,
+		    "RSV1 set on a continuation frame");
 	p->fin = (b0 & WS_FIN) != 0;
 	p->opcode = (enum ws_frame_opcode)opcode;
 	p->masked = (b1 & WS_MASK) != 0;
@@ -289,6 +313,7 @@ payload:
 	if (p->opcode == WS_OP_TEXT || p->opcode == WS_OP_BINARY) {
 		p->in_message = true;
 		p->message_opcode = p->opcode;
+		p->message_compressed = p->rsv1;
 		p->message_len = 0;
 		utf8_init(&p->utf8);
 	}
@@ -325,7 +350,8 @@ ws_frame_payload(struct ws_frame_parser *p, const uint8_t *data, size_t n,
 	memcpy(dst, data, n);
 	if (p->masked)
 		ws_frame_mask(dst, n, p->mask, p->payload_have);
-	if (p->message_opcode == WS_OP_TEXT) {
+	/* Compressed text is deflate data: the caller checks it inflated. */
+	if (p->message_opcode == WS_OP_TEXT && !p->message_compressed) {
 		struct utf8 before = p->utf8;
 
 		if (utf8_feed(&p->utf8, dst, n) == -1) {
@@ -360,13 +386,14 @@ ws_frame_end(struct ws_frame_parser *p, struct ws_frame_event *ev)
 		if (!p->fin)
 			return 0;
 		if (p->message_opcode == WS_OP_TEXT &&
-		    !utf8_complete(&p->utf8)) {
+		    !p->message_compressed && !utf8_complete(&p->utf8)) {
 			ws_frame_fail(p, ev, WS_CLOSE_INVALID_DATA,
 			    "text message ends inside a character");
 			return 1;
 		}
 		ev->type = WS_EV_MESSAGE;
 		ev->opcode = p->message_opcode;
+		ev->compressed = p->message_compressed;
 		ev->data = p->message_len ? p->message : ws_frame_empty;
 		ev->len = p->message_len;
 		p->deliver_pending = true;
@@ -472,10 +499,20 @@ ws_frame_header_encode(uint8_t out[WS_FRAME_MAX_HEADER],
     enum ws_frame_opcode opcode, bool fin, uint64_t payload_len,
     const uint8_t *mask)
 {
+	return ws_frame_header_encode_rsv1(out, opcode, fin, false,
+	    payload_len, mask);
+}
+
+size_t
+ws_frame_header_encode_rsv1(uint8_t out[WS_FRAME_MAX_HEADER],
+    enum ws_frame_opcode opcode, bool fin, bool rsv1, uint64_t payload_len,
+    const uint8_t *mask)
+{
 	size_t n = 2;
 	int i;
 
-	out[0] = (uint8_t)((fin ? WS_FIN : 0) | (opcode & WS_OPCODE));
+	out[0] = (uint8_t)((fin ? WS_FIN : 0) | (rsv1 ? WS_RSV1 : 0) |
+	    (opcode & WS_OPCODE));
 	if (payload_len < 126) {
 		out[1] = (uint8_t)payload_len;
 	} else if (payload_len <= 0xffff) {

@@ -6,6 +6,11 @@
  * byte at a time included), reassembles fragmented messages, validates text
  * as UTF-8 as it arrives, and reports the close code a protocol error calls
  * for.  The encoder writes frame headers and close payloads.
+ *
+ * Extensions: with ws_frame_parser_allow_rsv1 the parser accepts RSV1 on
+ * the first frame of a data message, as permessage-deflate (RFC 7692)
+ * uses it, and reports the message as compressed; inflating it is the
+ * caller's job (ws_deflate).
  */
 #ifndef GATEWAYD_WS_FRAME_H
 #define GATEWAYD_WS_FRAME_H
@@ -58,6 +63,9 @@ enum ws_frame_event_type {
 struct ws_frame_event {
 	enum ws_frame_event_type type;
 	enum ws_frame_opcode opcode;	/* MESSAGE: WS_OP_TEXT or WS_OP_BINARY */
+	bool compressed;		/* MESSAGE: RSV1 was set on its first
+					 * frame; data is then the compressed
+					 * payload, and text was not validated */
 	const uint8_t *data;		/* MESSAGE: the payload; PING, PONG:
 					 * the payload; CLOSE: the reason */
 	size_t len;
@@ -110,6 +118,10 @@ struct ws_frame_parser {
 	bool masked;
 	bool in_message;		/* a fragmented message is open */
 	bool deliver_pending;	/* a message was returned; reset on next feed */
+	bool allow_rsv1;		/* an extension (permessage-deflate) was
+					 * agreed: RSV1 may start a message */
+	bool rsv1;			/* the frame being read has RSV1 */
+	bool message_compressed;	/* the open message began with RSV1 */
 
 	/* a control frame's payload (they may interleave with fragments):
 	 * WS_FRAME_MAX_CONTROL bytes, made on the first control frame */
@@ -126,6 +138,23 @@ struct ws_frame_parser {
  */
 void ws_frame_parser_init(struct ws_frame_parser *p, uint64_t max_message_size,
     uint64_t max_frame_size, bool expect_masked);
+
+/*
+ * Let RSV1 mark a data message as compressed (RFC 7692 6): call after
+ * ws_frame_parser_init, before the first ws_frame_parse, when
+ * permessage-deflate was agreed.  Default (false): any RSV bit is a
+ * protocol error (1002).  When allowed, RSV1 is accepted on the first
+ * frame of a text or binary message only; on a continuation or a control
+ * frame it is still 1002, and so are RSV2 and RSV3.
+ *
+ * A compressed message is reported with compressed set and its payload
+ * as received: max_message_size bounds those compressed bytes (the
+ * caller bounds the inflated size, e.g. with ws_deflate_inflate's
+ * max_out).  Compressed text is not validated as UTF-8 here, since it is
+ * deflate data: the caller validates the inflated text whole and fails
+ * with 1007.  Uncompressed text is validated as it arrives, as before.
+ */
+void ws_frame_parser_allow_rsv1(struct ws_frame_parser *p, bool allow);
 
 /* Release the parser's message buffer.  The parser may be reused after
  * ws_frame_parser_init. */
@@ -147,6 +176,14 @@ size_t ws_frame_parse(struct ws_frame_parser *p, const uint8_t *data, size_t len
  * written and the caller masks the payload with ws_frame_mask. */
 size_t ws_frame_header_encode(uint8_t out[WS_FRAME_MAX_HEADER],
     enum ws_frame_opcode opcode, bool fin, uint64_t payload_len,
+    const uint8_t *mask);
+
+/* The same, with RSV1 set when rsv1 is true: the caller sets it on the
+ * first frame of a compressed message only (RFC 7692 6), never on a
+ * continuation or control frame.  ws_frame_header_encode is this with
+ * rsv1 false. */
+size_t ws_frame_header_encode_rsv1(uint8_t out[WS_FRAME_MAX_HEADER],
+    enum ws_frame_opcode opcode, bool fin, bool rsv1, uint64_t payload_len,
     const uint8_t *mask);
 
 /* XOR data with the 4-byte key, starting at key position offset % 4. */

@@ -1,8 +1,10 @@
 /*
  * fuzz_ws_frame: libFuzzer driver for the frame parser.
  *
- * Input layout: byte 0 picks how the stream is cut into pieces (whole, 1,
- * 2, 3, 7 or 64 bytes, sizes read from the stream itself, or 1000), byte 1
+ * Input layout: byte 0 picks how the stream is cut into pieces with its
+ * low three bits (whole, 1, 2, 3, 7 or 64 bytes, sizes read from the
+ * stream itself, or 1000) and, with its top bit, whether RSV1 is allowed
+ * (permessage-deflate agreed), byte 1
  * picks max_message_size with its low two bits (64 KiB most of the time,
  * sometimes 0 or 200) and max_frame_size with the next two (0, i.e. none,
  * most of the time, sometimes 100 or 20000), the rest is the byte stream.  The stream goes to a server parser (frames
@@ -11,7 +13,8 @@
  *   - consumed <= the piece; a piece is used up when no event comes; any
  *     event but an error consumes something;
  *   - MESSAGE: TEXT or BINARY, non-NULL data, within max_message_size,
- *     text is valid UTF-8; the buffer never outgrows the limit nor twice
+ *     uncompressed text is valid UTF-8, compressed only when RSV1 is
+ *     allowed; the buffer never outgrows the limit nor twice
  *     the bytes received (beyond WS_FRAME_FIRST_BUFFER), and is released
  *     after delivery when big; no data frame passes max_frame_size;
  *   - PING/PONG within 125 bytes; CLOSE with a valid code or 1005 (and
@@ -20,8 +23,8 @@
  *     and the same error;
  *   - the events (and the offsets where they come) do not depend on how
  *     the input was cut;
- *   - each message and close re-encoded with the encoder parses back to
- *     the same event.
+ *   - each message and close re-encoded with the encoder (RSV1 set again
+ *     on a compressed message) parses back to the same event.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -93,13 +96,17 @@ static void
 check_event(const struct ws_frame_parser *p, const struct ws_frame_event *ev,
     uint64_t max)
 {
+	require(!ev->compressed || ev->type == WS_EV_MESSAGE,
+	    "only a message is compressed");
 	switch (ev->type) {
 	case WS_EV_MESSAGE:
 		require(ev->opcode == WS_OP_TEXT || ev->opcode == WS_OP_BINARY,
 		    "message opcode is text or binary");
 		require(ev->data != NULL, "message data is not NULL");
 		require(ev->len <= max, "message within max_message_size");
-		if (ev->opcode == WS_OP_TEXT)
+		require(!ev->compressed || p->allow_rsv1,
+		    "compressed only when RSV1 is allowed");
+		if (ev->opcode == WS_OP_TEXT && !ev->compressed)
 			require(utf8_valid(ev->data, ev->len),
 			    "text message is valid UTF-8");
 		break;
@@ -164,13 +171,17 @@ round_trip(const struct ws_frame_event *ev, uint64_t max)
 	}
 	buf = malloc(WS_FRAME_MAX_HEADER + len);
 	require(buf != NULL, "malloc");
-	h = ws_frame_header_encode(buf, op, true, len, key);
+	h = ws_frame_header_encode_rsv1(buf, op, true, ev->compressed, len,
+	    key);
 	memcpy(buf + h, payload, len);
 	ws_frame_mask(buf + h, len, key, 0);
 	ws_frame_parser_init(&p, max, 0, true);
+	ws_frame_parser_allow_rsv1(&p, ev->compressed);
 	n = ws_frame_parse(&p, buf, h + len, &back);
 	require(n == h + len, "re-encoded frame consumed whole");
 	require(back.type == ev->type, "re-encoded frame, same event");
+	require(back.compressed == ev->compressed,
+	    "re-encoded frame, same RSV1");
 	require(back.code == ev->code, "re-encoded close, same code");
 	require(back.len == ev->len &&
 	    (ev->len == 0 || memcmp(back.data, ev->data, ev->len) == 0),
@@ -181,7 +192,8 @@ round_trip(const struct ws_frame_event *ev, uint64_t max)
 
 static void
 run(const uint8_t *in, size_t len, unsigned mode, uint64_t max,
-    uint64_t frame_max, bool expect_masked, bool encode, struct outcome *o)
+    uint64_t frame_max, bool expect_masked, bool rsv1, bool encode,
+    struct outcome *o)
 {
 	struct ws_frame_parser p;
 	struct ws_frame_event ev, again;
@@ -190,6 +202,7 @@ run(const uint8_t *in, size_t len, unsigned mode, uint64_t max,
 	memset(o, 0, sizeof(*o));
 	o->hash = 0xcbf29ce484222325ULL;
 	ws_frame_parser_init(&p, max, frame_max, expect_masked);
+	ws_frame_parser_allow_rsv1(&p, rsv1);
 	while (off < len) {
 		piece = piece_size(mode, in, off, len);
 		n = ws_frame_parse(&p, in + off, piece, &ev);
@@ -207,6 +220,7 @@ run(const uint8_t *in, size_t len, unsigned mode, uint64_t max,
 		o->last_code = ev.code;
 		o->hash = fnv_u64(o->hash, ev.type);
 		o->hash = fnv_u64(o->hash, ev.opcode);
+		o->hash = fnv_u64(o->hash, ev.compressed);
 		o->hash = fnv_u64(o->hash, ev.code);
 		o->hash = fnv_u64(o->hash, ev.len);
 		o->hash = fnv_u64(o->hash, off);
@@ -243,11 +257,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct outcome whole, cut;
 	unsigned mode;
 	uint64_t max, frame_max;
+	bool rsv1;
 	int side;
 
 	if (size < 2)
 		return 0;
 	mode = data[0] % 8;
+	rsv1 = (data[0] & 0x80) != 0;
 	max = maxes[data[1] % 4];
 	frame_max = frame_maxes[(data[1] >> 2) % 4];
 	data += 2;
@@ -256,12 +272,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (side = 0; side < 2; side++) {
 		bool masked = side == 0;
 
-		run(data, size, 0, max, frame_max, masked, true, &whole);
+		run(data, size, 0, max, frame_max, masked, rsv1, true, &whole);
 		require(whole.consumed <= size, "consumed <= input");
 		if (whole.last != WS_EV_ERROR)
 			require(whole.consumed == size, "all input consumed");
 		if (mode != 0) {
-			run(data, size, mode, max, frame_max, masked, false, &cut);
+			run(data, size, mode, max, frame_max, masked, rsv1, false,
+			    &cut);
 			require(cut.hash == whole.hash &&
 			    cut.events == whole.events &&
 			    cut.consumed == whole.consumed,

@@ -2,9 +2,9 @@
  * Unit tests for ws_frame.c: the RFC 6455 5.7 examples, every protocol
  * error with its close code, fragmentation with interleaved control frames,
  * the message and frame size limits, fail-fast UTF-8, close frames, the encoder, and
- * the parser's memory use.  Inputs are fed whole, a byte at a time and in
- * odd-sized pieces, and all three must produce the same events at the same
- * input offsets.
+ * the parser's memory use, and RSV1 for permessage-deflate.  Inputs are
+ * fed whole, a byte at a time and in odd-sized pieces, and all three must
+ * produce the same events at the same input offsets.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -44,6 +44,7 @@ struct rec {
 	size_t len;
 	size_t at;		/* input consumed when the event came */
 	bool data_null;
+	bool compressed;
 };
 
 struct run {
@@ -101,6 +102,7 @@ run_parse(struct ws_frame_parser *p, const uint8_t *buf, size_t len,
 			e->len = ev.len;
 			e->at = off;
 			e->data_null = ev.data == NULL;
+			e->compressed = ev.compressed;
 			e->data = malloc(ev.len ? ev.len : 1);
 			if (ev.len)
 				memcpy(e->data, ev.data, ev.len);
@@ -135,11 +137,16 @@ runs_equal(const struct run *a, const struct run *b)
 		    memcmp(x->data, y->data, x->len) != 0)
 			return false;
 		if ((x->type == WS_EV_MESSAGE) &&
-		    (x->opcode != y->opcode || x->data_null || y->data_null))
+		    (x->opcode != y->opcode || x->data_null || y->data_null ||
+		    x->compressed != y->compressed))
 			return false;
 	}
 	return true;
 }
+
+/* Whether the parsers made by parse_all_ways_f accept RSV1 (the
+ * permessage-deflate tests set it, and clear it when done). */
+static bool allow_rsv1;
 
 /* Parse buf whole into *r, and check that byte-at-a-time and 3- and 7-byte
  * pieces give the same events at the same offsets.  frame_max is the
@@ -155,10 +162,12 @@ parse_all_ways_f(uint64_t max, uint64_t frame_max, bool expect_masked,
 	size_t i;
 
 	ws_frame_parser_init(&p, max, frame_max, expect_masked);
+	ws_frame_parser_allow_rsv1(&p, allow_rsv1);
 	ok = run_parse(&p, buf, len, 0, r);
 	ws_frame_parser_free(&p);
 	for (i = 0; i < sizeof(chunks) / sizeof(chunks[0]); i++) {
 		ws_frame_parser_init(&p, max, frame_max, expect_masked);
+		ws_frame_parser_allow_rsv1(&p, allow_rsv1);
 		ok = run_parse(&p, buf, len, chunks[i], &other) && ok;
 		ws_frame_parser_free(&p);
 		if (!runs_equal(r, &other)) {
@@ -1184,6 +1193,264 @@ test_consecutive_messages(void)
 	run_free(&r);
 }
 
+/* Frame builder with RSV1. */
+static size_t
+frame_rsv1(uint8_t *out, enum ws_frame_opcode op, bool fin, bool rsv1,
+    const void *payload, size_t len, const uint8_t *k)
+{
+	size_t h = ws_frame_header_encode_rsv1(out, op, fin, rsv1, len, k);
+
+	memcpy(out + h, payload, len);
+	if (k)
+		ws_frame_mask(out + h, len, k, 0);
+	return h + len;
+}
+
+static bool
+is_compressed(const struct rec *e, enum ws_frame_opcode op, const void *data,
+    size_t len)
+{
+	return is_message(e, op, data, len) && e->compressed;
+}
+
+/* RSV1 stays an error unless an extension allows it, and the setter can
+ * turn it back off. */
+static void
+test_rsv1_not_allowed(void)
+{
+	struct ws_frame_parser p;
+	struct ws_frame_event ev;
+
+	allow_rsv1 = false;
+	CHECK_EQ_INT(CLIENT_ERROR(0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9,
+	    0x07, 0x00), 1002);
+	ws_frame_parser_init(&p, 1024, 0, false);
+	CHECK(!p.allow_rsv1);
+	ws_frame_parser_allow_rsv1(&p, true);
+	ws_frame_parser_allow_rsv1(&p, false);
+	CHECK_EQ_INT(ws_frame_parse(&p, B(0xc2, 0x00), &ev), 2);
+	CHECK_EQ_INT(ev.type, WS_EV_ERROR);
+	CHECK_EQ_INT(ev.code, 1002);
+	CHECK_EQ_STR(ev.error, "reserved bit set without an extension");
+	ws_frame_parser_free(&p);
+	/* an uncompressed message reports compressed false */
+	ws_frame_parser_init(&p, 1024, 0, false);
+	CHECK_EQ_INT(ws_frame_parse(&p, B(0x81, 0x01, 'a'), &ev), 3);
+	CHECK_EQ_INT(ev.type, WS_EV_MESSAGE);
+	CHECK(!ev.compressed);
+	ws_frame_parser_free(&p);
+}
+
+/* RFC 7692 7.2.3.1: "Hello" in one compressed DEFLATE block, whole and in
+ * two fragments (RSV1 on the first only), unmasked and masked.  The
+ * payload is delivered as received, and it is not UTF-8 (0xf2 0x48 is an
+ * invalid sequence): compressed text is not validated by the parser. */
+static void
+test_rsv1_rfc7692(void)
+{
+	static const uint8_t hello[] = { 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07,
+	    0x00 };
+	uint8_t buf[64];
+	struct run r;
+	size_t n;
+
+	allow_rsv1 = true;
+	CHECK(!utf8_valid(hello, sizeof(hello)));
+	CHECK(parse_all_ways(1024, false, B(0xc1, 0x07, 0xf2, 0x48, 0xcd,
+	    0xc9, 0xc9, 0x07, 0x00), &r));
+	CHECK_EQ_INT(r.n, 1);
+	CHECK(is_compressed(&r.ev[0], WS_OP_TEXT, hello, sizeof(hello)));
+	CHECK_EQ_INT(r.ev[0].at, 9);
+	run_free(&r);
+	/* the RFC's fragments of 3 and 4 bytes */
+	CHECK(parse_all_ways(1024, false, B(0x41, 0x03, 0xf2, 0x48, 0xcd,
+	    0x80, 0x04, 0xc9, 0xc9, 0x07, 0x00), &r));
+	CHECK_EQ_INT(r.n, 1);
+	CHECK(is_compressed(&r.ev[0], WS_OP_TEXT, hello, sizeof(hello)));
+	CHECK_EQ_INT(r.ev[0].at, 11);
+	run_free(&r);
+	/* masked, as a client sends it, with a ping between the fragments */
+	n = frame_rsv1(buf, WS_OP_TEXT, false, true, hello, 3, key);
+	n += frame(buf + n, WS_OP_PING, true, "p", 1, key);
+	n += frame(buf + n, WS_OP_CONTINUATION, true, hello + 3, 4, key);
+	CHECK(parse_all_ways(1024, true, buf, n, &r));
+	CHECK_EQ_INT(r.n, 2);
+	CHECK_EQ_INT(r.ev[0].type, WS_EV_PING);
+	CHECK(is_compressed(&r.ev[1], WS_OP_TEXT, hello, sizeof(hello)));
+	run_free(&r);
+	allow_rsv1 = false;
+}
+
+/* Where RSV1 is still a protocol error when allowed. */
+static void
+test_rsv1_misplaced(void)
+{
+	size_t at = 99;
+
+	allow_rsv1 = true;
+	/* on control frames */
+	CHECK_EQ_INT(CLIENT_ERROR(0xc9, 0x00), 1002);
+	CHECK_EQ_INT(CLIENT_ERROR(0xca, 0x00), 1002);
+	CHECK_EQ_INT(CLIENT_ERROR(0xc8, 0x02, 0x03, 0xe8), 1002);
+	CHECK_EQ_INT(SERVER_ERROR(0xc9, 0x80, 1, 2, 3, 4), 1002);
+	/* on a continuation, of an uncompressed or a compressed message,
+	 * final or not: refused at its first two bytes */
+	CHECK_EQ_INT(error_of(false, 1024, B(0x01, 0x01, 'a', 0xc0, 0x01,
+	    'b'), &at), 1002);
+	CHECK_EQ_INT(at, 5);
+	CHECK_EQ_INT(CLIENT_ERROR(0x41, 0x01, 'a', 0xc0, 0x01, 'b'), 1002);
+	CHECK_EQ_INT(CLIENT_ERROR(0x41, 0x01, 'a', 0x40, 0x01, 'b', 0x80,
+	    0x00), 1002);
+	/* ... and with no message open */
+	CHECK_EQ_INT(CLIENT_ERROR(0xc0, 0x00), 1002);
+	/* RSV2 and RSV3 remain errors, alone or with RSV1 */
+	CHECK_EQ_INT(CLIENT_ERROR(0xa1, 0x00), 1002);
+	CHECK_EQ_INT(CLIENT_ERROR(0x91, 0x00), 1002);
+	CHECK_EQ_INT(CLIENT_ERROR(0xe1, 0x00), 1002);
+	CHECK_EQ_INT(CLIENT_ERROR(0xd2, 0x00), 1002);
+	CHECK_EQ_INT(CLIENT_ERROR(0xf2, 0x00), 1002);
+	/* a reserved opcode with RSV1 */
+	CHECK_EQ_INT(CLIENT_ERROR(0xc3, 0x00), 1002);
+	/* a new compressed message inside an open one */
+	CHECK_EQ_INT(CLIENT_ERROR(0x01, 0x01, 'a', 0xc1, 0x01, 'b'), 1002);
+	allow_rsv1 = false;
+}
+
+/* Allowing RSV1 leaves uncompressed messages as they were: text is still
+ * validated as it arrives; only compressed messages skip it. */
+static void
+test_rsv1_utf8(void)
+{
+	struct run r;
+	size_t at = 99;
+
+	allow_rsv1 = true;
+	CHECK_EQ_INT(error_of(false, 1024, B(0x81, 0x03, 'a', 0xff, 'b'),
+	    &at), 1007);
+	CHECK_EQ_INT(at, 4);
+	CHECK_EQ_INT(CLIENT_ERROR(0x81, 0x02, 'a', 0xce), 1007);
+	/* compressed text: bad bytes and a cut character pass */
+	CHECK(parse_all_ways(1024, false, B(0xc1, 0x03, 'a', 0xff, 'b',
+	    0x41, 0x02, 'a', 0xce, 0x80, 0x01, 0xed), &r));
+	CHECK_EQ_INT(r.n, 2);
+	CHECK(is_compressed(&r.ev[0], WS_OP_TEXT, "a\xff" "b", 3));
+	CHECK(is_compressed(&r.ev[1], WS_OP_TEXT, "a\xce\xed", 3));
+	run_free(&r);
+	/* the flag belongs to one message: compressed, plain, compressed
+	 * binary, plain fragmented, empty compressed */
+	CHECK(parse_all_ways(1024, false, B(0xc1, 0x01, 0xff,
+	    0x81, 0x01, 'x',
+	    0xc2, 0x02, 0x00, 0x01,
+	    0x02, 0x01, 'y', 0x80, 0x01, 'z',
+	    0xc1, 0x00), &r));
+	CHECK_EQ_INT(r.n, 5);
+	CHECK(is_compressed(&r.ev[0], WS_OP_TEXT, "\xff", 1));
+	CHECK(is_message(&r.ev[1], WS_OP_TEXT, "x", 1));
+	CHECK(!r.ev[1].compressed);
+	CHECK(is_compressed(&r.ev[2], WS_OP_BINARY, "\x00\x01", 2));
+	CHECK(is_message(&r.ev[3], WS_OP_BINARY, "yz", 2));
+	CHECK(!r.ev[3].compressed);
+	CHECK(is_compressed(&r.ev[4], WS_OP_TEXT, "", 0));
+	run_free(&r);
+	/* an uncompressed text message after a compressed one that ended
+	 * inside a "character" starts clean */
+	CHECK(parse_all_ways(1024, false, B(0xc1, 0x01, 0xe2, 0x81, 0x01,
+	    0x80), &r));
+	CHECK_EQ_INT(r.n, 2);
+	CHECK_EQ_INT(r.ev[1].type, WS_EV_ERROR);
+	CHECK_EQ_INT(r.ev[1].code, 1007);
+	run_free(&r);
+	allow_rsv1 = false;
+}
+
+/* The compressed payload is bounded by max_message_size and
+ * max_frame_size like any other. */
+static void
+test_rsv1_limits(void)
+{
+	static uint8_t buf[3 * (14 + 300)];
+	uint8_t payload[300];
+	struct run r;
+	size_t n, h, at = 0;
+
+	allow_rsv1 = true;
+	memset(payload, 0xfe, sizeof(payload));
+	n = frame_rsv1(buf, WS_OP_TEXT, true, true, payload, 300, key);
+	CHECK(parse_all_ways(300, true, buf, n, &r));
+	CHECK_EQ_INT(r.n, 1);
+	CHECK(is_compressed(&r.ev[0], WS_OP_TEXT, payload, 300));
+	run_free(&r);
+	h = n - 300 - 4;
+	CHECK_EQ_INT(error_of(true, 299, buf, n, &at), 1009);
+	CHECK_EQ_INT(at, h);
+	CHECK_EQ_INT(error_of_f(true, 1 << 20, 299, buf, n, &at), 1009);
+	CHECK_EQ_INT(at, h);
+	/* across fragments */
+	n = frame_rsv1(buf, WS_OP_BINARY, false, true, payload, 200, key);
+	h = n;
+	n += frame(buf + n, WS_OP_CONTINUATION, true, payload, 101, key);
+	CHECK_EQ_INT(error_of(true, 300, buf, n, &at), 1009);
+	CHECK_EQ_INT(at, h + 2);
+	allow_rsv1 = false;
+}
+
+static void
+test_header_encode_rsv1(void)
+{
+	uint8_t h[WS_FRAME_MAX_HEADER];
+	static const uint8_t k[4] = { 0xaa, 0xbb, 0xcc, 0xdd };
+
+	CHECK_EQ_INT(ws_frame_header_encode_rsv1(h, WS_OP_TEXT, true, true, 7,
+	    NULL), 2);
+	CHECK_EQ_MEM(h, 2, "\xc1\x07", 2);
+	CHECK_EQ_INT(ws_frame_header_encode_rsv1(h, WS_OP_TEXT, false, true, 3,
+	    NULL), 2);
+	CHECK_EQ_MEM(h, 2, "\x41\x03", 2);
+	CHECK_EQ_INT(ws_frame_header_encode_rsv1(h, WS_OP_BINARY, true, true,
+	    65536, k), 14);
+	CHECK_EQ_MEM(h, 14, "\xc2\xff\x00\x00\x00\x00\x00\x01\x00\x00"
+	    "\xaa\xbb\xcc\xdd", 14);
+	CHECK_EQ_INT(ws_frame_header_encode_rsv1(h, WS_OP_TEXT, true, false, 5,
+	    NULL), 2);
+	CHECK_EQ_MEM(h, 2, "\x81\x05", 2);
+	CHECK_EQ_INT(ws_frame_header_encode_rsv1(h, WS_OP_BINARY, true, false,
+	    126, NULL), 4);
+	CHECK_EQ_MEM(h, 4, "\x82\x7e\x00\x7e", 4);
+}
+
+/* Encode with RSV1, parse back with RSV1 allowed: every length boundary,
+ * masked and not, whole and byte by byte. */
+static void
+test_round_trip_rsv1(void)
+{
+	static const size_t lens[] = { 0, 1, 125, 126, 65535, 65536 };
+	static const uint8_t k[4] = { 0x01, 0x80, 0xfe, 0x7f };
+	size_t i, j, n;
+
+	allow_rsv1 = true;
+	for (i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+		size_t len = lens[i];
+		uint8_t *payload = malloc(len + 1), *buf = malloc(len + 14);
+		struct run r;
+		int masked;
+
+		for (j = 0; j < len; j++)
+			payload[j] = (uint8_t)(j * 37 + (j >> 9));
+		for (masked = 0; masked < 2; masked++) {
+			n = frame_rsv1(buf, WS_OP_TEXT, true, true, payload,
+			    len, masked ? k : NULL);
+			CHECK(parse_all_ways(1 << 20, masked, buf, n, &r));
+			CHECK_EQ_INT(r.n, 1);
+			CHECK(is_compressed(&r.ev[0], WS_OP_TEXT, payload,
+			    len));
+			run_free(&r);
+		}
+		free(payload);
+		free(buf);
+	}
+	allow_rsv1 = false;
+}
+
 int
 main(void)
 {
@@ -1212,5 +1479,12 @@ main(void)
 	RUN(test_memory);
 	RUN(test_memory_announced);
 	RUN(test_consecutive_messages);
+	RUN(test_rsv1_not_allowed);
+	RUN(test_rsv1_rfc7692);
+	RUN(test_rsv1_misplaced);
+	RUN(test_rsv1_utf8);
+	RUN(test_rsv1_limits);
+	RUN(test_header_encode_rsv1);
+	RUN(test_round_trip_rsv1);
 	return check_summary();
 }
