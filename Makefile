@@ -7,6 +7,7 @@
 #   make fuzz       run every fuzz target for FUZZ_SECONDS each
 #   make install    install the binary, the reference config and the unit
 #   make deps       install the Debian packages the build and tests need
+#   make deps-run   only those the build and make run need
 #
 # CFLAGS, CC, PREFIX and DESTDIR may be overridden; SANITIZE=1 builds with
 # AddressSanitizer and UndefinedBehaviorSanitizer into build-san/.
@@ -45,13 +46,17 @@ GLUE_OBJS   := $(GLUE:%=$(BUILD)/%.o)
 UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(wildcard tests/unit/test_*.c))
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 
-DEBIAN_PACKAGES := build-essential pkg-config libevent-dev libssl-dev \
-    libinih-dev libjansson-dev zlib1g-dev libsystemd-dev clang-14 \
-    libclang-rt-14-dev valgrind jq python3 python3-pytest \
+# What building and running need (make run installs only these), and what
+# the tests add: fuzzers and sanitizers, the peers and tools they drive.
+RUN_PACKAGES  := build-essential pkg-config libevent-dev libssl-dev \
+    libinih-dev libjansson-dev zlib1g-dev libsystemd-dev python3
+TEST_PACKAGES := clang-14 libclang-rt-14-dev valgrind jq python3-pytest \
     python3-websockets python3-pytest-asyncio python3-pytest-timeout \
-    python3-trustme
+    python3-trustme python3-selenium chromium chromium-driver websocketd bc
+DEBIAN_PACKAGES := $(RUN_PACKAGES) $(TEST_PACKAGES)
 
-.PHONY: all run test unit pytest fuzz fuzz-smoke fuzz-replay deps install clean bench
+.PHONY: all run test unit pytest fuzz fuzz-smoke fuzz-replay deps deps-run \
+    install clean bench
 
 all: $(BUILD)/gatewayd
 
@@ -112,8 +117,12 @@ test: deps
 	$(MAKE) SANITIZE=1 pytest
 	$(MAKE) pytest
 
-run: deps all
+run: deps-run
+	$(MAKE) all
 	./conf/demo.sh $(BUILD)/gatewayd conf/demo.ini
+
+deps-run:
+	$(MAKE) deps DEBIAN_PACKAGES="$(RUN_PACKAGES)"
 
 # Install what is missing, and only that: apt-get update is slow and needs
 # the network, so it runs only when a package is absent.
