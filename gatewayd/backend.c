@@ -51,8 +51,9 @@
 #define BACKEND_READ_MAX 65536
 
 /* Deliveries (frames queued to clients) one backend may cause in one loop
- * turn before the rest of its input waits for the next turn. */
-#define BACKEND_WORK_MAX 32768
+ * turn before the rest of its input waits for the next turn: a few ms of
+ * work, so that a burst to a big room keeps other rooms' latency. */
+#define BACKEND_WORK_MAX 4096
 
 /* The process is gone: what it left in the socket is read up to this,
  * which bounds what a child that inherited the socket can make us read. */

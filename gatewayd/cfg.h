@@ -138,6 +138,7 @@ struct cfg {
 	uint64_t shutdown_timeout_ms;
 	uint64_t max_processes;			/* spawned, alive; CFG_AUTO */
 	uint64_t max_rooms;			/* rooms at once; CFG_AUTO */
+	uint64_t max_output_memory;		/* queued to all clients -> 1008 */
 	uint64_t keepalive_timeout_ms;		/* plain HTTP between requests */
 	uint64_t keepalive_requests;		/* per connection */
 	char *static_dir;			/* [gateway]'s, also in statics */

@@ -309,6 +309,7 @@ client_free(struct client *c)
 	LIST_REMOVE(c, entry);
 	if (c->flush_listed)
 		LIST_REMOVE(c, flush_entry);
+	server.output_bytes -= c->out_counted;
 	server.n_clients--;
 	stats.clients_closed++;
 	event_del(c->timer);
@@ -352,6 +353,26 @@ client_set_read_event(struct client *c, bool reading)
 	client_update_read_event(c);
 }
 
+/*
+ * Keep server.output_bytes, the output queued to all clients, in step
+ * with c's queue: called wherever the queue grows or shrinks.  Past
+ * max_output_memory, the clients with the most queued are closed (at the
+ * end of the loop turn, not in the middle of a broadcast).
+ */
+static void
+client_account(struct client *c)
+{
+	size_t len = evbuffer_get_length(c->out);
+
+	server.output_bytes += len;
+	server.output_bytes -= c->out_counted;
+	c->out_counted = len;
+	if (server.output_bytes > server.output_peak)
+		server.output_peak = server.output_bytes;
+	if (server.output_bytes > server.cfg->max_output_memory)
+		server_output_over();
+}
+
 /* The connection is over: client_read_cb frees the client, as whoever
  * found out may still hold it. */
 static void
@@ -359,6 +380,7 @@ client_end(struct client *c)
 {
 	c->gone = true;
 	evbuffer_drain(c->out, evbuffer_get_length(c->out));
+	client_account(c);
 	client_update_read_event(c);
 }
 
@@ -421,6 +443,7 @@ client_flush(struct client *c)
 		client_end(c);
 		return;
 	}
+	client_account(c);
 	if (c->room != NULL && c->room->is_solo)
 		room_solo_drained(c->room);
 	if (evbuffer_get_length(c->out) > 0) {
@@ -456,6 +479,7 @@ client_queued(const struct client *c)
 static void
 client_output_added(struct client *c)
 {
+	client_account(c);
 	if (client_batch_depth == 0) {
 		client_flush(c);
 	} else if (!c->flush_listed) {
@@ -517,8 +541,17 @@ client_http_error(struct client *c, int status, const char *body)
 	stats.handshakes_failed++;
 	log_debug("%s: %d %s", c->name, status, body);
 	n = handshake_response_error(buf, sizeof(buf), status, body);
-	if (n == 0)
-		n = handshake_response_error(buf, sizeof(buf), status, "");
+	if (n == 0) {
+		/* A long body (a backend's reject reason) is cut, at a
+		 * character's end, to what the response holds. */
+		char cut[sizeof(buf) / 2];
+		size_t len = utf8_truncate((const uint8_t *)body, strlen(body),
+		    sizeof(cut) - 1);
+
+		memcpy(cut, body, len);
+		cut[len] = '\0';
+		n = handshake_response_error(buf, sizeof(buf), status, cut);
+	}
 	if (evbuffer_add(c->out, buf, n) == 0)
 		client_output_added(c);
 	client_linger(c);
@@ -613,8 +646,11 @@ client_send(struct client *c, struct shared_frame *f)
 		return;
 	/* A small frame is cheaper copied, into the free end of the last
 	 * chain, than referenced through a chain of its own per member;
-	 * a large one is shared, so that N members cost one copy. */
-	if (f->len <= CLIENT_COPY_MAX) {
+	 * a large one is shared, so that N members cost one copy.  So is a
+	 * middling one for a member that is behind: its copies would pile
+	 * up, where a reference costs a chain's header. */
+	if (f->len <= CLIENT_COPY_MAX && (f->len < CLIENT_SHARE_MIN ||
+	    evbuffer_get_length(c->out) < CLIENT_BEHIND)) {
 		if (evbuffer_add(c->out, f->data, f->len) == -1)
 			return;
 	} else {
@@ -1449,6 +1485,52 @@ client_backend_lost(struct client *c, unsigned code)
 
 	else if (c->state == CLIENT_OPEN)
 		client_close(c, code, why, strlen(why));
+}
+
+/* Order clients by queued output, most first. */
+static int
+client_queued_cmp(const void *a, const void *b)
+{
+	size_t x = (*(struct client *const *)a)->out_counted;
+	size_t y = (*(struct client *const *)b)->out_counted;
+
+	return x > y ? -1 : x < y;
+}
+
+void
+client_shed_output(void)
+{
+	static const char why[] = "output memory limit";
+	struct client *c, **list;
+	size_t n = 0, i, target = server.cfg->max_output_memory / 10 * 9;
+	size_t before = server.output_bytes, closed = 0;
+
+	if (server.output_bytes <= server.cfg->max_output_memory)
+		return;
+	list = malloc(server.n_clients * sizeof(*list));
+	if (list == NULL)
+		return;
+	LIST_FOREACH(c, &server.clients, entry)
+		if (c->out_counted > 0 && !c->gone)
+			list[n++] = c;
+	qsort(list, n, sizeof(*list), client_queued_cmp);
+	/* The most behind go first, their backlog dropped, so that the
+	 * memory comes back now rather than after close_timeout. */
+	for (i = 0; i < n && server.output_bytes > target; i++) {
+		c = list[i];
+		stats.slow_consumers++;
+		closed++;
+		evbuffer_drain(c->out, evbuffer_get_length(c->out));
+		client_account(c);
+		if (c->state == CLIENT_OPEN)
+			client_close(c, WS_CLOSE_POLICY, why, sizeof(why) - 1);
+		else
+			client_end(c);
+	}
+	free(list);
+	log_warn("max_output_memory (%llu bytes) passed: %zu bytes queued to "
+	    "clients; closed the %zu most behind (1008)",
+	    (unsigned long long)server.cfg->max_output_memory, before, closed);
 }
 
 void

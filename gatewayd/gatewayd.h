@@ -61,6 +61,10 @@ struct server {
 	size_t n_processes;		/* spawned and not yet reaped */
 	uint64_t max_processes;		/* cfg's, "auto" resolved */
 	int *static_fds;		/* parallel to cfg->statics */
+	size_t output_bytes;		/* queued to every client */
+	size_t output_peak;		/* since memory was last given back */
+	struct event *housekeeping;	/* once a second */
+	struct event *output_check;	/* max_output_memory passed */
 };
 
 extern struct server server;
@@ -78,6 +82,9 @@ void server_check_stopped(void);
 uint64_t server_now_ms(void);
 /* (Re)arm the timer ev to fire in ms milliseconds. */
 void server_timer_set(struct event *ev, uint64_t ms);
+/* The output queued to clients passed max_output_memory: shed it once
+ * the current callback is done (client_shed_output). */
+void server_output_over(void);
 
 /* client.c */
 
@@ -121,6 +128,8 @@ struct client {
 	bool flush_listed;		/* in the batch's flush list */
 	bool keep_alive;		/* CLIENT_HTTP: another request may
 					 * follow the answer */
+	bool excepted;			/* left out of the broadcast at hand */
+	size_t out_counted;		/* out's length in server.output_bytes */
 	int fd;
 	uint32_t head_scan;		/* request head: where to look for its
 					 * end (the last line end seen) */
@@ -199,8 +208,16 @@ void client_send_small(struct client *c, enum ws_frame_opcode opcode,
     const uint8_t *payload, size_t len);
 
 /* Messages up to this size are copied into each client's output buffer;
- * bigger ones are shared between recipients (see client_send). */
+ * bigger ones are shared between recipients (see client_send), and so
+ * are those of CLIENT_SHARE_MIN bytes or more to a client with
+ * CLIENT_BEHIND bytes queued already. */
 #define CLIENT_COPY_MAX 2048
+#define CLIENT_SHARE_MIN 256
+#define CLIENT_BEHIND 65536
+
+/* Close the clients with the most queued output until it is below 90% of
+ * max_output_memory. */
+void client_shed_output(void);
 
 /*
  * Output queued to clients between client_batch_begin and client_batch_end
@@ -301,6 +318,10 @@ struct room {
 	size_t n_held;
 	bool paused;			/* the clients are not read */
 };
+
+/* The longest backoff between restarts is at least this, so that a
+ * backend that fails at once is started at most 20 times a second. */
+#define ROOM_RESTART_FLOOR_MS 50
 
 /* The longest room name (request path) a pattern resource takes: its
  * clients choose it, and it reaches the backend and the log. */

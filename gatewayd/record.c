@@ -218,23 +218,31 @@ record_put_headers(struct record_writer *w, const struct record_header *h,
     size_t n)
 {
 	size_t i, j, k;
-	char name[256];
+	char small[256], *name;
 	bool first = true;
 
 	record_put(w, "{", 1);
 	for (i = 0; i < n; i++) {
-		if (h[i].name_len >= sizeof(name))
-			continue;	/* longer than any real header name */
 		for (j = 0; j < i && !record_same_name(&h[j], &h[i]); j++)
 			;
 		if (j < i)
 			continue;	/* joined to the first of its name */
+		/* Names are short, but a client may send a long one: it is
+		 * kept, as the backend is told of every header. */
+		name = h[i].name_len <= sizeof(small) ? small :
+		    malloc(h[i].name_len);
+		if (name == NULL) {
+			w->failed = true;
+			return;
+		}
 		for (k = 0; k < h[i].name_len; k++)
 			name[k] = (char)tolower((unsigned char)h[i].name[k]);
 		if (!first)
 			record_put(w, ",", 1);
 		first = false;
 		record_put_string(w, name, h[i].name_len);
+		if (name != small)
+			free(name);
 		record_put(w, ":\"", 2);
 		/* The values in order, escaped as one string: the separators
 		 * are ASCII, so this is the escape of the joined text. */

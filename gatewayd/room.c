@@ -263,13 +263,17 @@ static void
 room_schedule_restart(struct room *r)
 {
 	const struct cfg_room_opts *o = &r->res->opts;
-	uint64_t delay = r->restart_delay_ms, next;
+	uint64_t delay = r->restart_delay_ms, next, max;
 
 	server_timer_set(r->restart_timer, delay);
-	/* From a restart_delay of 0 the backoff grows from 1 ms. */
+	/* From a restart_delay of 0 the backoff grows from 1 ms, and it
+	 * grows to ROOM_RESTART_FLOOR_MS at least, whatever
+	 * restart_max_delay says: a backend that fails at once is not
+	 * started more than a few times a second. */
 	next = delay > 0 ? delay * 2 : 1;
-	r->restart_delay_ms = next > o->restart_max_delay_ms ?
-	    o->restart_max_delay_ms : next;
+	max = o->restart_max_delay_ms > ROOM_RESTART_FLOOR_MS ?
+	    o->restart_max_delay_ms : ROOM_RESTART_FLOOR_MS;
+	r->restart_delay_ms = next > max ? max : next;
 	log_info("room %s: starting the backend again in %llu ms (failure %u)",
 	    r->path, (unsigned long long)delay, r->failures);
 }
@@ -614,19 +618,6 @@ room_backend_drained(struct room *r)
 		room_update_pause(r);
 }
 
-/* True when name is one of the ids in list. */
-static bool
-room_listed(const char *name, const char *const *list, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		if (strcmp(list[i], name) == 0)
-			return true;
-	}
-	return false;
-}
-
 /* The client a command names, if it is in this room in the given state. */
 static struct client *
 room_target(struct room *r, const char *name, enum client_state state,
@@ -675,6 +666,7 @@ room_broadcast(struct room *r, const struct record_cmd *cmd)
 	enum ws_frame_opcode op = cmd->binary ? WS_OP_BINARY : WS_OP_TEXT;
 	struct shared_frame *frame;
 	struct client *c, *next;
+	size_t i;
 
 	if (r->n_members == 0)
 		return;
@@ -684,11 +676,22 @@ room_broadcast(struct room *r, const struct record_cmd *cmd)
 		log_warn("room %s: out of memory for a broadcast", r->path);
 		return;
 	}
+	/* The members to leave out are marked first, each found by its id
+	 * in constant time, so that a command costs members plus ids, not
+	 * their product.  A marked member is never sent to, and so never
+	 * closed here: the loop finds and unmarks every one. */
+	for (i = 0; i < cmd->n_except; i++) {
+		c = client_find(cmd->except[i]);
+		if (c != NULL && c->room == r && c->state == CLIENT_OPEN)
+			c->excepted = true;
+	}
 	/* A slow member is closed, and so leaves the list, as it is sent
 	 * to. */
 	for (c = TAILQ_FIRST(&r->members); c != NULL; c = next) {
 		next = TAILQ_NEXT(c, room_entry);
-		if (!room_listed(c->name, cmd->except, cmd->n_except))
+		if (c->excepted)
+			c->excepted = false;
+		else
 			client_send(c, frame);
 	}
 	shared_frame_release(frame);

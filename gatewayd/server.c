@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -29,6 +30,10 @@
 #include "stats.h"
 
 struct server server;
+
+/* Memory is given back to the system after a spike of queued output of
+ * at least this much. */
+#define SERVER_TRIM_MIN (32 * 1024 * 1024)
 
 static void
 server_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
@@ -276,6 +281,35 @@ server_signal_cb(evutil_socket_t sig, short events, void *arg)
 	}
 }
 
+static void
+server_output_check_cb(evutil_socket_t fd, short events, void *arg)
+{
+	client_shed_output();
+}
+
+void
+server_output_over(void)
+{
+	if (server.output_check != NULL)
+		event_active(server.output_check, EV_TIMEOUT, 0);
+}
+
+/*
+ * Once a second: give memory back to the system after a spike of queued
+ * output (glibc keeps freed memory in its arenas, so RSS would stay at
+ * the spike's height with no client left).
+ */
+static void
+server_housekeeping_cb(evutil_socket_t fd, short events, void *arg)
+{
+	if (server.output_peak >= SERVER_TRIM_MIN &&
+	    server.output_bytes < server.output_peak / 4) {
+		malloc_trim(0);
+		server.output_peak = server.output_bytes;
+	}
+	server_timer_set(server.housekeeping, 1000);
+}
+
 int
 server_start(struct cfg *cfg)
 {
@@ -324,6 +358,13 @@ server_start(struct cfg *cfg)
 	}
 	server.listen_retry = evtimer_new(server.base, server_listen_retry_cb,
 	    NULL);
+	server.output_check = evtimer_new(server.base, server_output_check_cb,
+	    NULL);
+	server.housekeeping = evtimer_new(server.base, server_housekeeping_cb,
+	    NULL);
+	if (server.output_check == NULL || server.housekeeping == NULL)
+		return -1;
+	server_timer_set(server.housekeeping, 1000);
 	server.listeners = calloc(cfg->n_listens, sizeof(*server.listeners));
 	if (server.listen_retry == NULL || server.listeners == NULL)
 		return -1;
@@ -367,6 +408,10 @@ server_free(void)
 	}
 	if (server.listen_retry != NULL)
 		event_free(server.listen_retry);
+	if (server.output_check != NULL)
+		event_free(server.output_check);
+	if (server.housekeeping != NULL)
+		event_free(server.housekeeping);
 	if (server.shutdown_timer != NULL)
 		event_free(server.shutdown_timer);
 	/* After a forced stop some objects may be left: the process exits
