@@ -40,7 +40,7 @@ endif
 PURE        := utf8 ws_frame ws_deflate http_req handshake record cfg idmap env \
                http_static
 # The I/O glue around one libevent loop.
-GLUE        := log stats client http room backend server main
+GLUE        := log stats conn tls client http room backend server main
 PURE_OBJS   := $(PURE:%=$(BUILD)/%.o)
 GLUE_OBJS   := $(GLUE:%=$(BUILD)/%.o)
 UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(wildcard tests/unit/test_*.c))

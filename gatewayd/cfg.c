@@ -54,6 +54,7 @@
 /* A room option: a default in [gateway], overridden in [resource]. */
 #define CFG_IN_BOTH	(CFG_IN_GATEWAY | CFG_IN_RESOURCE)
 #define CFG_IN_STATIC	0x4
+#define CFG_IN_TLS	0x8
 
 enum cfg_type {
 	CFG_T_LISTEN,		/* address:port, repeatable */
@@ -68,6 +69,7 @@ enum cfg_type {
 	CFG_T_ENV,		/* NAME=VALUE, repeatable; a resource's add
 				 * to [gateway]'s */
 	CFG_T_PATH,		/* char *, a file system path */
+	CFG_T_TEXT,		/* struct cfg_text: a value and its line */
 };
 
 /* Enums are stored as unsigned int. */
@@ -77,6 +79,8 @@ _Static_assert(sizeof(enum cfg_backend_down) == sizeof(unsigned int),
     "enum size");
 _Static_assert(sizeof(enum cfg_mode) == sizeof(unsigned int), "enum size");
 _Static_assert(sizeof(enum cfg_format) == sizeof(unsigned int), "enum size");
+_Static_assert(sizeof(enum cfg_tls_version) == sizeof(unsigned int),
+    "enum size");
 
 /* What separates the items of a list. */
 #define CFG_LIST_SEP	" \t\v\f\r,"
@@ -141,6 +145,14 @@ static const char *const cfg_format_names[] = {
 	NULL
 };
 
+static const char *const cfg_tls_versions[] = {
+	[CFG_TLS_1_0] = "1.0",
+	[CFG_TLS_1_1] = "1.1",
+	[CFG_TLS_1_2] = "1.2",
+	[CFG_TLS_1_3] = "1.3",
+	NULL
+};
+
 static int	cfg_check_subprotocol(const char *, const char **);
 static int	cfg_check_env_name(const char *, const char **);
 
@@ -178,6 +190,15 @@ static const struct cfg_option cfg_options[] = {
 	    1, 1000000, "100", CFG_GW(keepalive_requests)),
 	CFG_ROW("static_dir", CFG_IN_GATEWAY, CFG_T_PATH,
 	    0, 0, NULL, CFG_GW(static_dir)),
+	CFG_ROW("tls_certificate", CFG_IN_GATEWAY, CFG_T_TEXT,
+	    0, 0, NULL, CFG_GW(tls_certificate)),
+	CFG_ROW("tls_key", CFG_IN_GATEWAY, CFG_T_TEXT,
+	    0, 0, NULL, CFG_GW(tls_key)),
+	{ CFG_ROW_FIELDS("tls_min_version", CFG_IN_GATEWAY, CFG_T_ENUM,
+	    0, 0, "1.2", CFG_GW(tls_min_version)),
+	    .names = cfg_tls_versions, .what = "a TLS version" },
+	CFG_ROW("user", CFG_IN_GATEWAY, CFG_T_TEXT, 0, 0, NULL, CFG_GW(user)),
+	CFG_ROW("group", CFG_IN_GATEWAY, CFG_T_TEXT, 0, 0, NULL, CFG_GW(group)),
 	{ CFG_ROW_FIELDS("log_level", CFG_IN_GATEWAY, CFG_T_ENUM,
 	    0, 0, "info", CFG_GW(log_level)),
 	    .names = cfg_log_levels, .what = "a log level" },
@@ -227,6 +248,16 @@ static const struct cfg_option cfg_options[] = {
 	    0, CFG_HOUR, "100ms", CFG_ROOM(restart_delay_ms)),
 	CFG_ROW("restart_max_delay", CFG_IN_BOTH, CFG_T_DURATION,
 	    0, 24 * CFG_HOUR, "10s", CFG_ROOM(restart_max_delay_ms)),
+	CFG_ROW("compression", CFG_IN_BOTH, CFG_T_BOOL,
+	    0, 0, "yes", CFG_ROOM(compression)),
+	CFG_ROW("compression_level", CFG_IN_BOTH, CFG_T_COUNT,
+	    1, 9, "1", CFG_ROOM(compression_level)),
+	CFG_ROW("compression_min_size", CFG_IN_BOTH, CFG_T_SIZE,
+	    0, CFG_GIB, "128", CFG_ROOM(compression_min_size)),
+	CFG_ROW("compression_window_bits", CFG_IN_BOTH, CFG_T_COUNT,
+	    9, 15, "15", CFG_ROOM(compression_window_bits)),
+	CFG_ROW("compression_no_context_takeover", CFG_IN_BOTH, CFG_T_BOOL,
+	    0, 0, "yes", CFG_ROOM(compression_no_context_takeover)),
 	CFG_ROW("backend", CFG_IN_RESOURCE, CFG_T_BACKEND, 0, 0, NULL, 0),
 	{ CFG_ROW_FIELDS("mode", CFG_IN_BOTH, CFG_T_ENUM,
 	    0, 0, "room", CFG_ROOM(mode)),
@@ -244,6 +275,10 @@ static const struct cfg_option cfg_options[] = {
 	    0, 1000000, NULL, offsetof(struct cfg_resource, max_rooms)),
 	CFG_ROW("dir", CFG_IN_STATIC, CFG_T_PATH,
 	    0, 0, NULL, offsetof(struct cfg_static, dir)),
+	CFG_ROW("tls_certificate", CFG_IN_TLS, CFG_T_TEXT,
+	    0, 0, NULL, offsetof(struct cfg_tls, certificate)),
+	CFG_ROW("tls_key", CFG_IN_TLS, CFG_T_TEXT,
+	    0, 0, NULL, offsetof(struct cfg_tls, key)),
 };
 
 #define CFG_NOPTIONS	(sizeof(cfg_options) / sizeof(cfg_options[0]))
@@ -268,6 +303,7 @@ enum cfg_section {
 	CFG_SEC_GATEWAY,
 	CFG_SEC_RESOURCE,	/* cfg->resources[res_idx] */
 	CFG_SEC_STATIC,		/* cfg->statics[static_idx] */
+	CFG_SEC_TLS,		/* cfg->tls[tls_idx] */
 	CFG_SEC_SKIP,		/* after a rejected header: keys ignored */
 };
 
@@ -291,6 +327,8 @@ struct cfg_parser {
 	void *res_index;		/* tsearch tree of patterns */
 	size_t static_idx;
 	struct cfg_setlines *static_set;	/* parallel to cfg->statics */
+	size_t tls_idx;
+	struct cfg_setlines *tls_set;	/* parallel to cfg->tls */
 	/* A value too long for inih's line buffer waits here: inih is
 	 * handed the key alone, and the handler of that line takes it. */
 	char **long_values;
@@ -398,6 +436,7 @@ cfg_parser_free(struct cfg_parser *p)
 	free(p->errs);
 	free(p->res_set);
 	free(p->static_set);
+	free(p->tls_set);
 	tdestroy(p->res_index, free);
 	for (i = 0; i < p->n_long_values; i++)
 		free(p->long_values[i]);
@@ -904,6 +943,16 @@ cfg_free(struct cfg *cfg)
 	}
 	free(cfg->statics);
 	free(cfg->static_dir);
+	for (i = 0; i < cfg->n_tls; i++) {
+		free(cfg->tls[i].name);
+		free(cfg->tls[i].certificate.value);
+		free(cfg->tls[i].key.value);
+	}
+	free(cfg->tls);
+	free(cfg->tls_certificate.value);
+	free(cfg->tls_key.value);
+	free(cfg->user.value);
+	free(cfg->group.value);
 	cfg_room_opts_free(&cfg->defaults, NULL);
 	free(cfg->file);
 	free(cfg);
@@ -1116,6 +1165,15 @@ cfg_set_value(struct cfg_parser *p, const struct cfg_option *o, void *base,
 		if ((*(char **)(void *)field = strdup(value)) == NULL)
 			p->oom = true;
 		return 0;
+	case CFG_T_TEXT: {
+		struct cfg_text *t = (struct cfg_text *)(void *)field;
+
+		free(t->value);
+		t->line = line;
+		if ((t->value = strdup(value)) == NULL)
+			p->oom = true;
+		return 0;
+	}
 	case CFG_T_LISTEN:
 	case CFG_T_BACKEND:
 		return 0;	/* not stored through an offset */
@@ -1166,34 +1224,58 @@ cfg_add_listen(struct cfg_parser *p, const char *value, int line)
 	struct cfg_listen *l;
 	struct sockaddr_storage ss;
 	socklen_t len;
-	const char *why = NULL;
-	size_t i;
+	const char *why = NULL, *flags;
+	char *addr;
+	bool tls = false;
+	size_t i, n;
 
 	p->listen_seen = true;
-	if (cfg_parse_listen(value, &ss, &len, &why) == -1) {
-		cfg_error(p, line, "listen: invalid value '%s': %s", value,
+	/* The address, then flags: "127.0.0.1:8443 tls". */
+	n = strcspn(value, CFG_LIST_SEP);
+	if ((addr = strndup(value, n)) == NULL) {
+		p->oom = true;
+		return;
+	}
+	for (flags = value + n; *(flags += strspn(flags, CFG_LIST_SEP)) != '\0';
+	    flags += n) {
+		n = strcspn(flags, CFG_LIST_SEP);
+		if (n == 3 && strncmp(flags, "tls", 3) == 0) {
+			tls = true;
+		} else {
+			cfg_error(p, line, "listen: unknown flag '%.*s' (expected "
+			    "tls)", (int)n, flags);
+			free(addr);
+			return;
+		}
+	}
+	if (cfg_parse_listen(addr, &ss, &len, &why) == -1) {
+		cfg_error(p, line, "listen: invalid value '%s': %s", addr,
 		    why);
+		free(addr);
 		return;
 	}
 	for (i = 0; i < cfg->n_listens; i++) {
 		l = &cfg->listens[i];
 		if (l->addr_len == len && memcmp(&l->addr, &ss, len) == 0) {
 			cfg_error(p, line, "duplicate listen address '%s' "
-			    "(first at line %d as '%s')", value, l->line,
+			    "(first at line %d as '%s')", addr, l->line,
 			    l->text);
+			free(addr);
 			return;
 		}
 		if (cfg_listen_overlap(&l->addr, &ss)) {
 			cfg_error(p, line, "listen address '%s' overlaps '%s' "
 			    "(line %d): a wildcard address and another one of "
 			    "the same family cannot both be bound to one port",
-			    value, l->text, l->line);
+			    addr, l->text, l->line);
+			free(addr);
 			return;
 		}
 	}
 	l = realloc(cfg->listens, (cfg->n_listens + 1) * sizeof(*l));
 	if (l == NULL) {
 		p->oom = true;
+		free(addr);
 		return;
 	}
 	cfg->listens = l;
@@ -1202,8 +1284,9 @@ cfg_add_listen(struct cfg_parser *p, const char *value, int line)
 	l->addr = ss;
 	l->addr_len = len;
 	l->line = line;
-	if ((l->text = strdup(value)) == NULL)
-		p->oom = true;
+	l->tls = tls;
+	l->text = addr;
+	cfg->has_tls |= tls;
 }
 
 static void
@@ -1412,6 +1495,77 @@ cfg_begin_static(struct cfg_parser *p, const char *prefix, int line)
 	p->sec = CFG_SEC_STATIC;
 }
 
+/* A host name for SNI: labels of letters, digits and '-', the first of
+ * them may be "*" (any one label). */
+static const char *
+cfg_check_server_name(const char *name)
+{
+	const char *s = name;
+	size_t label = 0;
+
+	if (strncmp(s, "*.", 2) == 0)
+		s += 2;
+	if (*s == '\0' || strlen(name) > 253)
+		return "is not a host name";
+	for (; *s != '\0'; s++) {
+		if (*s == '.') {
+			if (label == 0)
+				return "has an empty label";
+			label = 0;
+		} else if (isalnum((unsigned char)*s) || *s == '-') {
+			if (++label > 63)
+				return "has a label longer than 63 characters";
+		} else {
+			return "is not a host name (letters, digits, '-' and "
+			    "'.', or \"*.\" and a domain)";
+		}
+	}
+	return label == 0 ? "ends in a dot" : NULL;
+}
+
+/* [tls NAME]: the certificate for a server name. */
+static void
+cfg_begin_tls(struct cfg_parser *p, const char *name, int line)
+{
+	struct cfg *cfg = p->cfg;
+	struct cfg_tls *t;
+	struct cfg_setlines *sl;
+	const char *why;
+	size_t i;
+
+	if ((why = cfg_check_server_name(name)) != NULL) {
+		cfg_error(p, line, "[tls %s]: the name %s", name, why);
+		return;
+	}
+	for (i = 0; i < cfg->n_tls; i++) {
+		if (strcasecmp(cfg->tls[i].name, name) == 0) {
+			cfg_error(p, line, "duplicate [tls %s] (first at line "
+			    "%d)", name, cfg->tls[i].line);
+			return;
+		}
+	}
+	if ((t = realloc(cfg->tls, (cfg->n_tls + 1) * sizeof(*t))) == NULL) {
+		p->oom = true;
+		return;
+	}
+	cfg->tls = t;
+	if ((sl = realloc(p->tls_set, (cfg->n_tls + 1) * sizeof(*sl))) == NULL) {
+		p->oom = true;
+		return;
+	}
+	p->tls_set = sl;
+	p->tls_idx = cfg->n_tls++;
+	t = &cfg->tls[p->tls_idx];
+	memset(t, 0, sizeof(*t));
+	memset(&p->tls_set[p->tls_idx], 0, sizeof(*sl));
+	t->line = line;
+	if ((t->name = strdup(name)) == NULL) {
+		p->oom = true;
+		return;
+	}
+	p->sec = CFG_SEC_TLS;
+}
+
 /* "[word ARG]": ARG when name is that, else NULL; "" when ARG is
  * missing. */
 static const char *
@@ -1455,9 +1609,15 @@ cfg_begin_section(struct cfg_parser *p, const char *name, int line)
 			return;
 		}
 		cfg_begin_static(p, path, line);
+	} else if ((path = cfg_section_arg(name, "tls")) != NULL) {
+		if (*path == '\0') {
+			cfg_error(p, line, "missing name in [tls NAME]");
+			return;
+		}
+		cfg_begin_tls(p, path, line);
 	} else
 		cfg_error(p, line, "unknown section [%s] (expected [gateway], "
-		    "[resource PATH] or [static PREFIX])", name);
+		    "[resource PATH], [static PREFIX] or [tls NAME])", name);
 }
 
 /*
@@ -1646,6 +1806,13 @@ cfg_handler(void *user, const char *section, const char *name,
 		bad = p->gw_set.bad;
 		base = p->cfg;
 		scope = CFG_IN_GATEWAY;
+	} else if (p->sec == CFG_SEC_TLS) {
+		base = &p->cfg->tls[p->tls_idx];
+		snprintf(where, sizeof(where), "[tls %s]",
+		    p->cfg->tls[p->tls_idx].name);
+		set = p->tls_set[p->tls_idx].line;
+		bad = p->tls_set[p->tls_idx].bad;
+		scope = CFG_IN_TLS;
 	} else if (p->sec == CFG_SEC_STATIC) {
 		base = &p->cfg->statics[p->static_idx];
 		snprintf(where, sizeof(where), "[static %s]",
@@ -1669,7 +1836,7 @@ cfg_handler(void *user, const char *section, const char *name,
 		cfg_error(p, line, "'%s' is not allowed in %s, only in %s",
 		    name, where, o->scope & CFG_IN_GATEWAY ? "[gateway]" :
 		    o->scope & CFG_IN_RESOURCE ? "[resource PATH]" :
-		    "[static PREFIX]");
+		    o->scope & CFG_IN_TLS ? "[tls NAME]" : "[static PREFIX]");
 		return 1;
 	}
 	/* A resource's own fields (not room options) live in it. */
@@ -1884,6 +2051,31 @@ cfg_finish_statics(struct cfg_parser *p)
 	    cfg_static_cmp);
 }
 
+/* A certificate goes with its key; a tls listener needs [gateway]'s. */
+static void
+cfg_finish_tls(struct cfg_parser *p)
+{
+	struct cfg *cfg = p->cfg;
+	size_t i;
+
+	if ((cfg->tls_certificate.value == NULL) != (cfg->tls_key.value == NULL))
+		cfg_error(p, cfg->tls_certificate.value != NULL ?
+		    cfg->tls_certificate.line : cfg->tls_key.line,
+		    "tls_certificate and tls_key go together");
+	for (i = 0; i < cfg->n_listens; i++)
+		if (cfg->listens[i].tls && cfg->tls_certificate.value == NULL)
+			cfg_error(p, cfg->listens[i].line, "listen %s tls needs "
+			    "tls_certificate and tls_key in [gateway]",
+			    cfg->listens[i].text);
+	for (i = 0; i < cfg->n_tls; i++)
+		if (cfg->tls[i].certificate.value == NULL ||
+		    cfg->tls[i].key.value == NULL)
+			cfg_error(p, cfg->tls[i].line, "[tls %s] needs "
+			    "tls_certificate and tls_key", cfg->tls[i].name);
+	if (cfg->group.value != NULL && cfg->user.value == NULL)
+		cfg_error(p, cfg->group.line, "group needs user");
+}
+
 /* Whole-file checks, and [gateway]'s room options into every resource
  * that does not set them. */
 static void
@@ -1930,6 +2122,7 @@ cfg_finish(struct cfg_parser *p)
 		cfg->defaults.format = cfg->defaults.mode == CFG_MODE_CLIENT ?
 		    CFG_FORMAT_LINES : CFG_FORMAT_JSON;
 	cfg_finish_statics(p);
+	cfg_finish_tls(p);
 }
 
 struct cfg *

@@ -87,6 +87,12 @@ struct cfg_room_opts {
 					 * >= restart_delay_ms */
 	enum cfg_mode mode;
 	enum cfg_format format;		/* never CFG_FORMAT_DEFAULT once parsed */
+	bool compression;		/* permessage-deflate offered */
+	bool compression_no_context_takeover; /* no: per-connection zlib
+					 * streams, better ratio, more memory */
+	uint64_t compression_level;	/* zlib 1..9 */
+	uint64_t compression_min_size;	/* shorter messages go plain */
+	uint64_t compression_window_bits; /* 9..15 */
 	bool binary;			/* lines: raw bytes both ways instead */
 	const char *const *env;		/* "NAME=VALUE" for the backend, in
 					 * order ([gateway]'s first) */
@@ -97,8 +103,32 @@ struct cfg_room_opts {
 struct cfg_listen {
 	struct sockaddr_storage addr;
 	socklen_t addr_len;
-	char *text;		/* as written, for messages */
+	char *text;		/* the address as written, for messages */
 	int line;
+	bool tls;		/* "ADDR:PORT tls": wss:// and https:// */
+};
+
+/* A text value and the line it was set on, for messages about what it
+ * names (a certificate that does not load). */
+struct cfg_text {
+	char *value;		/* NULL: not set */
+	int line;
+};
+
+/* TLS protocol versions, oldest first. */
+enum cfg_tls_version {
+	CFG_TLS_1_0,
+	CFG_TLS_1_1,
+	CFG_TLS_1_2,
+	CFG_TLS_1_3,
+};
+
+/* [tls NAME]: the certificate for clients that ask for NAME (SNI). */
+struct cfg_tls {
+	char *name;		/* "example.com" or "*.example.com" */
+	int line;		/* of the section header */
+	struct cfg_text certificate;
+	struct cfg_text key;
 };
 
 struct cfg_resource {
@@ -143,12 +173,20 @@ struct cfg {
 	uint64_t keepalive_requests;		/* per connection */
 	char *static_dir;			/* [gateway]'s, also in statics */
 	int static_dir_line;
+	struct cfg_text tls_certificate;	/* the default certificate */
+	struct cfg_text tls_key;
+	enum cfg_tls_version tls_min_version;
+	struct cfg_text user;			/* drop privileges to it */
+	struct cfg_text group;
 	enum cfg_log_level log_level;
 	struct cfg_room_opts defaults;	/* [gateway]'s room options */
 	struct cfg_resource *resources;	/* in file order */
 	size_t n_resources;
 	struct cfg_static *statics;	/* longest prefix first */
 	size_t n_statics;
+	struct cfg_tls *tls;		/* [tls NAME] sections, in file order */
+	size_t n_tls;
+	bool has_tls;			/* a tls listener */
 };
 
 /*

@@ -34,11 +34,13 @@
 #include "http_req.h"
 #include "log.h"
 #include "stats.h"
+#include "tls.h"
 
 static void client_read_cb(evutil_socket_t fd, short events, void *arg);
 static void client_write_cb(evutil_socket_t fd, short events, void *arg);
 static void client_timer_cb(evutil_socket_t fd, short events, void *arg);
 static void client_set_read_event(struct client *c, bool reading);
+static void client_tls_handshake(struct client *c);
 static int client_send_file(struct client *c);
 static void client_http_done(struct client *c);
 static void client_read_head(struct client *c);
@@ -196,7 +198,7 @@ client_event_size(void)
 }
 
 void
-client_accept(int fd, const struct sockaddr *addr)
+client_accept(int fd, const struct sockaddr *addr, bool tls)
 {
 	char remote[CLIENT_REMOTE_MAX];
 	struct ip_count *ip = NULL;
@@ -232,7 +234,7 @@ client_accept(int fd, const struct sockaddr *addr)
 	snprintf(c->name, sizeof(c->name), "c%llu", (unsigned long long)c->id);
 	/* TCP_NODELAY comes from the listener (server_listen).  The address
 	 * is kept as text until the open record, which reports it. */
-	c->fd = fd;
+	c->conn.fd = fd;
 	client_format_remote(remote, sizeof(remote), addr);
 	c->remote = strdup(remote);
 	c->read_event = (struct event *)c->event_space;
@@ -254,9 +256,18 @@ client_accept(int fd, const struct sockaddr *addr)
 		free(c);
 		return;
 	}
+	if (tls && (c->conn.ssl = tls_new(fd)) == NULL) {
+		free(c->remote);
+		evbuffer_free(c->out);
+		idmap_del(&server.client_index, c->id);
+		close(fd);
+		client_ip_release(ip);
+		free(c);
+		return;
+	}
 	LIST_INSERT_HEAD(&server.clients, c, entry);
 	server.n_clients++;
-	c->state = CLIENT_HANDSHAKE;
+	c->state = tls ? CLIENT_TLS : CLIENT_HANDSHAKE;
 	client_set_read_event(c, true);
 	server_timer_set(c->timer, server.cfg->handshake_timeout_ms);
 	log_debug("%s: connected from %s", c->name, remote);
@@ -318,7 +329,7 @@ client_free(struct client *c)
 	evbuffer_free(c->out);
 	if (c->in != NULL)
 		evbuffer_free(c->in);
-	close(c->fd);
+	conn_close(&c->conn);
 	ws_frame_parser_free(&c->parser);
 	log_debug("%s: gone", c->name);
 	free(c);
@@ -339,8 +350,9 @@ client_update_read_event(struct client *c)
 	event_del(c->read_event);
 	if (c->reading)
 		event_add(c->read_event, NULL);
-	if (c->gone || (c->reading && c->in != NULL &&
-	    (c->state == CLIENT_OPEN || c->state == CLIENT_CLOSING)))
+	if (c->gone || (c->reading && ((c->in != NULL &&
+	    (c->state == CLIENT_OPEN || c->state == CLIENT_CLOSING)) ||
+	    conn_pending(&c->conn))))
 		event_active(c->read_event, EV_READ, 0);
 }
 
@@ -393,37 +405,7 @@ client_output_drained(struct client *c)
 	if (c->close_exchanged || c->peer_closed)
 		client_end(c);
 	else if (c->state == CLIENT_LINGERING)
-		shutdown(c->fd, SHUT_WR);
-}
-
-/*
- * Write the last bytes of a client that exchanged close frames.  MSG_MORE
- * keeps a short tail in the kernel, and the close that follows at once
- * sends it with the FIN in one segment: one packet fewer per connection.
- */
-static int
-client_write_last(struct client *c)
-{
-	struct evbuffer_iovec vec[16];
-	struct iovec iov[16];
-	struct msghdr msg;
-	ssize_t n;
-	int i, count;
-
-	count = evbuffer_peek(c->out, -1, NULL, vec, 16);
-	if (count > 16)
-		count = 16;
-	for (i = 0; i < count; i++) {
-		iov[i].iov_base = vec[i].iov_base;
-		iov[i].iov_len = vec[i].iov_len;
-	}
-	memset(&msg, 0, sizeof(msg));
-	msg.msg_iov = iov;
-	msg.msg_iovlen = (size_t)count;
-	n = sendmsg(c->fd, &msg, MSG_MORE | MSG_NOSIGNAL);
-	if (n > 0)
-		evbuffer_drain(c->out, (size_t)n);
-	return n < 0 ? -1 : 0;
+		conn_shutdown(&c->conn);
 }
 
 /* Write the output now, as much as the socket takes; write_event takes
@@ -436,9 +418,8 @@ client_flush(struct client *c)
 	if (evbuffer_get_length(c->out) == 0) {
 		if (c->state != CLIENT_HTTP)
 			return;
-	} else if ((c->close_exchanged ? client_write_last(c) :
-	    evbuffer_write(c->out, c->fd)) == -1 && errno != EAGAIN &&
-	    errno != EINTR) {
+	} else if (conn_write(&c->conn, c->out, c->close_exchanged) == -1 &&
+	    errno != EAGAIN && errno != EINTR) {
 		log_debug("%s: write failed: %s", c->name, strerror(errno));
 		client_end(c);
 		return;
@@ -927,6 +908,9 @@ client_make_open(struct client *c, const struct http_req *req,
 	open.subprotocol_lens = hs->subprotocol_lens;
 	open.n_subprotocols = hs->n_subprotocols;
 	open.authorize = c->opts->authorize;
+	open.tls = c->conn.ssl != NULL;
+	open.server_name = c->conn.ssl != NULL ?
+	    tls_server_name(c->conn.ssl) : NULL;
 	open.headers = headers;
 	open.n_headers = req->n_headers;
 	c->open_line = record_open(&open, &c->open_len);
@@ -964,7 +948,7 @@ client_env(struct client *c, const struct http_req *req,
 		memmove(addr, addr + 1, strlen(addr));
 		addr[strcspn(addr, "]")] = '\0';
 	}
-	if (getsockname(c->fd, (struct sockaddr *)&ss, &sl) == 0)
+	if (getsockname(c->conn.fd, (struct sockaddr *)&ss, &sl) == 0)
 		snprintf(local, sizeof(local), "%u", ss.ss_family == AF_INET6 ?
 		    ntohs(((struct sockaddr_in6 *)&ss)->sin6_port) :
 		    ntohs(((struct sockaddr_in *)&ss)->sin_port));
@@ -979,7 +963,7 @@ client_env(struct client *c, const struct http_req *req,
 	rq.remote_port = port;
 	rq.local_port = local;
 	rq.script_name = script;
-	rq.tls = false;
+	rq.tls = c->conn.ssl != NULL;
 	envp = script != NULL && room != NULL ?
 	    env_build(&res->opts, room, &rq, environ) : NULL;
 	free(script);
@@ -1187,7 +1171,7 @@ client_send_file(struct client *c)
 	ssize_t n;
 
 	while (c->file_left > 0) {
-		n = sendfile(c->fd, c->file_fd, &c->file_off,
+		n = conn_sendfile(&c->conn, c->file_fd, &c->file_off,
 		    c->file_left < (1 << 20) ? (size_t)c->file_left : 1 << 20);
 		if (n > 0) {
 			c->file_left -= (uint64_t)n;
@@ -1326,6 +1310,7 @@ client_input(struct client *c, const uint8_t *data, size_t len)
 		/* What waited for the verdict went first (client_read_cb). */
 		client_read_frames(c, data, len);
 		break;
+	case CLIENT_TLS:	/* never: client_read_cb does the handshake */
 	case CLIENT_LINGERING:
 		break;		/* dropped */
 	}
@@ -1343,19 +1328,41 @@ client_read_cb(evutil_socket_t fd, short events, void *arg)
 		client_free(c);
 		return;
 	}
+	if (c->state == CLIENT_TLS) {
+		client_tls_handshake(c);
+		return;
+	}
+	if (c->conn.write_wants_read) {
+		/* A TLS write waited for this. */
+		c->conn.write_wants_read = false;
+		client_flush(c);
+		if (c->gone)
+			return;
+	}
 	client_batch_begin();
 	/* Input that waited for the verdict goes first (the accept, or the
 	 * room's resuming, makes this callback run). */
 	if (c->in != NULL &&
 	    (c->state == CLIENT_OPEN || c->state == CLIENT_CLOSING))
 		client_read_buffered(c);
-	n = recv(fd, buf, sizeof(buf), 0);
+	n = conn_read(&c->conn, buf, sizeof(buf));
 	err = errno;
 	if (n > 0)
 		client_input(c, buf, (size_t)n);
 	client_batch_end();
-	if (n > 0 || (n == -1 && (err == EAGAIN || err == EINTR)))
+	if (n > 0) {
+		/* Bytes OpenSSL decrypted already: epoll does not see them. */
+		if (!c->gone && c->reading && conn_pending(&c->conn))
+			event_active(c->read_event, EV_READ, 0);
 		return;
+	}
+	if (n == -1 && (err == EAGAIN || err == EINTR)) {
+		/* A TLS read that must write first comes back from
+		 * client_write_cb. */
+		if (c->conn.read_wants_write)
+			event_add(c->write_event, NULL);
+		return;
+	}
 	if (n == 0 && (c->state == CLIENT_CLOSING ||
 	    c->state == CLIENT_LINGERING) && evbuffer_get_length(c->out) > 0) {
 		/* A peer that shut its side may still read our last bytes,
@@ -1371,14 +1378,51 @@ client_read_cb(evutil_socket_t fd, short events, void *arg)
 	client_free(c);
 }
 
-/* The socket takes output again after a write that did not finish. */
+/* The socket takes output again after a write that did not finish (or
+ * a TLS read or handshake that had to write). */
 static void
 client_write_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct client *c = arg;
 
 	event_del(c->write_event);
+	if (c->state == CLIENT_TLS) {
+		client_tls_handshake(c);
+		return;
+	}
+	if (c->conn.read_wants_write) {
+		c->conn.read_wants_write = false;
+		event_active(c->read_event, EV_READ, 0);
+	}
 	client_flush(c);
+}
+
+/* A step of the TLS handshake of a client of a tls listener. */
+static void
+client_tls_handshake(struct client *c)
+{
+	const char *why = "";
+
+	switch (conn_handshake(&c->conn, &why)) {
+	case 1:
+		stats.tls_handshakes++;
+		if (SSL_session_reused(c->conn.ssl))
+			stats.tls_resumed++;
+		c->state = CLIENT_HANDSHAKE;
+		/* The request may have come with the handshake's end. */
+		event_active(c->read_event, EV_READ, 0);
+		return;
+	case 0:
+		if (c->conn.read_wants_write)
+			event_add(c->write_event, NULL);
+		return;
+	default:
+		/* Port scanners, plain HTTP on the TLS port, old clients:
+		 * counted, and logged only for debugging. */
+		stats.tls_failures++;
+		log_debug("%s: TLS handshake failed: %s", c->name, why);
+		client_free(c);
+	}
 }
 
 static void
@@ -1387,6 +1431,11 @@ client_timer_cb(evutil_socket_t fd, short events, void *arg)
 	struct client *c = arg;
 
 	switch (c->state) {
+	case CLIENT_TLS:
+		stats.tls_failures++;
+		log_debug("%s: TLS handshake timed out", c->name);
+		client_free(c);
+		break;
 	case CLIENT_HANDSHAKE:
 		/* A kept connection waiting for its next request just
 		 * closes; a request begun gets its 408. */
@@ -1539,6 +1588,9 @@ client_shutdown(struct client *c)
 	static const char why[] = "server shutting down";
 
 	switch (c->state) {
+	case CLIENT_TLS:
+		client_end(c);
+		break;
 	case CLIENT_HANDSHAKE:
 		client_http_error(c, 503, "shutting down");
 		break;

@@ -24,6 +24,7 @@
 #include <event2/bufferevent.h>
 
 #include "cfg.h"
+#include "conn.h"
 #include "env.h"
 #include "handshake.h"
 #include "idmap.h"
@@ -89,6 +90,7 @@ void server_output_over(void);
 /* client.c */
 
 enum client_state {
+	CLIENT_TLS,		/* in its TLS handshake (a tls listener) */
 	CLIENT_HANDSHAKE,	/* reading the request head */
 	CLIENT_HTTP,		/* a plain HTTP answer going out (a file) */
 	CLIENT_AUTHORIZING,	/* open sent; the backend must accept or reject */
@@ -130,7 +132,7 @@ struct client {
 					 * follow the answer */
 	bool excepted;			/* left out of the broadcast at hand */
 	size_t out_counted;		/* out's length in server.output_bytes */
-	int fd;
+	struct conn conn;		/* its socket, and TLS over it */
 	uint32_t head_scan;		/* request head: where to look for its
 					 * end (the last line end seen) */
 	uint32_t http_requests;		/* plain HTTP requests taken */
@@ -177,7 +179,7 @@ struct client {
 void client_refuse(int fd, int status, const char *body);
 
 /* Take a freshly accepted connection. */
-void client_accept(int fd, const struct sockaddr *addr);
+void client_accept(int fd, const struct sockaddr *addr, bool tls);
 
 /* Bytes queued to the client and not yet written. */
 size_t client_queued(const struct client *c);

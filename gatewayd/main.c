@@ -14,6 +14,7 @@
 #include "cfg.h"
 #include "gatewayd.h"
 #include "log.h"
+#include "tls.h"
 #include "version.h"
 
 #define GATEWAYD_DEFAULT_CONFIG "/etc/gatewayd/gatewayd.ini"
@@ -243,7 +244,11 @@ main(int argc, char **argv)
 		}
 		cfg = cfg_parse(file, text, strlen(text), &errors);
 	}
-	if (cfg != NULL && cfg_check_system(cfg, &errors) == -1) {
+	/* What the file names on this machine: programs, directories,
+	 * certificates and keys (loaded for good here, before any
+	 * privilege drop). */
+	if (cfg != NULL && (cfg_check_system(cfg, &errors) == -1 ||
+	    tls_load(cfg, &errors) == -1)) {
 		cfg_free(cfg);
 		cfg = NULL;
 	}
@@ -259,6 +264,7 @@ main(int argc, char **argv)
 			fputs(text, stdout);
 		else
 			printf("gatewayd: %s: configuration is valid\n", file);
+		tls_free();
 		cfg_free(cfg);
 		status = 0;
 		goto out;

@@ -284,6 +284,12 @@ record_open(const struct record_open *o, size_t *len)
 	}
 	record_put_str(&w, o->authorize ? "],\"authorize\":true" :
 	    "],\"authorize\":false");
+	record_put_str(&w, o->tls ? ",\"tls\":true" : ",\"tls\":false");
+	if (o->server_name != NULL)
+		record_put_field(&w, "server_name", o->server_name,
+		    strlen(o->server_name));
+	else
+		record_put_str(&w, ",\"server_name\":null");
 	record_put_str(&w, ",\"headers\":");
 	record_put_headers(&w, o->headers, o->n_headers);
 	return record_finish(&w, len);

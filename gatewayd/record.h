@@ -43,6 +43,8 @@ struct record_open {
 	const size_t *subprotocol_lens;
 	size_t n_subprotocols;
 	bool authorize;		/* the client waits for accept or reject */
+	bool tls;		/* it came over TLS (wss://) */
+	const char *server_name;	/* the name it asked for (SNI), or NULL */
 	const struct record_header *headers;
 	size_t n_headers;
 };

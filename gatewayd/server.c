@@ -15,7 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <malloc.h>
+#include <pwd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -28,6 +30,7 @@
 #include "gatewayd.h"
 #include "log.h"
 #include "stats.h"
+#include "tls.h"
 
 struct server server;
 
@@ -39,7 +42,9 @@ static void
 server_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
     struct sockaddr *addr, int len, void *arg)
 {
-	client_accept(fd, addr);
+	const struct cfg_listen *ln = arg;
+
+	client_accept(fd, addr, ln->tls);
 }
 
 static void
@@ -171,13 +176,13 @@ server_listen(const struct cfg_listen *ln)
 	if (bind(fd, (const struct sockaddr *)&ln->addr, ln->addr_len) == -1 ||
 	    listen(fd, SOMAXCONN) == -1)
 		goto fail;
-	l = evconnlistener_new(server.base, server_accept_cb, NULL,
+	l = evconnlistener_new(server.base, server_accept_cb, (void *)ln,
 	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
 	if (l == NULL)
 		goto fail;
 	evconnlistener_set_error_cb(l, server_accept_error_cb);
 	server.listeners[server.n_listeners++] = l;
-	log_info("listening on %s", ln->text);
+	log_info("listening on %s%s", ln->text, ln->tls ? " (tls)" : "");
 	return 0;
 fail:
 	log_error("%s:%d: cannot listen on %s: %s", server.cfg->file, ln->line,
@@ -231,6 +236,93 @@ server_timer_set(struct event *ev, uint64_t ms)
 	evtimer_add(ev, &tv);
 }
 
+/* SIGHUP: read the certificates and keys again.  One that does not load
+ * is reported with its key's line, and the ones in use stay; connections
+ * keep the context they began with either way. */
+static void
+server_reload_tls(void)
+{
+	char *errors = NULL;
+
+	if (!server.cfg->has_tls) {
+		log_info("SIGHUP: nothing to reload");
+		return;
+	}
+	if (tls_load(server.cfg, &errors) == 0) {
+		log_info("SIGHUP: certificates and keys read again");
+		return;
+	}
+	log_error("SIGHUP: certificates not reloaded, the old ones stay in "
+	    "use:\n%s", errors != NULL ? errors : "out of memory");
+	free(errors);
+}
+
+/*
+ * Started as root with user set: become that user, with its groups (or
+ * group's), for good.  Started as root without it: say so, once.
+ */
+static int
+server_drop_privileges(const struct cfg *cfg)
+{
+	const struct cfg_text *u = &cfg->user, *g = &cfg->group;
+	struct passwd *pw;
+	struct group *gr;
+	gid_t gid;
+	uid_t uid;
+	char *end;
+
+	if (u->value == NULL) {
+		if (geteuid() == 0)
+			log_warn("running as root: set user in [gateway] to drop "
+			    "privileges once the listeners are bound");
+		return 0;
+	}
+	errno = 0;
+	uid = (uid_t)strtoul(u->value, &end, 10);
+	pw = *end == '\0' && end != u->value ? getpwuid(uid) :
+	    getpwnam(u->value);
+	if (pw == NULL) {
+		log_error("%s:%d: user: no user '%s'", cfg->file, u->line,
+		    u->value);
+		return -1;
+	}
+	uid = pw->pw_uid;
+	gid = pw->pw_gid;
+	if (g->value != NULL) {
+		gid = (gid_t)strtoul(g->value, &end, 10);
+		gr = *end == '\0' && end != g->value ? getgrgid(gid) :
+		    getgrnam(g->value);
+		if (gr == NULL) {
+			log_error("%s:%d: group: no group '%s'", cfg->file,
+			    g->line, g->value);
+			return -1;
+		}
+		gid = gr->gr_gid;
+	}
+	if (geteuid() != 0) {
+		if (geteuid() == uid)
+			return 0;
+		log_error("%s:%d: user: cannot become '%s': gatewayd was not "
+		    "started as root", cfg->file, u->line, u->value);
+		return -1;
+	}
+	if ((g->value != NULL ? setgroups(1, &gid) :
+	    initgroups(pw->pw_name, gid)) == -1 || setgid(gid) == -1 ||
+	    setuid(uid) == -1) {
+		log_error("%s:%d: user: cannot become '%s': %s", cfg->file,
+		    u->line, u->value, strerror(errno));
+		return -1;
+	}
+	/* For good: root must not come back. */
+	if (setuid(0) == 0) {
+		log_error("user: privileges could be regained; stopping");
+		return -1;
+	}
+	log_info("running as user %s (uid %d, gid %d)", pw->pw_name, (int)uid,
+	    (int)gid);
+	return 0;
+}
+
 static void
 server_stop(int sig)
 {
@@ -275,8 +367,7 @@ server_signal_cb(evutil_socket_t sig, short events, void *arg)
 		backend_reap();
 		break;
 	case SIGHUP:
-		log_info("SIGHUP: configuration reload is not supported; "
-		    "restart gatewayd to apply a new configuration");
+		server_reload_tls();
 		break;
 	}
 }
@@ -372,6 +463,11 @@ server_start(struct cfg *cfg)
 		if (server_listen(&cfg->listens[i]) == -1)
 			return -1;
 	}
+	/* Everything that needs root is done: the listeners are bound,
+	 * the keys read and the static directories open.  Nothing is
+	 * spawned or connected before this. */
+	if (server_drop_privileges(cfg) == -1)
+		return -1;
 	if (room_start_exact() == -1)
 		return -1;
 	return 0;
@@ -400,6 +496,7 @@ server_free(void)
 	for (i = 0; server.static_fds != NULL && i < server.cfg->n_statics; i++)
 		close(server.static_fds[i]);
 	free(server.static_fds);
+	tls_free();
 	if (server_spare_fd != -1)
 		close(server_spare_fd);
 	for (i = 0; i < sizeof(server.signals) / sizeof(server.signals[0]); i++) {

@@ -33,6 +33,9 @@ struct stats {
 	uint64_t rooms_paused;		/* now: rooms whose clients are not read */
 	uint64_t room_pauses;		/* times a room was paused */
 	uint64_t slow_consumers;	/* clients closed with 1008 */
+	uint64_t tls_handshakes;	/* done */
+	uint64_t tls_resumed;		/* of which resumed sessions */
+	uint64_t tls_failures;		/* failed or timed out */
 };
 
 extern struct stats stats;

@@ -293,7 +293,8 @@ test_table(void)
 		 * format (resolved from mode). */
 		CHECK((o->def == NULL) ==
 		    (o->type == CFG_T_LISTEN || o->type == CFG_T_BACKEND ||
-		    o->type == CFG_T_PATH || !(o->scope & CFG_IN_GATEWAY) ||
+		    o->type == CFG_T_PATH || o->type == CFG_T_TEXT ||
+		    !(o->scope & CFG_IN_GATEWAY) ||
 		    strcmp(o->name, "format") == 0));
 		if (o->def != NULL)
 			CHECK_EQ_INT(cfg_set_value(&p, o,
@@ -502,12 +503,12 @@ test_section_errors(void)
 {
 	CHECK_ONE_ERROR(MINIMAL "[server]\nport = 80\n",
 	    "t.ini:5: unknown section [server] (expected [gateway], "
-	    "[resource PATH] or [static PREFIX])");
+	    "[resource PATH], [static PREFIX] or [tls NAME])");
 	CHECK_ONE_ERROR(MINIMAL "[resource]\nbackend = exec:x\n",
 	    "t.ini:5: missing path in [resource PATH]");
 	CHECK_ONE_ERROR(MINIMAL "[resourcex /a]\n",
 	    "t.ini:5: unknown section [resourcex /a] (expected [gateway], "
-	    "[resource PATH] or [static PREFIX])");
+	    "[resource PATH], [static PREFIX] or [tls NAME])");
 	CHECK_ONE_ERROR(MINIMAL "[resource chat]\nbackend = exec:x\n",
 	    "t.ini:5: resource path 'chat' must start with '/'");
 	CHECK_ONE_ERROR(MINIMAL "[resource /a b]\nbackend = exec:x\n",

@@ -198,7 +198,8 @@ test_open_exact_line(void)
 	CHECK_EQ_STR(line, "{\"type\":\"open\",\"client\":\"c1\","
 	    "\"path\":\"/p\",\"query\":\"\",\"remote\":\"[::1]:9\","
 	    "\"subprotocol\":\"chat\",\"subprotocols\":[\"chat\"],"
-	    "\"authorize\":false,\"headers\":{\"host\":"
+	    "\"authorize\":false,\"tls\":false,\"server_name\":null,"
+	    "\"headers\":{\"host\":"
 	    "\"a\\\"b\\\\c\\td\\u0001\",\"x-cut\":"
 	    "\"\xef\xbf\xbd\xef\xbf\xbd, \xef\xbf\xbd\"}}\n");
 	CHECK_EQ_INT(len, strlen(line));
@@ -211,7 +212,18 @@ test_open_exact_line(void)
 	CHECK_EQ_STR(line, "{\"type\":\"open\",\"client\":\"c1\","
 	    "\"path\":\"/p\",\"query\":\"\",\"remote\":\"[::1]:9\","
 	    "\"subprotocol\":null,\"subprotocols\":[],"
-	    "\"authorize\":false,\"headers\":{}}\n");
+	    "\"authorize\":false,\"tls\":false,\"server_name\":null,"
+	    "\"headers\":{}}\n");
+	free(line);
+	/* Over TLS, with the name the client asked for. */
+	o.tls = true;
+	o.server_name = "chat.example.com";
+	line = record_open(&o, &len);
+	CHECK_EQ_STR(line, "{\"type\":\"open\",\"client\":\"c1\","
+	    "\"path\":\"/p\",\"query\":\"\",\"remote\":\"[::1]:9\","
+	    "\"subprotocol\":null,\"subprotocols\":[],"
+	    "\"authorize\":false,\"tls\":true,"
+	    "\"server_name\":\"chat.example.com\",\"headers\":{}}\n");
 	free(line);
 }
 
