@@ -49,8 +49,8 @@ FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 # What building and running need (make run installs only these), and what
 # the tests add: fuzzers and sanitizers, the peers and tools they drive.
 RUN_PACKAGES  := build-essential pkg-config libevent-dev libssl-dev \
-    libinih-dev libjansson-dev zlib1g-dev libsystemd-dev python3
-TEST_PACKAGES := clang-14 libclang-rt-14-dev valgrind jq python3-pytest \
+    libinih-dev libjansson-dev zlib1g-dev libsystemd-dev python3 jq
+TEST_PACKAGES := clang-14 libclang-rt-14-dev valgrind python3-pytest \
     python3-websockets python3-pytest-asyncio python3-pytest-timeout \
     python3-trustme python3-selenium chromium chromium-driver websocketd bc
 DEBIAN_PACKAGES := $(RUN_PACKAGES) $(TEST_PACKAGES)

@@ -24,7 +24,8 @@ while [ ! -S run/chat.sock ]; do
 	sleep 0.1
 done
 
-echo "demo: chat rooms at ws://127.0.0.1:8080/bongo and /fury," \
+echo "demo: open 'http://127.0.0.1:8080/' in two windows to chat" \
+    "(rooms ws://127.0.0.1:8080/bongo and /fury);" \
     "echo rooms at ws://127.0.0.1:8080/echo/ANYTHING" >&2
 "$gatewayd" -c "$config" || status=$?
 exit ${status:-0}

@@ -3,6 +3,8 @@ linger, authorization, and the commands a backend gives."""
 import asyncio
 import json
 import os
+import re
+import signal
 import time
 
 import pytest
@@ -64,6 +66,43 @@ async def test_chat_name_from_client_id(gateway):
         assert joined.endswith(" has joined /bongo")
         name = joined.split()[0]
         assert name.startswith("c") and name[1:].isdigit()
+
+
+@pytest.mark.parametrize("room,authorize", [("/bongo", "no"),
+                                            ("/fury", "yes")])
+async def test_chat_backend_restart_is_silent(gateway, room, authorize):
+    """The chat program killed under its room: gatewayd starts it again
+    and hands it the members (resumed opens).  Nobody sees anyone join a
+    second time, names are intact, and in an authorizing room a taken
+    name is still refused."""
+    g = gateway(f"""[gateway]
+[resource {room}]
+backend = {example_cmd("chat/room.py")}
+authorize = {authorize}
+restart_delay = 100ms
+""")
+    async with connect(g, f"{room}?name=alice") as alice:
+        # bob comes after alice's join, or he could see it too.
+        assert await recv(alice) == f"alice has joined {room}"
+        async with connect(g, f"{room}?name=bob") as bob:
+            assert await recv(alice) == f"bob has joined {room}"
+            assert await recv(bob) == f"bob has joined {room}"
+            pid = int(re.search(rf"room {room}: started backend \S+ "
+                                r"\(pid (\d+)\)", g.log()).group(1))
+            os.kill(pid, signal.SIGKILL)
+            await wait_log(g, f"room {room}: backend resumed 2 clients")
+            await alice.send("still here")
+            assert await recv(alice) == "alice says still here"
+            assert await recv(bob) == "alice says still here"
+            await bob.send("me too")
+            assert await recv(bob) == "bob says me too"
+            assert await recv(alice) == "bob says me too"
+            if authorize == "yes":
+                await expect_status(g.url(f"{room}?name=alice"), 409)
+            await assert_silent(alice)
+            await assert_silent(bob)
+        assert await recv(alice) == f"bob has left {room}"
+    assert f"chat {room}: hello, protocol version 1, resumed" in g.log()
 
 
 async def test_echo_shell_room(gateway):

@@ -3,7 +3,9 @@
 
 Everyone in a room sees "NAME has joined ROOM", "NAME says TEXT" and
 "NAME has left ROOM"; NAME is the client's ?name= query parameter, or else
-its client id.  The records are described in docs/PROTOCOL.md.
+its client id.  The records are described in docs/PROTOCOL.md.  When
+gatewayd restarts a failed backend, the new one takes the members over
+from their resumed opens without announcing them again.
 
   room.py                one room per process, records on stdin/stdout
                          (backend = exec:/usr/bin/python3 .../room.py)
@@ -44,8 +46,11 @@ class ChatRoom:
         """Take one record from gatewayd; return the records to write back."""
         kind = rec.get("type")
         if kind == "hello":
+            # A resumed hello: a backend before us failed, and the room's
+            # members follow as resumed opens.  Either way we know no one.
             self.room, self.names = rec["room"], {}
-            log(self.room, f"hello, protocol version {rec.get('version')}")
+            log(self.room, f"hello, protocol version {rec.get('version')}"
+                           + (", resumed" if rec.get("resumed") else ""))
             return []
         if kind in ("open", "message", "close"):
             return getattr(self, "on_" + kind)(rec)
@@ -55,6 +60,13 @@ class ChatRoom:
     def on_open(self, rec):
         client = rec["client"]
         name = parse_qs(rec.get("query") or "").get("name", [client])[0]
+        if rec.get("resumed"):
+            # A member since before our start (docs/PROTOCOL.md 3.3): the
+            # room saw it join already, and it needs no verdict whatever
+            # "authorize" says.  Learn its name and say nothing.
+            self.names[client] = name
+            log(self.room, f"{client} resumed as {name!r}")
+            return []
         out = []
         if rec.get("authorize"):
             # The client is still in its handshake: accept or reject it.
