@@ -465,9 +465,12 @@ backend_message(struct backend *b, const uint8_t *data, size_t len,
     bool binary)
 {
 	struct record_cmd cmd;
-	const char *client = b->room->solo->name;
+	const char *client;
 	uint8_t *fixed = NULL;
 
+	if (b->room->solo == NULL)
+		return;		/* its client went: the room stops */
+	client = b->room->solo->name;
 	if (!binary && len > 0 && data[len - 1] == '\r')
 		len--;		/* CRLF line ends, as websocketd takes them */
 	if (!binary && !utf8_valid(data, len)) {
@@ -531,11 +534,20 @@ backend_keep(struct backend *b, const uint8_t *data, size_t len)
 	return 0;
 }
 
-/* The work budget of this turn is spent. */
+/* The room does not read the backend now (its client is behind); the
+ * last words of a program that exited go out all the same. */
 static bool
-backend_budget_spent(uint64_t start)
+backend_held(const struct backend *b)
 {
-	return stats.messages_out - start >= BACKEND_WORK_MAX;
+	return b->paused && !b->exited;
+}
+
+/* The rest of the input waits for a later turn: this turn's budget is
+ * spent, or the room no longer reads the backend (its client is behind). */
+static bool
+backend_must_wait(const struct backend *b, uint64_t start)
+{
+	return backend_held(b) || stats.messages_out - start >= BACKEND_WORK_MAX;
 }
 
 /*
@@ -553,7 +565,7 @@ backend_take(struct backend *b, const uint8_t *data, size_t len,
 	size_t n;
 
 	while (len > 0 && b->room != NULL) {
-		if (backend_budget_spent(start)) {
+		if (backend_must_wait(b, start)) {
 			if (backend_keep(b, data, len) == -1)
 				b->skipping = true;
 			return false;
@@ -597,9 +609,18 @@ backend_input(struct backend *b, const uint8_t *data, size_t len)
 	bool done;
 
 	if (b->binary) {
-		/* No budget: one message per read, for one client. */
-		if (len > 0)
+		/* No budget: one message per read, for one client.  What
+		 * comes while the client is behind waits. */
+		if (b->in_len > 0 && !backend_held(b)) {
+			backend_message(b, b->in, b->in_len, true);
+			b->in_len = 0;
+		}
+		if (len > 0 && (backend_held(b) || b->in_len > 0)) {
+			if (backend_keep(b, data, len) == -1)
+				b->in_len = 0;
+		} else if (len > 0) {
 			backend_message(b, data, len, true);
+		}
 		return true;
 	}
 	if (b->in_len == 0)
@@ -696,12 +717,16 @@ backend_read_cb(evutil_socket_t fd, short events, void *arg)
 		backend_read_detached(b);
 		return;
 	}
+	if (b->paused)
+		return;		/* backend_set_reading wakes it */
 	/* Whatever the records send is written once per client, after
 	 * all of them. */
 	client_batch_begin();
-	if (b->in_len > 0 && memchr(b->in, '\n', b->in_len) != NULL) {
+	if (b->in_len > 0 &&
+	    (b->binary || memchr(b->in, '\n', b->in_len) != NULL)) {
 		/* Input the budget left: no new read until it is done. */
-		if (!backend_input(b, NULL, 0) && b->room != NULL)
+		if (!backend_input(b, NULL, 0) && b->room != NULL &&
+		    !b->paused)
 			event_active(b->read_event, EV_READ, 0);
 		client_batch_end();
 		return;
@@ -709,7 +734,7 @@ backend_read_cb(evutil_socket_t fd, short events, void *arg)
 	n = recv(fd, backend_read_buf, sizeof(backend_read_buf), 0);
 	err = errno;
 	if (n > 0 && !backend_input(b, backend_read_buf, (size_t)n) &&
-	    b->room != NULL)
+	    b->room != NULL && !b->paused)
 		event_active(b->read_event, EV_READ, 0);
 	client_batch_end();
 	if (n > 0 || (n == -1 && (err == EAGAIN || err == EINTR)) ||
@@ -774,6 +799,8 @@ backend_read_rest(struct backend *b)
 
 	if (b->fd == -1)
 		return;
+	/* Its last words go out even to a client that is behind (within
+	 * BACKEND_REST_MAX and the client's own bound): see backend_held. */
 	client_batch_begin();
 	while (b->in_len > 0 && b->room != NULL && !backend_input(b, NULL, 0))
 		;

@@ -2047,8 +2047,9 @@ cfg_finish_statics(struct cfg_parser *p)
 		    (st->dir = strdup(cfg->static_dir)) == NULL)
 			p->oom = true;
 	}
-	qsort(cfg->statics, cfg->n_statics, sizeof(*cfg->statics),
-	    cfg_static_cmp);
+	if (cfg->n_statics > 1)
+		qsort(cfg->statics, cfg->n_statics, sizeof(*cfg->statics),
+		    cfg_static_cmp);
 }
 
 /* A certificate goes with its key; a tls listener needs [gateway]'s. */

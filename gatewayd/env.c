@@ -78,6 +78,48 @@ env_set_str(struct env_list *l, const char *name, const char *value)
 	env_set(l, name, value, strlen(value));
 }
 
+static int
+env_hex(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* NAME=VALUE with the %XX escapes of value decoded; a malformed escape,
+ * and one that would decode to NUL, stay as they are. */
+static void
+env_set_decoded(struct env_list *l, const char *name, const char *value,
+    size_t len)
+{
+	char *e, *o;
+	size_t i, n = strlen(name);
+	int hi, lo;
+
+	if ((e = malloc(n + 1 + len + 1)) == NULL) {
+		l->oom = true;
+		return;
+	}
+	memcpy(e, name, n);
+	e[n] = '=';
+	for (o = e + n + 1, i = 0; i < len; i++) {
+		if (value[i] == '%' && i + 2 < len &&
+		    (hi = env_hex(value[i + 1])) >= 0 &&
+		    (lo = env_hex(value[i + 2])) >= 0 && (hi | lo) != 0) {
+			*o++ = (char)(hi << 4 | lo);
+			i += 2;
+		} else {
+			*o++ = value[i];
+		}
+	}
+	*o = '\0';
+	env_put(l, e);
+}
+
 const char *
 env_get(char *const *env, const char *name)
 {
@@ -209,12 +251,13 @@ env_cgi(struct env_list *l, const struct env_request *rq)
 	env_put(l, uri);
 	env_set_str(l, "SCRIPT_NAME", rq->script_name);
 	/* The root resource of websocketd's one-command mode: the whole
-	 * path is PATH_INFO. */
+	 * path is PATH_INFO.  Decoded, as CGI and websocketd give it. */
 	if (strcmp(rq->script_name, "/") == 0 || script > req->path_len)
-		env_set(l, "PATH_INFO", req->path, req->path_len);
+		env_set_decoded(l, "PATH_INFO", req->path, req->path_len);
 	else
-		env_set(l, "PATH_INFO", req->path + script, req->path_len - script);
-	env_set(l, "PATH_TRANSLATED", req->path, req->path_len);
+		env_set_decoded(l, "PATH_INFO", req->path + script,
+		    req->path_len - script);
+	env_set_decoded(l, "PATH_TRANSLATED", req->path, req->path_len);
 	env_set(l, "QUERY_STRING", req->query, req->query_len);
 	/* Unset in CGI terms, and cleared so that nothing leaks in. */
 	env_set_str(l, "AUTH_TYPE", "");

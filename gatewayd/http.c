@@ -73,6 +73,36 @@ http_answer(struct client *c, const struct http_req *req, int status,
 	client_respond(c, buf, n, -1, 0, r.keep_alive);
 }
 
+/*
+ * What RFC 9112 asks of every request a server answers, beyond what
+ * http_req checks: exactly one Host in HTTP/1.1 (at most one in 1.0),
+ * and Content-Length fields that are numbers and agree (3.2, 6.3).
+ */
+static bool
+http_head_valid(const struct http_req *req)
+{
+	const struct http_req_header *h, *first = NULL;
+	size_t hosts = http_req_header_count(req, "host"), i, k;
+
+	if (hosts > 1 || (hosts == 0 && req->version_minor >= 1))
+		return false;
+	for (i = 0; i < req->n_headers; i++) {
+		h = &req->headers[i];
+		if (!http_req_name_eq(h->name, h->name_len, "content-length"))
+			continue;
+		if (h->value_len == 0)
+			return false;
+		for (k = 0; k < h->value_len; k++)
+			if (h->value[k] < '0' || h->value[k] > '9')
+				return false;
+		if (first != NULL && (first->value_len != h->value_len ||
+		    memcmp(first->value, h->value, h->value_len) != 0))
+			return false;
+		first = h;
+	}
+	return true;
+}
+
 bool
 http_serve(struct client *c, const struct http_req *req)
 {
@@ -91,6 +121,10 @@ http_serve(struct client *c, const struct http_req *req)
 	if (st == NULL)
 		return false;
 	keep = http_static_keep_alive(req) && client_http_requests_left(c) > 0;
+	if (!http_head_valid(req)) {
+		http_answer(c, req, 400, NULL, false, false);
+		return true;
+	}
 	if (http_static_method(req, &head) != 0) {
 		http_answer(c, req, 405, NULL, false, keep);
 		return true;

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import socket
+import struct
 import socketserver
 import subprocess
 import threading
@@ -603,7 +604,8 @@ async def fill_deaf(g):
     """Connect to the program that never reads and send until the daemon
     stops reading: (the client, the program's pid, the bytes sent)."""
     chunk = "x" * 65535 + "\n"
-    deaf = await connect(g, "/deaf")
+    # Uncompressed: the bytes sent are the bytes that must wait.
+    deaf = await connect(g, "/deaf", compression=None)
     (sleeper,) = children(g.proc.pid)
     sent = 0
     while sent < 256 * MB:
@@ -635,10 +637,15 @@ async def test_program_that_never_reads(gateway):
 
 async def test_client_of_program_that_never_reads_leaves(gateway):
     """The client of a program that never reads, no longer read itself,
-    drops its connection: its program is stopped all the same (stdin
-    closed, SIGTERM after stop_timeout), not left until shutdown."""
+    drops its connection (a reset: a FIN would wait behind the data the
+    daemon does not read, where no server can see it): its program is
+    stopped all the same (stdin closed, SIGTERM after stop_timeout), not
+    left until shutdown."""
     g = gateway(DEAF)
     deaf, sleeper, _ = await fill_deaf(g)
+    sock = deaf.transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                    struct.pack("ii", 1, 0))
     deaf.transport.abort()
     await deaf.wait_closed()
     wait_for(lambda: pid_gone(sleeper), 0.4 + 3,
