@@ -19,6 +19,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <search.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,13 @@ static void client_check_http_input(struct client *c);
  * the frame parser keeps what it needs, so an open client has no input
  * buffer (c->in holds only a request head and what comes with it). */
 #define CLIENT_READ_MAX 65536
+
+/* The zlib streams of a client that takes context over (compression_
+ * no_context_takeover = no): its own, for the life of the connection. */
+struct client_zlib {
+	struct ws_deflate_stream deflate;
+	struct ws_deflate_stream inflate;
+};
 
 /* Clients with output queued in the current batch (client_batch_begin). */
 static LIST_HEAD(, client) client_flush_list =
@@ -315,6 +323,11 @@ client_free(struct client *c)
 	free(c->remote);
 	if (c->file_fd != -1)
 		close(c->file_fd);
+	if (c->zlib != NULL) {
+		ws_deflate_stream_free(&c->zlib->deflate);
+		ws_deflate_stream_free(&c->zlib->inflate);
+		free(c->zlib);
+	}
 	client_ip_release(c->ip);
 	idmap_del(&server.client_index, c->id);
 	LIST_REMOVE(c, entry);
@@ -516,7 +529,7 @@ client_linger(struct client *c)
 static void
 client_http_error(struct client *c, int status, const char *body)
 {
-	char buf[1024];
+	char buf[1024], *end;
 	size_t n;
 
 	stats.handshakes_failed++;
@@ -533,6 +546,9 @@ client_http_error(struct client *c, int status, const char *body)
 		cut[len] = '\0';
 		n = handshake_response_error(buf, sizeof(buf), status, cut);
 	}
+	/* An answer to HEAD has no body (RFC 9110 9.3.2). */
+	if (c->head_request && (end = memmem(buf, n, "\r\n\r\n", 4)) != NULL)
+		n = (size_t)(end - buf) + 4;
 	if (evbuffer_add(c->out, buf, n) == 0)
 		client_output_added(c);
 	client_linger(c);
@@ -596,8 +612,10 @@ shared_frame_cleanup(const void *data, size_t len, void *arg)
 	shared_frame_release(arg);
 }
 
-struct shared_frame *
-shared_frame_new(enum ws_frame_opcode opcode, const uint8_t *payload,
+/* A frame of payload[0..len) to share between output buffers; rsv1 marks
+ * a compressed payload. */
+static struct shared_frame *
+shared_frame_new(enum ws_frame_opcode opcode, bool rsv1, const uint8_t *payload,
     size_t len)
 {
 	struct shared_frame *f;
@@ -606,7 +624,7 @@ shared_frame_new(enum ws_frame_opcode opcode, const uint8_t *payload,
 	f = malloc(sizeof(*f) + WS_FRAME_MAX_HEADER + len);
 	if (f == NULL)
 		return NULL;
-	n = ws_frame_header_encode(f->data, opcode, true, len, NULL);
+	n = ws_frame_header_encode_rsv1(f->data, opcode, true, rsv1, len, NULL);
 	memcpy(f->data + n, payload, len);
 	f->len = n + len;
 	f->refs = 1;
@@ -620,11 +638,10 @@ shared_frame_release(struct shared_frame *f)
 		free(f);
 }
 
-void
-client_send(struct client *c, struct shared_frame *f)
+/* Queue a shared frame to c. */
+static void
+client_send_frame(struct client *c, struct shared_frame *f)
 {
-	if (c->state != CLIENT_OPEN || client_check_backlog(c) == -1)
-		return;
 	/* A small frame is cheaper copied, into the free end of the last
 	 * chain, than referenced through a chain of its own per member;
 	 * a large one is shared, so that N members cost one copy.  So is a
@@ -646,21 +663,196 @@ client_send(struct client *c, struct shared_frame *f)
 	client_output_added(c);
 }
 
-void
-client_send_small(struct client *c, enum ws_frame_opcode opcode,
+/* Queue a frame whose payload is copied (it is c's alone). */
+static void
+client_send_copy(struct client *c, enum ws_frame_opcode opcode, bool rsv1,
     const uint8_t *payload, size_t len)
 {
-	if (c->state != CLIENT_OPEN || client_check_backlog(c) == -1 ||
-	    client_queue_frame(c, opcode, payload, len) == -1)
+	uint8_t header[WS_FRAME_MAX_HEADER];
+	size_t n;
+
+	n = ws_frame_header_encode_rsv1(header, opcode, true, rsv1, len, NULL);
+	if (evbuffer_add(c->out, header, n) == -1 ||
+	    (len > 0 && evbuffer_add(c->out, payload, len) == -1))
 		return;
 	stats.messages_out++;
+	client_output_added(c);
+}
+
+/* permessage-deflate */
+
+/* The streams shared by every client without context takeover: reset
+ * after each message, so that an idle connection holds no zlib state.
+ * Compressors by level and window, one decompressor (a 2^15 window takes
+ * any client's).  One loop: no locking. */
+static struct ws_deflate_stream *client_deflaters[10][16];
+static struct ws_deflate_stream client_inflater;
+/* Output of the codec, reused message after message. */
+static struct ws_deflate_buf client_zbuf;
+
+/* Give back a scratch buffer that a big message grew. */
+static void
+client_zbuf_done(void)
+{
+	if (client_zbuf.cap > 65536)
+		ws_deflate_buf_free(&client_zbuf);
+	client_zbuf.len = 0;
+}
+
+/* c's compressor, or NULL (out of memory). */
+static struct ws_deflate_stream *
+client_deflater(struct client *c)
+{
+	unsigned level = (unsigned)c->opts->compression_level;
+	unsigned bits = c->deflate_bits;
+	struct ws_deflate_stream **shared;
+
+	if (!(c->deflate & CLIENT_DEFLATE_SERVER_RESET)) {
+		if (c->zlib == NULL)
+			return NULL;
+		if (!c->zlib->deflate.ready &&
+		    ws_deflate_stream_init_deflate(&c->zlib->deflate, (int)level,
+		    bits) == -1)
+			return NULL;
+		return &c->zlib->deflate;
+	}
+	shared = &client_deflaters[level][bits];
+	if (*shared == NULL && (*shared = calloc(1, sizeof(**shared))) == NULL)
+		return NULL;
+	if (!(*shared)->ready &&
+	    ws_deflate_stream_init_deflate(*shared, (int)level, bits) == -1)
+		return NULL;
+	return *shared;
+}
+
+/* c's decompressor, or NULL (out of memory). */
+static struct ws_deflate_stream *
+client_inflater_of(struct client *c)
+{
+	struct ws_deflate_stream *s = (c->deflate & CLIENT_DEFLATE_CLIENT_RESET) ?
+	    &client_inflater : c->zlib != NULL ? &c->zlib->inflate : NULL;
+
+	if (s != NULL && !s->ready && ws_deflate_stream_init_inflate(s,
+	    s == &client_inflater ? 15 : c->inflate_bits) == -1)
+		return NULL;
+	return s;
+}
+
+void
+client_deflate_free(void)
+{
+	size_t i, j;
+
+	for (i = 0; i < 10; i++) {
+		for (j = 0; j < 16; j++) {
+			if (client_deflaters[i][j] != NULL) {
+				ws_deflate_stream_free(client_deflaters[i][j]);
+				free(client_deflaters[i][j]);
+				client_deflaters[i][j] = NULL;
+			}
+		}
+	}
+	ws_deflate_stream_free(&client_inflater);
+	ws_deflate_buf_free(&client_zbuf);
+}
+
+void
+client_msg_init(struct client_msg *m, enum ws_frame_opcode opcode,
+    const uint8_t *payload, size_t len)
+{
+	memset(m, 0, sizeof(*m));
+	m->opcode = opcode;
+	m->payload = payload;
+	m->len = len;
+}
+
+void
+client_msg_done(struct client_msg *m)
+{
+	size_t i;
+
+	shared_frame_release(m->plain);
+	for (i = 0; i < sizeof(m->deflated) / sizeof(m->deflated[0]); i++)
+		shared_frame_release(m->deflated[i]);
+	memset(m, 0, sizeof(*m));
+}
+
+/*
+ * Send m compressed to c, which agreed to permessage-deflate: the frame
+ * made once for every client whose compressor is shared (so a broadcast
+ * is compressed once), or a frame of its own.  Returns -1 when it could
+ * not be compressed: it goes plain then.
+ */
+static int
+client_msg_send_deflated(struct client *c, struct client_msg *m)
+{
+	struct ws_deflate_stream *z;
+	struct shared_frame **f;
+	bool shared = c->deflate & CLIENT_DEFLATE_SERVER_RESET;
+
+	f = &m->deflated[c->deflate_bits];
+	if (shared && *f != NULL) {
+		client_send_frame(c, *f);
+		return 0;
+	}
+	if ((z = client_deflater(c)) == NULL ||
+	    ws_deflate_compress(z, m->payload, m->len, shared,
+	    &client_zbuf) != 0) {
+		client_zbuf_done();
+		if (!shared) {
+			/* Its history is lost with the error: so is it. */
+			client_close(c, WS_CLOSE_INTERNAL_ERROR,
+			    "compression failed", 18);
+			return 0;
+		}
+		return -1;
+	}
+	if (shared) {
+		*f = shared_frame_new(m->opcode, true, client_zbuf.data,
+		    client_zbuf.len);
+		if (*f != NULL)
+			client_send_frame(c, *f);
+	} else {
+		client_send_copy(c, m->opcode, true, client_zbuf.data,
+		    client_zbuf.len);
+	}
+	client_zbuf_done();
+	return 0;
+}
+
+void
+client_msg_send(struct client *c, struct client_msg *m)
+{
+	if (c->state != CLIENT_OPEN || client_check_backlog(c) == -1)
+		return;
+	if ((c->deflate & CLIENT_DEFLATE_ON) &&
+	    m->len >= c->opts->compression_min_size &&
+	    client_msg_send_deflated(c, m) == 0)
+		return;
+	/* Plain.  A small message is copied straight into c's buffer: no
+	 * shared frame is made for it unless a member is behind. */
+	if (m->len + WS_FRAME_MAX_HEADER <= CLIENT_COPY_MAX &&
+	    (m->len < CLIENT_SHARE_MIN ||
+	    evbuffer_get_length(c->out) < CLIENT_BEHIND)) {
+		client_send_copy(c, m->opcode, false, m->payload, m->len);
+		return;
+	}
+	if (m->plain == NULL &&
+	    (m->plain = shared_frame_new(m->opcode, false, m->payload,
+	    m->len)) == NULL)
+		return;
+	client_send_frame(c, m->plain);
 }
 
 void
 client_set_reading(struct client *c, bool reading)
 {
-	if (c->state == CLIENT_OPEN)
-		client_set_read_event(c, reading);
+	if (c->state != CLIENT_OPEN)
+		return;
+	client_set_read_event(c, reading);
+	/* Not read, it is looked at once a second (client_liveness). */
+	if (!reading)
+		server_timer_set(c->timer, 1000);
 }
 
 void
@@ -690,6 +882,49 @@ client_fail(struct client *c, unsigned code, const char *why)
 	client_linger(c);
 }
 
+/*
+ * A compressed message: inflate it, at most max_message_size of it (a zip
+ * bomb costs no more), check text as UTF-8 only now, and pass it on.
+ * Returns -1 when the client was failed.
+ */
+static int
+client_inflate_message(struct client *c, const struct ws_frame_event *ev)
+{
+	struct ws_deflate_stream *z = client_inflater_of(c);
+	int r;
+
+	if (z == NULL) {
+		client_fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+		return -1;
+	}
+	r = ws_deflate_inflate(z, ev->data, ev->len,
+	    (c->deflate & CLIENT_DEFLATE_CLIENT_RESET) != 0,
+	    c->opts->max_message_size, &client_zbuf);
+	if (r == 0 && ev->opcode == WS_OP_TEXT &&
+	    !utf8_valid(client_zbuf.data, client_zbuf.len))
+		r = WS_DEFLATE_BAD_DATA + 100;	/* not UTF-8: 1007 too */
+	if (r != 0) {
+		client_zbuf_done();
+		client_fail(c, r == WS_DEFLATE_TOO_BIG ? WS_CLOSE_TOO_BIG :
+		    r == WS_DEFLATE_ERROR ? WS_CLOSE_INTERNAL_ERROR :
+		    WS_CLOSE_INVALID_DATA, r == WS_DEFLATE_TOO_BIG ?
+		    "message too big" : r == WS_DEFLATE_BAD_DATA ?
+		    "invalid compressed data" : r == WS_DEFLATE_ERROR ?
+		    "inflate failed" : "invalid UTF-8 text");
+		return -1;
+	}
+	stats.messages_in++;
+	c->last_message_ms = c->last_frame_ms;
+	r = room_write_message(c->room, c, ev->opcode == WS_OP_BINARY,
+	    client_zbuf.data, client_zbuf.len);
+	client_zbuf_done();
+	if (r == -1) {
+		client_fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
 /* Handle one parser event.  Returns -1 when the client stops reading. */
 static int
 client_frame_event(struct client *c, const struct ws_frame_event *ev)
@@ -700,6 +935,8 @@ client_frame_event(struct client *c, const struct ws_frame_event *ev)
 	case WS_EV_MESSAGE:
 		if (c->state != CLIENT_OPEN)
 			return 0;	/* after our close: discarded */
+		if (ev->compressed)
+			return client_inflate_message(c, ev);
 		if (room_write_message(c->room, c, ev->opcode == WS_OP_BINARY,
 		    ev->data, ev->len) == -1) {
 			client_fail(c, WS_CLOSE_INTERNAL_ERROR, "out of memory");
@@ -735,6 +972,23 @@ client_frame_event(struct client *c, const struct ws_frame_event *ev)
 	return 0;
 }
 
+/* Whether the peer of a client that is not read has closed or reset the
+ * connection. */
+static bool
+client_peer_gone(const struct client *c)
+{
+	struct tcp_info ti;
+	socklen_t len = sizeof(int);
+	int err = 0;
+
+	if (getsockopt(c->conn.fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 &&
+	    err != 0)
+		return true;
+	len = sizeof(ti);
+	return getsockopt(c->conn.fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+	    (ti.tcpi_state == TCP_CLOSE_WAIT || ti.tcpi_state == TCP_CLOSE);
+}
+
 /*
  * An open client's timer: ping a client silent for ping_interval, drop one
  * that then stays silent for pong_timeout, close one that sent no message
@@ -748,10 +1002,18 @@ client_liveness(struct client *c)
 	const struct cfg_room_opts *o = c->opts;
 	uint64_t now = server_now_ms(), next = UINT64_MAX, due;
 
-	/* A client the room does not read cannot be heard answering. */
+	/* A client the room does not read cannot be heard answering; but
+	 * it may have gone, which the socket tells (and nothing else would
+	 * while it is not read): looked at once a second. */
 	if (!c->reading) {
+		if (client_peer_gone(c)) {
+			log_debug("%s: gone while not read", c->name);
+			client_free(c);
+			return;
+		}
 		c->last_frame_ms = now;
 		c->ping_sent = false;
+		next = now + 1000;
 	}
 	if (o->idle_timeout_ms > 0) {
 		due = c->last_message_ms + o->idle_timeout_ms;
@@ -840,15 +1102,20 @@ client_read_buffered(struct client *c)
 }
 
 static void
-client_write_101(struct client *c, const char *accept, const char *subprotocol)
+client_write_101(struct client *c, const char *accept, const char *subprotocol,
+    const char *extensions)
 {
 	size_t len = subprotocol != NULL ? strlen(subprotocol) : 0;
-	size_t size = 256 + len;	/* a subprotocol may be long */
+	/* A subprotocol may be long; extensions are at most
+	 * WS_DEFLATE_RESPONSE_SIZE. */
+	size_t size = 256 + WS_DEFLATE_RESPONSE_SIZE + len;
 	struct evbuffer_iovec vec;
 	struct handshake hs;
 
 	/* Written straight into the output buffer. */
 	memcpy(hs.accept, accept, sizeof(hs.accept));
+	hs.extensions = extensions != NULL && extensions[0] != '\0' ?
+	    extensions : NULL;
 	if (evbuffer_reserve_space(c->out, (ev_ssize_t)size, &vec, 1) == 1) {
 		vec.iov_len = handshake_response_101(vec.iov_base, size, &hs,
 		    subprotocol, len);
@@ -859,9 +1126,66 @@ client_write_101(struct client *c, const char *accept, const char *subprotocol)
 	stats.clients_opened++;
 }
 
+/*
+ * permessage-deflate: agree to the client's first acceptable offer when
+ * the room compresses, writing the 101's Sec-WebSocket-Extensions value
+ * into ext (WS_DEFLATE_RESPONSE_SIZE bytes; "" for none).  Returns -1 for
+ * a header that breaks the grammar (a bad handshake: 400).
+ */
+static int
+client_negotiate_deflate(struct client *c, const struct http_req *req,
+    const struct cfg_room_opts *o, char *ext)
+{
+	const char *values[HTTP_REQ_HEADERS_MAX];
+	size_t lens[HTTP_REQ_HEADERS_MAX], i, n = 0;
+	struct ws_deflate_policy pol;
+	struct ws_deflate_params params;
+	int r;
+
+	ext[0] = '\0';
+	if (!o->compression)
+		return 0;
+	for (i = 0; i < req->n_headers; i++) {
+		if (http_req_name_eq(req->headers[i].name,
+		    req->headers[i].name_len, "sec-websocket-extensions")) {
+			values[n] = req->headers[i].value;
+			lens[n++] = req->headers[i].value_len;
+		}
+	}
+	if (n == 0)
+		return 0;
+	memset(&pol, 0, sizeof(pol));
+	pol.level = (int)o->compression_level;
+	pol.window_bits = (unsigned)o->compression_window_bits;
+	pol.context_takeover = !o->compression_no_context_takeover;
+	r = ws_deflate_negotiate(&pol, values, lens, n, &params, ext,
+	    WS_DEFLATE_RESPONSE_SIZE);
+	if (r != 1)
+		return r;
+	if (!params.server_no_context_takeover ||
+	    !params.client_no_context_takeover) {
+		/* Streams of its own, for the life of the connection. */
+		if ((c->zlib = calloc(1, sizeof(*c->zlib))) == NULL) {
+			ext[0] = '\0';
+			return 0;
+		}
+	}
+	c->deflate = CLIENT_DEFLATE_ON |
+	    (params.server_no_context_takeover ? CLIENT_DEFLATE_SERVER_RESET : 0) |
+	    (params.client_no_context_takeover ? CLIENT_DEFLATE_CLIENT_RESET : 0);
+	/* zlib cannot deflate with a window of 8: 9 is as safe for a peer
+	 * that keeps 256 bytes (ws_deflate.h). */
+	c->deflate_bits = (uint8_t)(params.server_max_window_bits < 9 ? 9 :
+	    params.server_max_window_bits);
+	c->inflate_bits = (uint8_t)params.client_max_window_bits;
+	ws_frame_parser_allow_rsv1(&c->parser, true);
+	return 0;
+}
+
 /* Remember what an authorizing client needs for its 101 later. */
 static int
-client_keep_pending(struct client *c, const struct handshake *hs)
+client_keep_pending(struct client *c, const struct handshake *hs,
+    const char *extensions)
 {
 	size_t i;
 
@@ -870,6 +1194,8 @@ client_keep_pending(struct client *c, const struct handshake *hs)
 	if (c->pending == NULL)
 		return -1;
 	memcpy(c->pending->accept, hs->accept, sizeof(hs->accept));
+	snprintf(c->pending->extensions, sizeof(c->pending->extensions), "%s",
+	    extensions);
 	for (i = 0; i < hs->n_subprotocols; i++) {
 		c->pending->subprotocols[i] = strndup(hs->subprotocols[i],
 		    hs->subprotocol_lens[i]);
@@ -984,7 +1310,7 @@ client_handshake(struct client *c, const struct http_req *req)
 	const struct http_req_header *origin;
 	const char *why, *subprotocol;
 	struct room *r;
-	char **envp, *line;
+	char **envp, *line, extensions[WS_DEFLATE_RESPONSE_SIZE] = "";
 	int chosen, status;
 
 	res = cfg_match(server.cfg, req->path, req->path_len);
@@ -1028,12 +1354,16 @@ client_handshake(struct client *c, const struct http_req *req)
 	}
 	ws_frame_parser_init(&c->parser, res->opts.max_message_size,
 	    res->opts.max_frame_size, true);
+	if (client_negotiate_deflate(c, req, &res->opts, extensions) == -1) {
+		client_http_error(c, 400, "malformed Sec-WebSocket-Extensions");
+		return -1;
+	}
 	if (res->opts.format == CFG_FORMAT_JSON &&
 	    client_make_open(c, req, &hs, subprotocol) == -1) {
 		client_http_error(c, 500, "out of memory");
 		return -1;
 	}
-	if (res->opts.authorize && client_keep_pending(c, &hs) == -1) {
+	if (res->opts.authorize && client_keep_pending(c, &hs, extensions) == -1) {
 		client_free_pending(c);
 		client_forget_open(c);
 		client_http_error(c, 500, "out of memory");
@@ -1083,7 +1413,7 @@ client_handshake(struct client *c, const struct http_req *req)
 		room_add_pending(r, c);
 		server_timer_set(c->timer, res->opts.authorize_timeout_ms);
 	} else {
-		client_write_101(c, hs.accept, subprotocol);
+		client_write_101(c, hs.accept, subprotocol, extensions);
 		client_opened(c);
 		room_add_member(r, c);
 	}
@@ -1155,8 +1485,11 @@ client_http_done(struct client *c)
 	c->state = CLIENT_HANDSHAKE;
 	server_timer_set(c->timer, server.cfg->keepalive_timeout_ms);
 	client_set_read_event(c, true);
-	if (c->in != NULL && evbuffer_get_length(c->in) > 0)
-		client_read_head(c);
+	/* A request that came meanwhile is taken from client_read_cb, not
+	 * from here: this may run inside client_read_head, whose buffer is
+	 * out of c->in until it returns, and a long pipeline must not
+	 * recurse. */
+	event_active(c->read_event, EV_READ, 0);
 }
 
 /*
@@ -1215,6 +1548,8 @@ client_request(struct client *c, char *head, size_t head_len)
 		    "HTTP/1.1 required" : "malformed request");
 		return -1;
 	}
+	c->head_request = req.method_len == 4 &&
+	    memcmp(req.method, "HEAD", 4) == 0;
 	if (!http_req_header_has_token(&req, "upgrade", "websocket") &&
 	    http_serve(c, &req))
 		return c->state == CLIENT_HTTP ? 0 : -1;
@@ -1341,10 +1676,14 @@ client_read_cb(evutil_socket_t fd, short events, void *arg)
 	}
 	client_batch_begin();
 	/* Input that waited for the verdict goes first (the accept, or the
-	 * room's resuming, makes this callback run). */
+	 * room's resuming, makes this callback run); so does a request
+	 * that waited for the answer to the one before. */
 	if (c->in != NULL &&
 	    (c->state == CLIENT_OPEN || c->state == CLIENT_CLOSING))
 		client_read_buffered(c);
+	else if (c->in != NULL && c->state == CLIENT_HANDSHAKE &&
+	    c->http_requests > 0 && evbuffer_get_length(c->in) > 0)
+		client_read_head(c);
 	n = conn_read(&c->conn, buf, sizeof(buf));
 	err = errno;
 	if (n > 0)
@@ -1471,7 +1810,7 @@ client_accept_handshake(struct client *c, const char *subprotocol)
 {
 	/* The backend's choice, else the room's. */
 	client_write_101(c, c->pending->accept, subprotocol != NULL ?
-	    subprotocol : c->pending->chosen);
+	    subprotocol : c->pending->chosen, c->pending->extensions);
 	client_free_pending(c);
 	client_opened(c);
 	/* Reading stopped if much input waited.  Frames that arrived early
@@ -1592,7 +1931,12 @@ client_shutdown(struct client *c)
 		client_end(c);
 		break;
 	case CLIENT_HANDSHAKE:
-		client_http_error(c, 503, "shutting down");
+		/* A kept HTTP connection between requests just closes. */
+		if (c->http_requests > 0 &&
+		    (c->in == NULL || evbuffer_get_length(c->in) == 0))
+			client_end(c);
+		else
+			client_http_error(c, 503, "shutting down");
 		break;
 	case CLIENT_AUTHORIZING:
 		client_end_handshake(c, WS_CLOSE_GOING_AWAY, why, 503,

@@ -30,6 +30,7 @@
 #include "idmap.h"
 #include "log.h"
 #include "record.h"
+#include "ws_deflate.h"
 #include "ws_frame.h"
 
 struct room;
@@ -89,6 +90,11 @@ void server_output_over(void);
 
 /* client.c */
 
+/* permessage-deflate, as agreed in the handshake (client.deflate). */
+#define CLIENT_DEFLATE_ON		0x1
+#define CLIENT_DEFLATE_SERVER_RESET	0x2	/* server_no_context_takeover */
+#define CLIENT_DEFLATE_CLIENT_RESET	0x4	/* client_no_context_takeover */
+
 enum client_state {
 	CLIENT_TLS,		/* in its TLS handshake (a tls listener) */
 	CLIENT_HANDSHAKE,	/* reading the request head */
@@ -111,6 +117,7 @@ struct ip_count {
 /* What a client waiting for authorization needs to finish its handshake. */
 struct client_pending {
 	char accept[HANDSHAKE_ACCEPT_LEN + 1];
+	char extensions[WS_DEFLATE_RESPONSE_SIZE];	/* for the 101 */
 	const char *chosen;		/* the room's choice of subprotocol */
 	size_t n_subprotocols;
 	char *subprotocols[];	/* offered, NUL-terminated copies */
@@ -131,6 +138,11 @@ struct client {
 	bool keep_alive;		/* CLIENT_HTTP: another request may
 					 * follow the answer */
 	bool excepted;			/* left out of the broadcast at hand */
+	bool head_request;		/* the request at hand is a HEAD */
+	uint8_t deflate;		/* CLIENT_DEFLATE_*: what was agreed */
+	uint8_t deflate_bits;		/* the window we compress with */
+	uint8_t inflate_bits;		/* the client's */
+	struct client_zlib *zlib;	/* context takeover: its own streams */
 	size_t out_counted;		/* out's length in server.output_bytes */
 	struct conn conn;		/* its socket, and TLS over it */
 	uint32_t head_scan;		/* request head: where to look for its
@@ -198,16 +210,32 @@ struct shared_frame {
 	uint8_t data[];
 };
 
-struct shared_frame *shared_frame_new(enum ws_frame_opcode opcode,
-    const uint8_t *payload, size_t len);
 void shared_frame_release(struct shared_frame *frame);
 
-/* Queue a frame to an open client. */
-void client_send(struct client *c, struct shared_frame *frame);
-/* Queue a message of at most CLIENT_COPY_MAX bytes to one open client,
- * copied: no shared frame is needed for one recipient. */
-void client_send_small(struct client *c, enum ws_frame_opcode opcode,
+/*
+ * A message to send to one or more open clients.  Its frames are made as
+ * the recipients need them, once each, and shared between their output
+ * buffers: plain, and compressed for each window of the clients that
+ * agreed to permessage-deflate without context takeover (so a broadcast
+ * is compressed once, not once per client).  The payload is the caller's
+ * and must live until client_msg_done.
+ */
+struct client_msg {
+	enum ws_frame_opcode opcode;
+	const uint8_t *payload;
+	size_t len;
+	struct shared_frame *plain;
+	struct shared_frame *deflated[16];	/* by window bits */
+};
+
+void client_msg_init(struct client_msg *m, enum ws_frame_opcode opcode,
     const uint8_t *payload, size_t len);
+/* Queue m to c, if c is open (and not closed on the way as a slow
+ * consumer). */
+void client_msg_send(struct client *c, struct client_msg *m);
+void client_msg_done(struct client_msg *m);
+/* Free the zlib streams shared between clients (at exit). */
+void client_deflate_free(void);
 
 /* Messages up to this size are copied into each client's output buffer;
  * bigger ones are shared between recipients (see client_send), and so

@@ -141,6 +141,7 @@ handshake_check(const struct http_req *req, struct handshake *hs,
 	*why = NULL;
 	hs->accept[0] = '\0';
 	hs->n_subprotocols = 0;
+	hs->extensions = NULL;
 
 	if (req->method_len != 3 || memcmp(req->method, "GET", 3) != 0) {
 		*why = "method is not GET";
@@ -480,29 +481,30 @@ size_t
 handshake_response_101(char *buf, size_t size, const struct handshake *hs,
     const char *subprotocol, size_t subprotocol_len)
 {
+	const char *ext = hs->extensions;
 	int n;
 
 	if (strnlen(hs->accept, sizeof(hs->accept)) != HANDSHAKE_ACCEPT_LEN)
 		return 0;
-	if (subprotocol == NULL)
-		n = snprintf(buf, size,
-		    "HTTP/1.1 101 Switching Protocols\r\n"
-		    "Upgrade: websocket\r\n"
-		    "Connection: Upgrade\r\n"
-		    "Sec-WebSocket-Accept: %s\r\n"
-		    "\r\n", hs->accept);
-	else {
-		if (subprotocol_len > INT_MAX ||
-		    !http_req_is_token(subprotocol, subprotocol_len))
-			return 0;
-		n = snprintf(buf, size,
-		    "HTTP/1.1 101 Switching Protocols\r\n"
-		    "Upgrade: websocket\r\n"
-		    "Connection: Upgrade\r\n"
-		    "Sec-WebSocket-Accept: %s\r\n"
-		    "Sec-WebSocket-Protocol: %.*s\r\n"
-		    "\r\n", hs->accept, (int)subprotocol_len, subprotocol);
-	}
+	if (subprotocol != NULL && (subprotocol_len > INT_MAX ||
+	    !http_req_is_token(subprotocol, subprotocol_len)))
+		return 0;
+	if (ext != NULL && strpbrk(ext, "\r\n") != NULL)
+		return 0;
+	n = snprintf(buf, size,
+	    "HTTP/1.1 101 Switching Protocols\r\n"
+	    "Upgrade: websocket\r\n"
+	    "Connection: Upgrade\r\n"
+	    "Sec-WebSocket-Accept: %s\r\n"
+	    "%s%.*s%s"
+	    "%s%s%s"
+	    "\r\n", hs->accept,
+	    subprotocol != NULL ? "Sec-WebSocket-Protocol: " : "",
+	    subprotocol != NULL ? (int)subprotocol_len : 0,
+	    subprotocol != NULL ? subprotocol : "",
+	    subprotocol != NULL ? "\r\n" : "",
+	    ext != NULL ? "Sec-WebSocket-Extensions: " : "",
+	    ext != NULL ? ext : "", ext != NULL ? "\r\n" : "");
 	if (n < 0 || (size_t)n >= size)
 		return 0;
 	return (size_t)n;

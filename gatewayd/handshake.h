@@ -22,6 +22,10 @@ struct handshake {
 	const char *subprotocols[HANDSHAKE_MAX_SUBPROTOCOLS];
 	size_t subprotocol_lens[HANDSHAKE_MAX_SUBPROTOCOLS];
 	size_t n_subprotocols;
+	/* the Sec-WebSocket-Extensions value of the 101 (NUL-terminated,
+	 * one line), or NULL for none: set by the caller, never by
+	 * handshake_check */
+	const char *extensions;
 };
 
 /*

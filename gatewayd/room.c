@@ -636,46 +636,31 @@ room_target(struct room *r, const char *name, enum client_state state,
 static void
 room_send(struct room *r, const struct record_cmd *cmd)
 {
-	enum ws_frame_opcode op = cmd->binary ? WS_OP_BINARY : WS_OP_TEXT;
-	struct shared_frame *frame = NULL;
+	struct client_msg m;
 	struct client *c;
 	size_t i;
 
+	client_msg_init(&m, cmd->binary ? WS_OP_BINARY : WS_OP_TEXT,
+	    cmd->payload, cmd->payload_len);
 	for (i = 0; i < cmd->n_clients; i++) {
 		c = room_target(r, cmd->clients[i], CLIENT_OPEN, "send");
-		if (c == NULL)
-			continue;
-		if (cmd->payload_len <= CLIENT_COPY_MAX) {
-			client_send_small(c, op, cmd->payload, cmd->payload_len);
-			continue;
-		}
-		if (frame == NULL)
-			frame = shared_frame_new(op, cmd->payload, cmd->payload_len);
-		if (frame == NULL) {
-			log_warn("room %s: out of memory for a send", r->path);
-			return;
-		}
-		client_send(c, frame);
+		if (c != NULL)
+			client_msg_send(c, &m);
 	}
-	shared_frame_release(frame);
+	client_msg_done(&m);
 }
 
 static void
 room_broadcast(struct room *r, const struct record_cmd *cmd)
 {
-	enum ws_frame_opcode op = cmd->binary ? WS_OP_BINARY : WS_OP_TEXT;
-	struct shared_frame *frame;
+	struct client_msg m;
 	struct client *c, *next;
 	size_t i;
 
 	if (r->n_members == 0)
 		return;
-	/* One frame, referenced by every member's output buffer. */
-	frame = shared_frame_new(op, cmd->payload, cmd->payload_len);
-	if (frame == NULL) {
-		log_warn("room %s: out of memory for a broadcast", r->path);
-		return;
-	}
+	client_msg_init(&m, cmd->binary ? WS_OP_BINARY : WS_OP_TEXT,
+	    cmd->payload, cmd->payload_len);
 	/* The members to leave out are marked first, each found by its id
 	 * in constant time, so that a command costs members plus ids, not
 	 * their product.  A marked member is never sent to, and so never
@@ -692,9 +677,9 @@ room_broadcast(struct room *r, const struct record_cmd *cmd)
 		if (c->excepted)
 			c->excepted = false;
 		else
-			client_send(c, frame);
+			client_msg_send(c, &m);
 	}
-	shared_frame_release(frame);
+	client_msg_done(&m);
 }
 
 void

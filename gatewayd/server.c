@@ -497,6 +497,7 @@ server_free(void)
 		close(server.static_fds[i]);
 	free(server.static_fds);
 	tls_free();
+	client_deflate_free();
 	if (server_spare_fd != -1)
 		close(server_spare_fd);
 	for (i = 0; i < sizeof(server.signals) / sizeof(server.signals[0]); i++) {

@@ -275,6 +275,9 @@ ws_frame_header_length(struct ws_frame_parser *p, struct ws_frame_event *ev)
 static int
 ws_frame_header_step(struct ws_frame_parser *p, struct ws_frame_event *ev)
 {
+	uint64_t max_frame, max_message;
+	bool compressed;
+
 	switch (p->state) {
 	case WS_FRAME_HEADER:
 		if (ws_frame_header_first(p, ev) == -1)
@@ -294,13 +297,24 @@ ws_frame_header_step(struct ws_frame_parser *p, struct ws_frame_event *ev)
 	}
 
 	/* The length is known: the frame and message sizes are decided
-	 * here.  Control frames are bounded by 125 bytes instead. */
-	if (!ws_frame_is_control(p->opcode) && p->max_frame_size != 0 &&
-	    p->payload_len > p->max_frame_size)
+	 * here.  Control frames are bounded by 125 bytes instead.  A
+	 * compressed message may be a little longer than the limit, which
+	 * bounds what it inflates to: deflate grows data that does not
+	 * compress by a few bytes per block. */
+	compressed = p->opcode == WS_OP_CONTINUATION ? p->message_compressed :
+	    p->rsv1;
+	max_frame = p->max_frame_size;
+	max_message = p->max_message_size;
+	if (compressed) {
+		max_frame += max_frame == 0 ? 0 : WS_FRAME_DEFLATE_SLACK(max_frame);
+		max_message += WS_FRAME_DEFLATE_SLACK(max_message);
+	}
+	if (!ws_frame_is_control(p->opcode) && max_frame != 0 &&
+	    p->payload_len > max_frame)
 		return ws_frame_fail(p, ev, WS_CLOSE_TOO_BIG,
 		    "frame over max_frame_size");
 	if (!ws_frame_is_control(p->opcode) &&
-	    p->payload_len > p->max_message_size - p->message_len)
+	    p->payload_len > max_message - p->message_len)
 		return ws_frame_fail(p, ev, WS_CLOSE_TOO_BIG,
 		    "message over max_message_size");
 	if (p->masked) {

@@ -133,22 +133,42 @@ def test_host_forms(echo, host):
       "permessage-deflate; client_max_window_bits")],
 ], ids=["origin", "user-agent", "cache", "extensions"])
 def test_headers_browsers_and_autobahn_send(echo, extra):
-    """Headers that browsers and Autobahn's client add change nothing:
-    101, no extension or subprotocol is agreed (the room offers none)."""
+    """Headers that browsers and Autobahn's client add change nothing but
+    what they ask for: 101, no subprotocol (the room offers none), and
+    permessage-deflate when it is offered, without context takeover
+    either way (the default)."""
     with open_echo(echo, extra_headers=extra) as conn:
-        assert "sec-websocket-extensions" not in conn.headers
+        if extra[0][0] == "Sec-WebSocket-Extensions":
+            assert conn.headers["sec-websocket-extensions"] == (
+                "permessage-deflate; server_no_context_takeover; "
+                "client_no_context_takeover")
+        else:
+            assert "sec-websocket-extensions" not in conn.headers
         assert "sec-websocket-protocol" not in conn.headers
         still_echoes(conn)
 
 
-def test_offered_deflate_is_not_in_use(echo):
-    """permessage-deflate was offered and not agreed, so a "compressed"
-    frame (RSV1) is still a protocol error: 1002."""
+def test_declined_deflate_is_not_in_use(echo):
+    """permessage-deflate was offered with a parameter the server must
+    decline (a window of 7 bits), so nothing is agreed and a "compressed"
+    frame (RSV1) is a protocol error: 1002."""
     with open_echo(echo, extra_headers=[
-            ("Sec-WebSocket-Extensions", "permessage-deflate")]) as conn:
+            ("Sec-WebSocket-Extensions",
+             "permessage-deflate; server_max_window_bits=7")]) as conn:
         assert "sec-websocket-extensions" not in conn.headers
         conn.send_frame(OP_TEXT, b"\xf2\x48\xcd\xc9\xc9\x07\x00", rsv=4)
         conn.expect_close(1002)
+
+
+def test_agreed_deflate_takes_compressed_frames(echo):
+    """Agreed, the RFC 7692 7.2.3.1 example ("Hello", compressed) is a
+    message: it comes back as "Hello" (too short to be compressed again,
+    under compression_min_size)."""
+    with open_echo(echo, extra_headers=[
+            ("Sec-WebSocket-Extensions", "permessage-deflate")]) as conn:
+        assert "permessage-deflate" in conn.headers["sec-websocket-extensions"]
+        conn.send_frame(OP_TEXT, b"\xf2\x48\xcd\xc9\xc9\x07\x00", rsv=4)
+        assert conn.recv_message() == (OP_TEXT, "Hello")
 
 
 # Sec-WebSocket-Protocol
