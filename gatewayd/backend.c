@@ -79,6 +79,8 @@ enum backend_timer {
 static void backend_read_cb(evutil_socket_t fd, short events, void *arg);
 static void backend_write_cb(evutil_socket_t fd, short events, void *arg);
 static void backend_timer_cb(evutil_socket_t fd, short events, void *arg);
+static void backend_more_cb(evutil_socket_t fd, short events, void *arg);
+static void backend_continue(struct backend *b);
 static void backend_stderr_cb(evutil_socket_t fd, short events, void *arg);
 static void backend_stderr_timer_cb(evutil_socket_t fd, short events,
     void *arg);
@@ -123,12 +125,12 @@ backend_connect(struct backend *b, const char *path)
 }
 
 /*
- * Spawn the program; returns the socket to it, or -1 with *status set:
- * 503 at max_processes, 500 when it cannot be run.
+ * Spawn the program; returns the socket to it, or -1 with *rf set: 503
+ * at max_processes, 500 when it cannot be run.
  */
 static int
 backend_spawn(struct backend *b, char **argv, char **envp,
-    const char *search_path, int *status)
+    const char *search_path, struct refusal *rf)
 {
 	static struct log_ratelimit budget;
 	int sv[2] = { -1, -1 }, err[2] = { -1, -1 }, e;
@@ -139,9 +141,9 @@ backend_spawn(struct backend *b, char **argv, char **envp,
 	sigset_t set;
 	pid_t pid;
 
-	*status = 500;
+	refuse(rf, 500, "the room's program cannot be run");
 	if (server.n_processes >= server.max_processes) {
-		*status = 503;
+		refuse(rf, 503, "too many backend processes");
 		if (log_ratelimit(&budget, &suppressed))
 			log_warn("%s: not starting backend: max_processes (%llu) "
 			    "reached%s", b->label,
@@ -160,7 +162,7 @@ backend_spawn(struct backend *b, char **argv, char **envp,
 	    pipe2(err, O_CLOEXEC) == -1) {
 		log_error("%s: cannot spawn backend: %s", b->label,
 		    strerror(errno));
-		*status = 503;
+		refuse(rf, 503, "out of resources");
 		goto fail;
 	}
 	posix_spawn_file_actions_init(&fa);
@@ -188,7 +190,8 @@ backend_spawn(struct backend *b, char **argv, char **envp,
 	if (e != 0) {
 		log_warn("%s: cannot run backend %s: %s", b->label, file,
 		    strerror(e));
-		*status = e == EAGAIN || e == ENOMEM ? 503 : 500;
+		if (e == EAGAIN || e == ENOMEM)
+			refuse(rf, 503, "out of resources");
 		goto fail;
 	}
 	b->pid = (uint64_t)pid;
@@ -196,7 +199,7 @@ backend_spawn(struct backend *b, char **argv, char **envp,
 		/* Not found by its exit: stop it now. */
 		kill(-pid, SIGKILL);
 		b->pid = 0;
-		*status = 503;
+		refuse(rf, 503, "out of resources");
 		goto fail;
 	}
 	server.n_processes++;
@@ -266,6 +269,8 @@ backend_free(struct backend *b)
 		event_free(b->write_event);
 	if (b->timer != NULL)
 		event_free(b->timer);
+	if (b->more != NULL)
+		event_free(b->more);
 	if (b->out != NULL)
 		evbuffer_free(b->out);
 	free(b->in);
@@ -275,7 +280,7 @@ backend_free(struct backend *b)
 }
 
 struct backend *
-backend_start(struct room *r, bool resumed, char **envp, int *status)
+backend_start(struct room *r, bool resumed, char **envp, struct refusal *rf)
 {
 	const struct cfg_resource *res = r->res;
 	struct backend *b;
@@ -283,7 +288,7 @@ backend_start(struct room *r, bool resumed, char **envp, int *status)
 	size_t len;
 	int fd;
 
-	*status = 503;
+	refuse(rf, 503, "out of resources");
 	b = calloc(1, sizeof(*b));
 	if (b == NULL)
 		return NULL;
@@ -302,17 +307,19 @@ backend_start(struct room *r, bool resumed, char **envp, int *status)
 	else if (asprintf(&b->label, "room %s", r->path) == -1)
 		b->label = NULL;
 	b->timer = evtimer_new(server.base, backend_timer_cb, b);
+	b->more = evtimer_new(server.base, backend_more_cb, b);
 	b->out = evbuffer_new();
-	if (b->label == NULL || b->timer == NULL || b->out == NULL) {
+	if (b->label == NULL || b->timer == NULL || b->more == NULL ||
+	    b->out == NULL) {
 		backend_free(b);
 		return NULL;
 	}
 	if (b->kind == CFG_BACKEND_UNIX) {
 		fd = backend_connect(b, res->unix_path);
-		*status = 502;
+		refuse(rf, 502, "the room's backend is unavailable");
 	} else {
 		fd = backend_spawn(b, res->argv, envp,
-		    cfg_backend_path(&res->opts), status);
+		    cfg_backend_path(&res->opts), rf);
 	}
 	if (fd != -1) {
 		b->fd = fd;
@@ -397,6 +404,24 @@ backend_queued(const struct backend *b)
 	return evbuffer_get_length(b->out);
 }
 
+/* The rest of the input in the next loop turn, after the loop has polled
+ * (a zero timer: an event made active runs in the same pass, before any
+ * other socket is looked at). */
+static void
+backend_continue(struct backend *b)
+{
+	server_timer_set(b->more, 0);
+}
+
+static void
+backend_more_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct backend *b = arg;
+
+	if (b->fd != -1)
+		backend_read_cb(b->fd, EV_READ, b);
+}
+
 void
 backend_set_reading(struct backend *b, bool reading)
 {
@@ -408,7 +433,7 @@ backend_set_reading(struct backend *b, bool reading)
 		event_add(b->read_event, NULL);
 		/* Input that waited for the budget or the pause. */
 		if (b->in_len > 0)
-			event_active(b->read_event, EV_READ, 0);
+			backend_continue(b);
 	} else {
 		event_del(b->read_event);
 	}
@@ -727,7 +752,7 @@ backend_read_cb(evutil_socket_t fd, short events, void *arg)
 		/* Input the budget left: no new read until it is done. */
 		if (!backend_input(b, NULL, 0) && b->room != NULL &&
 		    !b->paused)
-			event_active(b->read_event, EV_READ, 0);
+			backend_continue(b);
 		client_batch_end();
 		return;
 	}
@@ -735,7 +760,7 @@ backend_read_cb(evutil_socket_t fd, short events, void *arg)
 	err = errno;
 	if (n > 0 && !backend_input(b, backend_read_buf, (size_t)n) &&
 	    b->room != NULL && !b->paused)
-		event_active(b->read_event, EV_READ, 0);
+		backend_continue(b);
 	client_batch_end();
 	if (n > 0 || (n == -1 && (err == EAGAIN || err == EINTR)) ||
 	    b->room == NULL)

@@ -1311,6 +1311,7 @@ client_handshake(struct client *c, const struct http_req *req)
 	const char *why, *subprotocol;
 	struct room *r;
 	char **envp, *line, extensions[WS_DEFLATE_RESPONSE_SIZE] = "";
+	struct refusal rf;
 	int chosen, status;
 
 	res = cfg_match(server.cfg, req->path, req->path_len);
@@ -1378,16 +1379,12 @@ client_handshake(struct client *c, const struct http_req *req)
 		client_http_error(c, 500, "out of memory");
 		return -1;
 	}
-	r = room_get(req->path, req->path_len, res, c, envp, &status);
+	r = room_get(req->path, req->path_len, res, c, envp, &rf);
 	free(envp);
 	if (r == NULL) {
 		client_free_pending(c);
 		client_forget_open(c);
-		client_http_error(c, status, status == 429 ?
-		    "too many rooms made from your address" : status == 500 ?
-		    "the room's program cannot be run" : status == 502 ?
-		    "the room's backend is unavailable" :
-		    "the room's backend is not running");
+		client_http_error(c, rf.status, rf.why);
 		return -1;
 	}
 	/* (A solo room is new and empty: neither applies.) */

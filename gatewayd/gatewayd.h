@@ -36,6 +36,22 @@
 struct room;
 struct backend;
 
+/* Why a client cannot have its room: the HTTP status it is answered, and
+ * the body. */
+struct refusal {
+	int status;
+	const char *why;
+};
+
+/* Fill rf; returns -1, for "return refuse(...)". */
+static inline int
+refuse(struct refusal *rf, int status, const char *why)
+{
+	rf->status = status;
+	rf->why = why;
+	return -1;
+}
+
 /* server.c */
 
 struct server {
@@ -361,14 +377,14 @@ struct room {
  * Find the room for client c at path, creating it (pattern rooms, and a
  * solo room for each client of a mode = client resource) and starting its
  * backend as needed; envp is a solo room's backend environment.  NULL
- * with *status the HTTP status to answer c with when it cannot be had:
+ * with *rf what to answer c with when it cannot be had:
  * 429 (its address has made too many rooms), 500 (the program cannot
  * run), 502 (unreachable with on_backend_down = close), 503 (max_rooms,
  * max_processes, or a backend that was never up).
  */
 struct room *room_get(const char *path, size_t path_len,
     const struct cfg_resource *res, struct client *c, char **envp,
-    int *status);
+    struct refusal *rf);
 /* Start the exact rooms with the daemon. */
 int room_start_exact(void);
 
@@ -446,6 +462,7 @@ struct backend {
 	pid_t pgid;			/* exec: its process group, until it
 					 * is known to be empty */
 	struct event *timer;		/* see enum backend_timer */
+	struct event *more;		/* input left for the next turn */
 	int timer_does;
 	struct log_ratelimit log_budget;	/* for bad records */
 
@@ -463,12 +480,12 @@ struct backend {
  * Connect or spawn the room's backend and send hello (json format), with
  * "resumed" when it takes over clients from a failed one.  envp is the
  * environment of an exec backend (env_build).  NULL on failure (logged),
- * with *status the HTTP status for a client that waits on it: 500 (the
+ * with *rf what a client that waits on it is answered: 500 (the
  * program cannot be run), 502 (unreachable), 503 (max_processes, or out
  * of resources).
  */
 struct backend *backend_start(struct room *r, bool resumed, char **envp,
-    int *status);
+    struct refusal *rf);
 /* Bytes queued towards the backend and not yet written. */
 size_t backend_queued(const struct backend *b);
 /* Give the message records that a failed backend never got to the room's

@@ -192,11 +192,11 @@ room_free(struct room *r)
  * Start the backend.  A backend that takes over from a failed one gets a
  * resumed hello, the open record of every client (members marked
  * resumed; authorizing clients as they were, for their verdict), then the
- * held messages of clients still here, in order.  Returns 0, or the HTTP
- * status for a client that would wait on it (see backend_start).
+ * held messages of clients still here, in order.  Returns 0, or -1 with
+ * *rf what a client that would wait on it is answered (backend_start).
  */
 static int
-room_start_backend(struct room *r, char **envp)
+room_start_backend(struct room *r, char **envp, struct refusal *rf)
 {
 	bool resumed = r->n_members + r->n_pending > 0;
 	struct held_record *h;
@@ -204,18 +204,17 @@ room_start_backend(struct room *r, char **envp)
 	size_t len, held = r->n_held, resumed_clients = 0;
 	char **own = NULL;
 	char *line;
-	int status;
 
 	if (envp == NULL && r->res->backend_kind == CFG_BACKEND_EXEC) {
 		own = env_build(&r->res->opts, r->path, NULL, environ);
 		if (own == NULL)
-			return 503;
+			return refuse(rf, 503, "out of memory");
 		envp = own;
 	}
-	r->backend = backend_start(r, resumed, envp, &status);
+	r->backend = backend_start(r, resumed, envp, rf);
 	free(own);
 	if (r->backend == NULL)
-		return status;
+		return -1;
 	r->ever_up = true;
 	r->backend_since_ms = server_now_ms();
 	TAILQ_FOREACH(c, &r->members, room_entry) {
@@ -258,6 +257,16 @@ room_start_backend(struct room *r, char **envp)
 	return 0;
 }
 
+/* The longest backoff: restart_max_delay, and ROOM_RESTART_FLOOR_MS at
+ * least, whatever it says, so that a backend that fails at once is not
+ * started more than a few times a second. */
+static uint64_t
+room_max_delay(const struct cfg_room_opts *o)
+{
+	return o->restart_max_delay_ms > ROOM_RESTART_FLOOR_MS ?
+	    o->restart_max_delay_ms : ROOM_RESTART_FLOOR_MS;
+}
+
 /* Schedule the next start after a backoff. */
 static void
 room_schedule_restart(struct room *r)
@@ -266,13 +275,10 @@ room_schedule_restart(struct room *r)
 	uint64_t delay = r->restart_delay_ms, next, max;
 
 	server_timer_set(r->restart_timer, delay);
-	/* From a restart_delay of 0 the backoff grows from 1 ms, and it
-	 * grows to ROOM_RESTART_FLOOR_MS at least, whatever
-	 * restart_max_delay says: a backend that fails at once is not
-	 * started more than a few times a second. */
+	/* From a restart_delay of 0 the backoff grows from 1 ms, up to
+	 * room_max_delay. */
 	next = delay > 0 ? delay * 2 : 1;
-	max = o->restart_max_delay_ms > ROOM_RESTART_FLOOR_MS ?
-	    o->restart_max_delay_ms : ROOM_RESTART_FLOOR_MS;
+	max = room_max_delay(o);
 	r->restart_delay_ms = next > max ? max : next;
 	log_info("room %s: starting the backend again in %llu ms (failure %u)",
 	    r->path, (unsigned long long)delay, r->failures);
@@ -282,8 +288,9 @@ static void
 room_restart_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct room *r = arg;
+	struct refusal rf;
 
-	if (room_start_backend(r, NULL) == 0) {
+	if (room_start_backend(r, NULL, &rf) == 0) {
 		stats.backend_restarts++;
 		return;
 	}
@@ -342,11 +349,12 @@ room_hold_timeout_cb(evutil_socket_t fd, short events, void *arg)
 		room_free(r);	/* with no clients, not started again */
 }
 
-/* A new pattern room may be made for c: 0, or the status to refuse c
- * with.  The room is charged to c's address, if addresses are counted,
+/* A new pattern room may be made for c: 0, or -1 with *rf what to refuse
+ * c with.  The room is charged to c's address, if addresses are counted,
  * until it stops: see docs/POLICY.md. */
 static int
-room_may_create(const struct cfg_resource *res, struct client *c)
+room_may_create(const struct cfg_resource *res, struct client *c,
+    struct refusal *rf)
 {
 	static struct log_ratelimit budget;
 	unsigned long suppressed;
@@ -359,26 +367,26 @@ room_may_create(const struct cfg_resource *res, struct client *c)
 			    res->pattern, server.n_rooms >= server.max_rooms ?
 			    "max_rooms" : "the resource's max_rooms",
 			    suppressed ? " (more suppressed)" : "");
-		return 503;
+		return refuse(rf, 503, "too many rooms");
 	}
 	if (c->ip != NULL && c->ip->count >= server.cfg->max_connections_per_ip)
-		return 429;
+		return refuse(rf, 429, "too many rooms made from your address");
 	return 0;
 }
 
 struct room *
 room_get(const char *path, size_t len, const struct cfg_resource *res,
-    struct client *c, char **envp, int *status)
+    struct client *c, char **envp, struct refusal *rf)
 {
 	struct room key, *r, **found;
 	bool created = false;
 
-	*status = 503;
+	refuse(rf, 503, "out of memory");
 	if (res->opts.mode == CFG_MODE_CLIENT) {
 		/* Its own room, with its own backend, started now. */
 		if ((r = room_new(path, len, res, c)) == NULL)
 			return NULL;
-		if ((*status = room_start_backend(r, envp)) != 0) {
+		if (room_start_backend(r, envp, rf) != 0) {
 			room_free(r);
 			return NULL;
 		}
@@ -393,7 +401,7 @@ room_get(const char *path, size_t len, const struct cfg_resource *res,
 	if (found != NULL) {
 		r = *found;
 	} else {
-		if ((*status = room_may_create(res, c)) != 0)
+		if (room_may_create(res, c, rf) != 0)
 			return NULL;
 		if ((r = room_new(path, len, res, NULL)) == NULL)
 			return NULL;
@@ -404,7 +412,7 @@ room_get(const char *path, size_t len, const struct cfg_resource *res,
 		}
 	}
 	if (r->backend == NULL && !evtimer_pending(r->restart_timer, NULL) &&
-	    (*status = room_start_backend(r, NULL)) != 0) {
+	    room_start_backend(r, NULL, rf) != 0) {
 		r->failures++;
 		room_schedule_restart(r);
 	}
@@ -418,8 +426,12 @@ room_get(const char *path, size_t len, const struct cfg_resource *res,
 			if (created || (res->is_prefix &&
 			    r->n_members + r->n_pending == 0))
 				room_free(r);
-			*status = res->opts.on_backend_down ==
-			    CFG_BACKEND_DOWN_HOLD ? 503 : 502;
+			if (res->opts.on_backend_down == CFG_BACKEND_DOWN_HOLD)
+				refuse(rf, 503, "the room's backend is not "
+				    "running");
+			else
+				refuse(rf, 502, "the room's backend is "
+				    "unavailable");
 			return NULL;
 		}
 		room_hold(r);
@@ -431,6 +443,7 @@ int
 room_start_exact(void)
 {
 	const struct cfg *cfg = server.cfg;
+	struct refusal rf;
 	struct room *r;
 	size_t i;
 
@@ -444,7 +457,7 @@ room_start_exact(void)
 			return -1;
 		/* An unreachable backend is no reason not to start: the
 		 * room tries again after a backoff. */
-		if (room_start_backend(r, NULL) != 0) {
+		if (room_start_backend(r, NULL, &rf) != 0) {
 			r->failures++;
 			room_schedule_restart(r);
 		}
@@ -769,7 +782,7 @@ room_backend_lost(struct room *r, unsigned code)
 	}
 	/* A backend that ran a good while failed on its own, not in a
 	 * crash loop: start the backoff, and the outage, afresh. */
-	if (server_now_ms() - r->backend_since_ms >= o->restart_max_delay_ms) {
+	if (server_now_ms() - r->backend_since_ms >= room_max_delay(o)) {
 		r->restart_delay_ms = o->restart_delay_ms;
 		r->failures = 0;
 		r->outage_since_ms = 0;
