@@ -4,6 +4,7 @@
 #   make run        build and run the demo (conf/demo.ini) in the foreground
 #   make test       unit tests, fuzz corpus replay and smoke, the pytest
 #                   suite, then all of it again under ASan+UBSan
+#   make stress     the long attack runs that make test leaves out
 #   make fuzz       run every fuzz target for FUZZ_SECONDS each
 #   make install    install the binary, the reference config and the unit
 #   make deps       install the Debian packages the build and tests need
@@ -55,8 +56,8 @@ TEST_PACKAGES := clang-14 libclang-rt-14-dev valgrind python3-pytest \
     python3-trustme python3-selenium chromium chromium-driver websocketd bc
 DEBIAN_PACKAGES := $(RUN_PACKAGES) $(TEST_PACKAGES)
 
-.PHONY: all run test unit pytest fuzz fuzz-smoke fuzz-replay deps deps-run \
-    install clean bench
+.PHONY: all run test unit pytest stress fuzz fuzz-smoke fuzz-replay deps \
+    deps-run install clean bench
 
 all: $(BUILD)/gatewayd
 
@@ -80,8 +81,13 @@ $(UNIT_TESTS): $(PURE_OBJS)
 unit: $(UNIT_TESTS)
 	@set -e; for t in $(UNIT_TESTS); do echo "== $$t"; $$t; done
 
+# The long attack runs (pytest -m stress) are left out: make stress.
+pytest: PYTEST_ARGS ?= -m "not stress"
 pytest: $(BUILD)/gatewayd
 	GATEWAYD=$(abspath $(BUILD)/gatewayd) $(PYTHON) -m pytest -q tests $(PYTEST_ARGS)
+
+stress: $(BUILD)/gatewayd
+	GATEWAYD=$(abspath $(BUILD)/gatewayd) $(PYTHON) -m pytest -q tests -m stress
 
 # libFuzzer drivers, built with clang and both sanitizers.
 FUZZ_FLAGS := $(WARNINGS) -D_GNU_SOURCE -Igatewayd $(PKG_CFLAGS) -O1 -g \
