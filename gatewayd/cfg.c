@@ -184,6 +184,8 @@ static const struct cfg_option cfg_options[] = {
 	    1, 1000000, "auto", CFG_GW(max_rooms)), .flags = CFG_F_AUTO },
 	CFG_ROW("max_output_memory", CFG_IN_GATEWAY, CFG_T_SIZE,
 	    CFG_MIB, 1024 * CFG_GIB, "256M", CFG_GW(max_output_memory)),
+	CFG_ROW("send_buffer", CFG_IN_GATEWAY, CFG_T_SIZE,
+	    0, 64 * CFG_MIB, "0", CFG_GW(send_buffer)),
 	CFG_ROW("keepalive_timeout", CFG_IN_GATEWAY, CFG_T_DURATION,
 	    100, CFG_HOUR, "5s", CFG_GW(keepalive_timeout_ms)),
 	CFG_ROW("keepalive_requests", CFG_IN_GATEWAY, CFG_T_COUNT,

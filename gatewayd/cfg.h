@@ -169,6 +169,7 @@ struct cfg {
 	uint64_t max_processes;			/* spawned, alive; CFG_AUTO */
 	uint64_t max_rooms;			/* rooms at once; CFG_AUTO */
 	uint64_t max_output_memory;		/* queued to all clients -> 1008 */
+	uint64_t send_buffer;			/* SO_SNDBUF of clients; 0: auto */
 	uint64_t keepalive_timeout_ms;		/* plain HTTP between requests */
 	uint64_t keepalive_requests;		/* per connection */
 	char *static_dir;			/* [gateway]'s, also in statics */

@@ -173,6 +173,13 @@ server_listen(const struct cfg_listen *ln)
 	/* Accepted sockets inherit it (on Linux): no call per connection.
 	 * Frames are written whole, so Nagle would only delay them. */
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* Inherited too: the kernel's share of a client that does not read
+	 * (its autotuning lets it grow to tcp_wmem's 4 MiB). */
+	if (server.cfg->send_buffer > 0) {
+		int size = (int)(server.cfg->send_buffer / 2);	/* it doubles */
+
+		(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+	}
 	if (bind(fd, (const struct sockaddr *)&ln->addr, ln->addr_len) == -1 ||
 	    listen(fd, SOMAXCONN) == -1)
 		goto fail;
