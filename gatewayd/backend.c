@@ -545,6 +545,8 @@ backend_keep(struct backend *b, const uint8_t *data, size_t len)
 	size_t need = b->in_len + len, cap;
 	uint8_t *in;
 
+	if (len == 0)
+		return 0;
 	if (need > b->in_cap) {
 		cap = b->in_cap ? b->in_cap : 4096;
 		while (cap < need)
