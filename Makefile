@@ -39,9 +39,10 @@ endif
 
 # The I/O-free modules: parsers, codecs, records, the config model.
 PURE        := utf8 ws_frame ws_deflate http_req handshake record cfg idmap env \
-               http_static
+               http_static metrics
 # The I/O glue around one libevent loop.
-GLUE        := log stats conn tls client http room backend server main
+GLUE        := log stats conn tls listener client http admin room backend \
+               server ctl main
 PURE_OBJS   := $(PURE:%=$(BUILD)/%.o)
 GLUE_OBJS   := $(GLUE:%=$(BUILD)/%.o)
 UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(wildcard tests/unit/test_*.c))

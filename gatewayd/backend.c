@@ -376,6 +376,8 @@ backend_write(struct backend *b, char *line, size_t len)
 		free(line);
 		return;
 	}
+	if (b->room != NULL && b->room->n_taps > 0)
+		admin_tap(b->room, '<', line, len, false);
 	if (len <= BACKEND_COPY_MAX) {
 		evbuffer_add(b->out, line, len);
 		free(line);
@@ -392,6 +394,8 @@ backend_write_data(struct backend *b, const uint8_t *data, size_t len,
 {
 	if (b->fd == -1)
 		return;
+	if (b->room != NULL && b->room->n_taps > 0)
+		admin_tap(b->room, '<', data, len, b->binary);
 	if (evbuffer_add(b->out, data, len) == -1 ||
 	    (newline && evbuffer_add(b->out, "\n", 1) == -1))
 		return;
@@ -518,6 +522,8 @@ backend_message(struct backend *b, const uint8_t *data, size_t len,
 static void
 backend_line(struct backend *b, const uint8_t *line, size_t len)
 {
+	if (b->room->n_taps > 0)
+		admin_tap(b->room, '>', line, len, false);
 	if (b->format == CFG_FORMAT_JSON)
 		backend_record(b, (const char *)line, len);
 	else

@@ -89,6 +89,8 @@ _Static_assert(sizeof(enum cfg_tls_version) == sizeof(unsigned int),
 #define CFG_F_NOCASE	0x1
 /* A count that may be "auto" (stored as CFG_AUTO). */
 #define CFG_F_AUTO	0x2
+/* The admin listener's row of CFG_T_LISTEN. */
+#define CFG_F_ADMIN	0x4
 
 /*
  * One row per option, in the order of the reference config.  Offsets are
@@ -166,6 +168,8 @@ static int	cfg_check_env_name(const char *, const char **);
 
 static const struct cfg_option cfg_options[] = {
 	CFG_ROW("listen", CFG_IN_GATEWAY, CFG_T_LISTEN, 0, 0, NULL, 0),
+	{ CFG_ROW_FIELDS("admin_listen", CFG_IN_GATEWAY, CFG_T_LISTEN,
+	    0, 0, NULL, 0), .flags = CFG_F_ADMIN },
 	CFG_ROW("max_connections", CFG_IN_GATEWAY, CFG_T_COUNT,
 	    1, 1000000, "10000", CFG_GW(max_connections)),
 	CFG_ROW("max_connections_per_ip", CFG_IN_GATEWAY, CFG_T_COUNT,
@@ -939,6 +943,7 @@ cfg_free(struct cfg *cfg)
 		cfg_room_opts_free(&cfg->resources[i].opts, &cfg->defaults);
 	}
 	free(cfg->resources);
+	free(cfg->by_pattern);
 	for (i = 0; i < cfg->n_statics; i++) {
 		free(cfg->statics[i].prefix);
 		free(cfg->statics[i].dir);
@@ -1220,7 +1225,7 @@ cfg_listen_overlap(const struct sockaddr_storage *a,
 }
 
 static void
-cfg_add_listen(struct cfg_parser *p, const char *value, int line)
+cfg_add_listen(struct cfg_parser *p, const char *value, int line, bool admin)
 {
 	struct cfg *cfg = p->cfg;
 	struct cfg_listen *l;
@@ -1231,7 +1236,8 @@ cfg_add_listen(struct cfg_parser *p, const char *value, int line)
 	bool tls = false;
 	size_t i, n;
 
-	p->listen_seen = true;
+	if (!admin)
+		p->listen_seen = true;
 	/* The address, then flags: "127.0.0.1:8443 tls". */
 	n = strcspn(value, CFG_LIST_SEP);
 	if ((addr = strndup(value, n)) == NULL) {
@@ -1241,18 +1247,36 @@ cfg_add_listen(struct cfg_parser *p, const char *value, int line)
 	for (flags = value + n; *(flags += strspn(flags, CFG_LIST_SEP)) != '\0';
 	    flags += n) {
 		n = strcspn(flags, CFG_LIST_SEP);
-		if (n == 3 && strncmp(flags, "tls", 3) == 0) {
+		if (!admin && n == 3 && strncmp(flags, "tls", 3) == 0) {
 			tls = true;
 		} else {
-			cfg_error(p, line, "listen: unknown flag '%.*s' (expected "
-			    "tls)", (int)n, flags);
+			cfg_error(p, line, "%s: unknown flag '%.*s'%s", admin ?
+			    "admin_listen" : "listen", (int)n, flags, admin ?
+			    "" : " (expected tls)");
 			free(addr);
 			return;
 		}
 	}
-	if (cfg_parse_listen(addr, &ss, &len, &why) == -1) {
-		cfg_error(p, line, "listen: invalid value '%s': %s", addr,
-		    why);
+	/* The admin listener may be a Unix socket, which file modes
+	 * protect better than a port. */
+	if (admin && (addr[0] == '/' || strncmp(addr, "unix:", 5) == 0)) {
+		struct sockaddr_un *sun = (struct sockaddr_un *)&ss;
+		const char *path = addr[0] == '/' ? addr : addr + 5;
+
+		memset(&ss, 0, sizeof(ss));
+		if (*path == '\0' || strlen(path) >= sizeof(sun->sun_path)) {
+			cfg_error(p, line, "admin_listen: invalid Unix socket "
+			    "path '%s' (1 to %zu bytes)", path,
+			    sizeof(sun->sun_path) - 1);
+			free(addr);
+			return;
+		}
+		sun->sun_family = AF_UNIX;
+		memcpy(sun->sun_path, path, strlen(path));
+		len = (socklen_t)sizeof(*sun);
+	} else if (cfg_parse_listen(addr, &ss, &len, &why) == -1) {
+		cfg_error(p, line, "%s: invalid value '%s': %s", admin ?
+		    "admin_listen" : "listen", addr, why);
 		free(addr);
 		return;
 	}
@@ -1287,6 +1311,7 @@ cfg_add_listen(struct cfg_parser *p, const char *value, int line)
 	l->addr_len = len;
 	l->line = line;
 	l->tls = tls;
+	l->admin = admin;
 	l->text = addr;
 	cfg->has_tls |= tls;
 }
@@ -1844,8 +1869,8 @@ cfg_handler(void *user, const char *section, const char *name,
 	/* A resource's own fields (not room options) live in it. */
 	if (r != NULL && o->scope == CFG_IN_RESOURCE)
 		base = r;
-	if (set[o - cfg_options] != 0 && o->type != CFG_T_LISTEN &&
-	    o->type != CFG_T_ENV) {
+	if (set[o - cfg_options] != 0 && (o->type != CFG_T_LISTEN ||
+	    (o->flags & CFG_F_ADMIN)) && o->type != CFG_T_ENV) {
 		cfg_error(p, line, "duplicate key '%s' in %s (first at line "
 		    "%d)", name, where, set[o - cfg_options]);
 		return 1;
@@ -1863,7 +1888,7 @@ cfg_handler(void *user, const char *section, const char *name,
 	if (r == NULL && o->scope == CFG_IN_BOTH)
 		base = &p->cfg->defaults;
 	if (o->type == CFG_T_LISTEN)
-		cfg_add_listen(p, value, line);
+		cfg_add_listen(p, value, line, o->flags & CFG_F_ADMIN);
 	else if (o->type == CFG_T_BACKEND) {
 		r->backend_line = line;
 		cfg_set_backend(p, r, value, line);
@@ -2054,6 +2079,8 @@ cfg_finish_statics(struct cfg_parser *p)
 		    cfg_static_cmp);
 }
 
+static int cfg_resource_cmp(const void *, const void *);
+
 /* A certificate goes with its key; a tls listener needs [gateway]'s. */
 static void
 cfg_finish_tls(struct cfg_parser *p)
@@ -2089,7 +2116,9 @@ cfg_finish(struct cfg_parser *p)
 	struct cfg_resource *r;
 	size_t i, j;
 
-	if (cfg->n_listens == 0 && !p->listen_seen)
+	for (i = 0, j = 0; i < cfg->n_listens; i++)
+		j += !cfg->listens[i].admin;
+	if (j == 0 && !p->listen_seen)
 		cfg_error(p, p->gateway_line, "no listen address");
 	if (!p->resource_seen && cfg->n_statics == 0 && cfg->static_dir == NULL)
 		cfg_error(p, 0, "no [resource PATH] section and no static files");
@@ -2126,6 +2155,17 @@ cfg_finish(struct cfg_parser *p)
 		    CFG_FORMAT_LINES : CFG_FORMAT_JSON;
 	cfg_finish_statics(p);
 	cfg_finish_tls(p);
+	/* An index by pattern, for reloads (cfg_find_resource). */
+	if ((cfg->by_pattern = calloc(cfg->n_resources + 1,
+	    sizeof(*cfg->by_pattern))) == NULL) {
+		p->oom = true;
+		return;
+	}
+	for (i = 0; i < cfg->n_resources; i++)
+		cfg->by_pattern[i] = &cfg->resources[i];
+	if (cfg->n_resources > 1)
+		qsort(cfg->by_pattern, cfg->n_resources,
+		    sizeof(*cfg->by_pattern), cfg_resource_cmp);
 }
 
 struct cfg *
@@ -2465,4 +2505,22 @@ bad:
 	*why = "a value holds a line break, blanks at its ends, or a ';' "
 	    "after a blank, which no ini line can hold";
 	return NULL;
+}
+
+static int
+cfg_resource_cmp(const void *a, const void *b)
+{
+	return strcmp((*(const struct cfg_resource *const *)a)->pattern,
+	    (*(const struct cfg_resource *const *)b)->pattern);
+}
+
+const struct cfg_resource *
+cfg_find_resource(const struct cfg *cfg, const char *pattern)
+{
+	struct cfg_resource key, *kp = &key, **found;
+
+	key.pattern = (char *)pattern;
+	found = bsearch(&kp, cfg->by_pattern, cfg->n_resources,
+	    sizeof(*cfg->by_pattern), cfg_resource_cmp);
+	return found != NULL ? *found : NULL;
 }

@@ -106,6 +106,7 @@ struct cfg_listen {
 	char *text;		/* the address as written, for messages */
 	int line;
 	bool tls;		/* "ADDR:PORT tls": wss:// and https:// */
+	bool admin;		/* admin_listen: /metrics, /healthz, the tap */
 };
 
 /* A text value and the line it was set on, for messages about what it
@@ -158,7 +159,7 @@ struct cfg_static {
 
 struct cfg {
 	char *file;
-	struct cfg_listen *listens;
+	struct cfg_listen *listens;	/* admin_listen's last, when set */
 	size_t n_listens;
 	uint64_t max_connections;
 	uint64_t max_connections_per_ip;	/* 0: no limit -> 429 */
@@ -183,6 +184,7 @@ struct cfg {
 	struct cfg_room_opts defaults;	/* [gateway]'s room options */
 	struct cfg_resource *resources;	/* in file order */
 	size_t n_resources;
+	struct cfg_resource **by_pattern;	/* sorted, for cfg_find_resource */
 	struct cfg_static *statics;	/* longest prefix first */
 	size_t n_statics;
 	struct cfg_tls *tls;		/* [tls NAME] sections, in file order */
@@ -235,6 +237,10 @@ struct cfg_command {
 /* The ini text of cmd (malloc'd), or NULL with *why set (or NULL when
  * out of memory): a value no ini line can hold. */
 char *cfg_from_command(const struct cfg_command *cmd, const char **why);
+
+/* The resource whose pattern is pattern, as written, or NULL. */
+const struct cfg_resource *cfg_find_resource(const struct cfg *cfg,
+    const char *pattern);
 
 /* The static mapping whose prefix is the longest one path starts with
  * (a path equal to a prefix without its final '/' matches it too), or

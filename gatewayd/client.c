@@ -42,6 +42,7 @@ static void client_write_cb(evutil_socket_t fd, short events, void *arg);
 static void client_timer_cb(evutil_socket_t fd, short events, void *arg);
 static void client_set_read_event(struct client *c, bool reading);
 static void client_tls_handshake(struct client *c);
+static void client_admin_leave(struct client *c);
 static int client_send_file(struct client *c);
 static void client_http_done(struct client *c);
 static void client_read_head(struct client *c);
@@ -130,6 +131,7 @@ client_refuse(int fd, int status, const char *body)
 	size_t n;
 
 	stats.connections_refused++;
+	stats.http_status[status]++;
 	while (recv(fd, discard, sizeof(discard), MSG_DONTWAIT) > 0)
 		;
 	n = handshake_response_error(answer, sizeof(answer), status, body);
@@ -206,7 +208,7 @@ client_event_size(void)
 }
 
 void
-client_accept(int fd, const struct sockaddr *addr, bool tls)
+client_accept(int fd, const struct sockaddr *addr, bool tls, bool admin)
 {
 	char remote[CLIENT_REMOTE_MAX];
 	struct ip_count *ip = NULL;
@@ -276,6 +278,8 @@ client_accept(int fd, const struct sockaddr *addr, bool tls)
 	LIST_INSERT_HEAD(&server.clients, c, entry);
 	server.n_clients++;
 	c->state = tls ? CLIENT_TLS : CLIENT_HANDSHAKE;
+	c->admin = admin;
+	server.n_admin += admin;
 	client_set_read_event(c, true);
 	server_timer_set(c->timer, server.cfg->handshake_timeout_ms);
 	log_debug("%s: connected from %s", c->name, remote);
@@ -292,6 +296,14 @@ client_leave(struct client *c, unsigned code, const char *reason,
 
 	if (r == NULL)
 		return;
+	if (c->state == CLIENT_OPEN) {
+		/* The access log's second line, and the closes by code. */
+		stats.close_codes[stats_close_index(code)]++;
+		log_info("%s: closed %u after %.1f s, %llu bytes in, %llu out",
+		    c->name, code, (double)(server_now_ms() - c->opened_ms) /
+		    1000, (unsigned long long)c->bytes_in,
+		    (unsigned long long)c->bytes_out);
+	}
 	if (c->announced) {
 		line = record_close(c->name, code, reason, reason_len, &len);
 		if (line != NULL)
@@ -317,6 +329,7 @@ client_free_pending(struct client *c)
 static void
 client_free(struct client *c)
 {
+	client_admin_leave(c);
 	client_leave(c, WS_CLOSE_ABNORMAL, "", 0);
 	client_free_pending(c);
 	free(c->open_line);
@@ -335,6 +348,7 @@ client_free(struct client *c)
 		LIST_REMOVE(c, flush_entry);
 	server.output_bytes -= c->out_counted;
 	server.n_clients--;
+	server.n_admin -= c->admin;
 	stats.clients_closed++;
 	event_del(c->timer);
 	event_del(c->read_event);
@@ -426,9 +440,12 @@ client_output_drained(struct client *c)
 static void
 client_flush(struct client *c)
 {
+	size_t before;
+
 	if (c->gone || event_pending(c->write_event, EV_WRITE, NULL))
 		return;
-	if (evbuffer_get_length(c->out) == 0) {
+	before = evbuffer_get_length(c->out);
+	if (before == 0) {
 		if (c->state != CLIENT_HTTP)
 			return;
 	} else if (conn_write(&c->conn, c->out, c->close_exchanged) == -1 &&
@@ -437,6 +454,8 @@ client_flush(struct client *c)
 		client_end(c);
 		return;
 	}
+	c->bytes_out += before - evbuffer_get_length(c->out);
+	stats.bytes_out += before - evbuffer_get_length(c->out);
 	client_account(c);
 	if (c->room != NULL && c->room->is_solo)
 		room_solo_drained(c->room);
@@ -533,6 +552,8 @@ client_http_error(struct client *c, int status, const char *body)
 	size_t n;
 
 	stats.handshakes_failed++;
+	if (status >= 400 && status <= 599)
+		stats.http_status[status]++;
 	log_debug("%s: %d %s", c->name, status, body);
 	n = handshake_response_error(buf, sizeof(buf), status, body);
 	if (n == 0) {
@@ -586,11 +607,11 @@ client_check_backlog(struct client *c)
 {
 	static const char why[] = "slow consumer";
 
-	if (evbuffer_get_length(c->out) <= c->opts->max_client_buffer)
+	if (evbuffer_get_length(c->out) <= client_opts(c)->max_client_buffer)
 		return 0;
 	stats.slow_consumers++;
 	log_info("%s: closing a slow consumer: more than %llu bytes unread",
-	    c->name, (unsigned long long)c->opts->max_client_buffer);
+	    c->name, (unsigned long long)client_opts(c)->max_client_buffer);
 	client_close(c, WS_CLOSE_POLICY, why, sizeof(why) - 1);
 	return -1;
 }
@@ -861,6 +882,7 @@ client_close(struct client *c, unsigned code, const char *reason,
 {
 	if (c->state != CLIENT_OPEN)
 		return;
+	client_admin_leave(c);
 	client_send_close(c, code, reason, reason_len);
 	client_leave(c, code, reason, reason_len);
 	c->state = CLIENT_CLOSING;
@@ -935,6 +957,14 @@ client_frame_event(struct client *c, const struct ws_frame_event *ev)
 	case WS_EV_MESSAGE:
 		if (c->state != CLIENT_OPEN)
 			return 0;	/* after our close: discarded */
+		if (c->admin) {
+			/* A tap's messages are not read; an inject's are
+			 * commands for its room. */
+			if (!c->tap && c->admin_room != NULL)
+				admin_inject(c, c->admin_room, ev->data,
+				    ev->len);
+			return 0;
+		}
 		if (ev->compressed)
 			return client_inflate_message(c, ev);
 		if (room_write_message(c->room, c, ev->opcode == WS_OP_BINARY,
@@ -999,7 +1029,7 @@ static void
 client_liveness(struct client *c)
 {
 	static const char idle[] = "idle timeout";
-	const struct cfg_room_opts *o = c->opts;
+	const struct cfg_room_opts *o = client_opts(c);
 	uint64_t now = server_now_ms(), next = UINT64_MAX, due;
 
 	/* A client the room does not read cannot be heard answering; but
@@ -1058,7 +1088,7 @@ static void
 client_opened(struct client *c)
 {
 	c->state = CLIENT_OPEN;
-	c->last_frame_ms = c->last_message_ms = server_now_ms();
+	c->opened_ms = c->last_frame_ms = c->last_message_ms = server_now_ms();
 	evtimer_del(c->timer);
 	client_liveness(c);
 }
@@ -1180,6 +1210,20 @@ client_negotiate_deflate(struct client *c, const struct http_req *req,
 	c->inflate_bits = (uint8_t)params.client_max_window_bits;
 	ws_frame_parser_allow_rsv1(&c->parser, true);
 	return 0;
+}
+
+/* The client's own copy of the subprotocol the room chose (one it
+ * offered), so that a reload freeing the room's options frees nothing of
+ * the client's. */
+static const char *
+client_pending_offer(const struct client *c, const char *subprotocol)
+{
+	size_t i;
+
+	for (i = 0; subprotocol != NULL && i < c->pending->n_subprotocols; i++)
+		if (strcmp(c->pending->subprotocols[i], subprotocol) == 0)
+			return c->pending->subprotocols[i];
+	return NULL;
 }
 
 /* Remember what an authorizing client needs for its 101 later. */
@@ -1401,11 +1445,15 @@ client_handshake(struct client *c, const struct http_req *req)
 		client_http_error(c, 503, "the room is busy");
 		return -1;
 	}
+	/* The access log's first line. */
+	log_info("%s: %s %s from %s, room %s", c->name, c->conn.ssl != NULL ?
+	    "wss" : "ws", res->opts.authorize ? "authorizing" : "open",
+	    c->remote, r->path);
 	free(c->remote);	/* an idle client costs less without it */
 	c->remote = NULL;
 
 	if (res->opts.authorize) {
-		c->pending->chosen = subprotocol;
+		c->pending->chosen = client_pending_offer(c, subprotocol);
 		c->state = CLIENT_AUTHORIZING;
 		room_add_pending(r, c);
 		server_timer_set(c->timer, res->opts.authorize_timeout_ms);
@@ -1424,8 +1472,6 @@ client_handshake(struct client *c, const struct http_req *req)
 			room_write(r, line, c->open_len);
 		}
 	}
-	log_debug("%s: %s %.*s", c->name, res->opts.authorize ?
-	    "authorizing" : "opened", (int)req->path_len, req->path);
 	return 0;
 }
 
@@ -1505,6 +1551,8 @@ client_send_file(struct client *c)
 		    c->file_left < (1 << 20) ? (size_t)c->file_left : 1 << 20);
 		if (n > 0) {
 			c->file_left -= (uint64_t)n;
+			c->bytes_out += (uint64_t)n;
+			stats.bytes_out += (uint64_t)n;
 			continue;
 		}
 		if (n == -1 && (errno == EAGAIN || errno == EINTR))
@@ -1547,10 +1595,73 @@ client_request(struct client *c, char *head, size_t head_len)
 	}
 	c->head_request = req.method_len == 4 &&
 	    memcmp(req.method, "HEAD", 4) == 0;
+	if (c->admin) {
+		admin_serve(c, &req);
+		return c->state == CLIENT_HTTP || c->state == CLIENT_OPEN ? 0 : -1;
+	}
 	if (!http_req_header_has_token(&req, "upgrade", "websocket") &&
 	    http_serve(c, &req))
 		return c->state == CLIENT_HTTP ? 0 : -1;
 	return client_handshake(c, &req);
+}
+
+void
+client_admin_refuse(struct client *c, int status, const char *why)
+{
+	client_http_error(c, status, why);
+}
+
+void
+client_admin_open(struct client *c, const struct http_req *req,
+    struct room *r, bool tap)
+{
+	const char *why;
+	struct handshake hs;
+
+	if (handshake_check(req, &hs, &why) != 0) {
+		client_http_error(c, 400, why);
+		return;
+	}
+	ws_frame_parser_init(&c->parser, server.cfg->defaults.max_message_size,
+	    0, true);
+	client_write_101(c, hs.accept, NULL, NULL);
+	client_opened(c);
+	c->admin_room = r;
+	c->tap = tap;
+	if (tap) {
+		LIST_INSERT_HEAD(&r->taps, c, tap_entry);
+		r->n_taps++;
+	}
+	log_info("%s: %s of room %s", c->name, tap ? "tap" : "inject",
+	    r->path);
+}
+
+/* A tap or inject client is done with its room. */
+static void
+client_admin_leave(struct client *c)
+{
+	if (c->admin_room == NULL)
+		return;
+	if (c->tap) {
+		LIST_REMOVE(c, tap_entry);
+		c->admin_room->n_taps--;
+	}
+	c->admin_room = NULL;
+}
+
+void
+client_admin_drop(struct client *c, const char *why)
+{
+	static const char *const gone = "room gone";
+
+	client_admin_leave(c);
+	if (strcmp(why, gone) != 0) {
+		/* Behind: what it has not read is dropped with it. */
+		evbuffer_drain(c->out, evbuffer_get_length(c->out));
+		client_account(c);
+	}
+	client_close(c, strcmp(why, gone) == 0 ? WS_CLOSE_GOING_AWAY :
+	    WS_CLOSE_POLICY, why, strlen(why));
 }
 
 static void
@@ -1683,8 +1794,11 @@ client_read_cb(evutil_socket_t fd, short events, void *arg)
 		client_read_head(c);
 	n = conn_read(&c->conn, buf, sizeof(buf));
 	err = errno;
-	if (n > 0)
+	if (n > 0) {
+		c->bytes_in += (uint64_t)n;
+		stats.bytes_in += (uint64_t)n;
 		client_input(c, buf, (size_t)n);
+	}
 	client_batch_end();
 	if (n > 0) {
 		/* Bytes OpenSSL decrypted already: epoll does not see them. */
@@ -1919,10 +2033,22 @@ client_shed_output(void)
 }
 
 void
+client_reload(struct client *c)
+{
+	/* Its room's resource was re-pointed already (room_reload); a
+	 * client in no room is closing and needs only the defaults. */
+	c->opts = c->room != NULL ? &c->room->res->opts : NULL;
+}
+
+void
 client_shutdown(struct client *c)
 {
-	static const char why[] = "server shutting down";
+	client_go_away(c, "server shutting down");
+}
 
+void
+client_go_away(struct client *c, const char *why)
+{
 	switch (c->state) {
 	case CLIENT_TLS:
 		client_end(c);
@@ -1936,11 +2062,10 @@ client_shutdown(struct client *c)
 			client_http_error(c, 503, "shutting down");
 		break;
 	case CLIENT_AUTHORIZING:
-		client_end_handshake(c, WS_CLOSE_GOING_AWAY, why, 503,
-		    "shutting down");
+		client_end_handshake(c, WS_CLOSE_GOING_AWAY, why, 503, why);
 		break;
 	case CLIENT_OPEN:
-		client_close(c, WS_CLOSE_GOING_AWAY, why, sizeof(why) - 1);
+		client_close(c, WS_CLOSE_GOING_AWAY, why, strlen(why));
 		break;
 	case CLIENT_HTTP:
 		c->keep_alive = false;	/* the answer finishes, then it closes */

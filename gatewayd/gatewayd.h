@@ -57,15 +57,13 @@ refuse(struct refusal *rf, int status, const char *why)
 struct server {
 	struct event_base *base;
 	struct cfg *cfg;
-	struct evconnlistener **listeners;
-	size_t n_listeners;
-	struct event *listen_retry;	/* re-enable after EMFILE */
 	struct event *signals[4];	/* TERM, INT, CHLD, HUP */
 	struct event *shutdown_timer;
 	bool stopping;
 
 	uint64_t next_client_id;
 	size_t n_clients;		/* every connection, any state */
+	size_t n_admin;			/* of which on the admin listener */
 	LIST_HEAD(, client) clients;
 	struct idmap client_index;	/* clients by id */
 	void *ip_index;			/* tsearch tree of struct ip_count */
@@ -82,6 +80,8 @@ struct server {
 	size_t output_bytes;		/* queued to every client */
 	size_t output_peak;		/* since memory was last given back */
 	struct event *housekeeping;	/* once a second */
+	struct event *watchdog;		/* WATCHDOG=1, with WatchdogSec */
+	uint64_t watchdog_ms;
 	struct event *output_check;	/* max_output_memory passed */
 };
 
@@ -103,6 +103,21 @@ void server_timer_set(struct event *ev, uint64_t ms);
 /* The output queued to clients passed max_output_memory: shed it once
  * the current callback is done (client_shed_output). */
 void server_output_over(void);
+
+/* listener.c */
+
+/* Bind (or take from systemd) a socket for every listen line of cfg.
+ * Returns 0, or -1 (logged). */
+int listener_start(const struct cfg *cfg);
+/* Match the sockets to cfg's lines: keep those it names, bind the new
+ * ones, close the rest; all or nothing.  Returns 0, or -1 (logged) with
+ * nothing changed. */
+int listener_reload(const struct cfg *cfg);
+/* Stop accepting clients (a stop): the admin listener stays. */
+void listener_stop_clients(void);
+/* True while the client listeners are up (not stopping). */
+bool listener_all_up(void);
+void listener_free_all(void);
 
 /* client.c */
 
@@ -134,7 +149,8 @@ struct ip_count {
 struct client_pending {
 	char accept[HANDSHAKE_ACCEPT_LEN + 1];
 	char extensions[WS_DEFLATE_RESPONSE_SIZE];	/* for the 101 */
-	const char *chosen;		/* the room's choice of subprotocol */
+	const char *chosen;		/* the room's choice of subprotocol:
+					 * one of subprotocols[], or NULL */
 	size_t n_subprotocols;
 	char *subprotocols[];	/* offered, NUL-terminated copies */
 };
@@ -155,6 +171,11 @@ struct client {
 					 * follow the answer */
 	bool excepted;			/* left out of the broadcast at hand */
 	bool head_request;		/* the request at hand is a HEAD */
+	bool admin;			/* came to the admin listener */
+	bool tap;			/* admin: a tap of admin_room */
+	struct room *admin_room;	/* admin: the room it taps or injects
+					 * into, while open */
+	LIST_ENTRY(client) tap_entry;	/* room.taps */
 	uint8_t deflate;		/* CLIENT_DEFLATE_*: what was agreed */
 	uint8_t deflate_bits;		/* the window we compress with */
 	uint8_t inflate_bits;		/* the client's */
@@ -192,6 +213,8 @@ struct client {
 	uint64_t last_frame_ms;		/* any frame from the client */
 	uint64_t last_message_ms;	/* a data message from the client */
 	uint64_t ping_sent_ms;		/* when the unanswered ping went */
+	uint64_t opened_ms;		/* its 101 went: for the access log */
+	uint64_t bytes_in, bytes_out;	/* through its socket */
 
 	struct ws_frame_parser parser;
 
@@ -207,7 +230,7 @@ struct client {
 void client_refuse(int fd, int status, const char *body);
 
 /* Take a freshly accepted connection. */
-void client_accept(int fd, const struct sockaddr *addr, bool tls);
+void client_accept(int fd, const struct sockaddr *addr, bool tls, bool admin);
 
 /* Bytes queued to the client and not yet written. */
 size_t client_queued(const struct client *c);
@@ -285,6 +308,27 @@ void client_respond(struct client *c, const char *head, size_t head_len,
 /* How many more plain HTTP requests the connection may carry. */
 unsigned client_http_requests_left(const struct client *c);
 
+/* For admin.c: answer an admin request with an error; open a tap of
+ * room r (tap) or an inject client; close a tap that falls behind (its
+ * backlog dropped) or whose room is gone (why "room gone"). */
+void client_admin_refuse(struct client *c, int status, const char *why);
+void client_admin_open(struct client *c, const struct http_req *req,
+    struct room *r, bool tap);
+void client_admin_drop(struct client *c, const char *why);
+
+/* admin.c */
+
+void admin_init(void);
+/* Answer a request on the admin listener. */
+void admin_serve(struct client *c, const struct http_req *req);
+/* A line between room r and its backend, to its taps: dir '<' towards
+ * the backend, '>' from it. */
+void admin_tap(struct room *r, char dir, const void *line, size_t len,
+    bool binary);
+/* A command record from an inject client, carried out in room r. */
+void admin_inject(struct client *c, struct room *r, const uint8_t *data,
+    size_t len);
+
 /* http.c */
 
 /* Open the static directories of cfg into fds (parallel to
@@ -317,6 +361,10 @@ void client_backend_lost(struct client *c, unsigned code);
 
 /* Server stop: close every client with 1001 or 503. */
 void client_shutdown(struct client *c);
+/* The same for one client, with why as the reason (its room is gone). */
+void client_go_away(struct client *c, const char *why);
+/* A reload: point c at the options of its room's new resource. */
+void client_reload(struct client *c);
 
 /* room.c */
 
@@ -332,6 +380,7 @@ struct room {
 	char *path;			/* the matched path: the room's name */
 	const struct cfg_resource *res;
 	bool is_solo;			/* mode = client: one client's own */
+	bool indexed;			/* in server.room_index and counted */
 	bool ever_up;			/* a backend of its has started: worth
 					 * holding clients for when it fails */
 	struct client *solo;		/* is_solo: its client, until it goes */
@@ -363,6 +412,8 @@ struct room {
 	size_t held_bytes;
 	size_t n_held;
 	bool paused;			/* the clients are not read */
+	LIST_HEAD(, client) taps;	/* admin clients tapping it */
+	size_t n_taps;
 };
 
 /* The longest backoff between restarts is at least this, so that a
@@ -404,6 +455,8 @@ void room_remove(struct room *r, struct client *c);
  */
 #define ROOM_TURN_AWAY 8	/* times backend_buffer */
 bool room_turns_away(const struct room *r);
+/* True while the room holds its clients for a backend that is down. */
+bool room_is_holding(const struct room *r);
 
 /* Queue a record line (malloc'd; the room takes it) to the backend.
  * Dropped when the backend is down: a restarted backend learns of the
@@ -429,6 +482,11 @@ void room_command(struct room *r, const struct record_cmd *cmd);
 void room_backend_lost(struct room *r, unsigned code);
 /* Server stop: close clients, stop the backend, free the room. */
 void room_shutdown(struct room *r);
+/* A reload: serve every room from cfg's resource of the same pattern,
+ * restarting (through the resume path) the backends that changed;
+ * close the rooms whose resource is gone (1001); start the new exact
+ * rooms.  The old configuration must live until this returns. */
+void room_reload(const struct cfg *cfg);
 
 /* backend.c */
 

@@ -19,6 +19,12 @@ log_init(enum log_level level)
 	log_journal = getenv("JOURNAL_STREAM") != NULL;
 }
 
+void
+log_set_level(enum log_level level)
+{
+	log_threshold = level;
+}
+
 int
 log_enabled(enum log_level level)
 {

@@ -26,6 +26,8 @@ enum log_level {
 
 /* Lines above level are not written; decides whether to use priorities. */
 void log_init(enum log_level level);
+/* Change the level (a reload). */
+void log_set_level(enum log_level level);
 int log_enabled(enum log_level level);
 
 #define LOG_PRINTF __attribute__((format(printf, 1, 2)))

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "cfg.h"
+#include "ctl.h"
 #include "gatewayd.h"
 #include "log.h"
 #include "tls.h"
@@ -29,6 +30,8 @@ usage(FILE *out)
 "usage: gatewayd [-t] [-c FILE]\n"
 "       gatewayd [-t] --listen ADDR:PORT [OPTIONS] [--] COMMAND [ARG...]\n"
 "       gatewayd [-t] --listen ADDR:PORT --static DIR\n"
+"       gatewayd tap [-c FILE | -a ADMIN] ROOM\n"
+"       gatewayd inject [-c FILE | -a ADMIN] ROOM RECORD\n"
 "\n"
 "Run a WebSocket gateway with the configuration in FILE, or serve every\n"
 "path with COMMAND, one process per connection whose lines are messages,\n"
@@ -60,7 +63,18 @@ usage(FILE *out)
 "      --origins LIST    allowed Origin values (scheme://host[:port])\n"
 "      --max-processes N at most N programs at once; more clients get 503\n"
 "                        (websocketd's --maxforks, also accepted)\n"
-"      --log-level LEVEL error, warn, info or debug\n");
+"      --log-level LEVEL error, warn, info or debug\n"
+"\n"
+"The room tap, through the admin listener (admin_listen):\n"
+"  tap ROOM              print the room's records as they flow: \"< \" to its\n"
+"                        backend, \"> \" from it\n"
+"  inject ROOM RECORD    carry out a command record in the room as if its\n"
+"                        backend had written it\n"
+"  -a ADMIN              the admin listener, HOST:PORT or a socket path\n"
+"                        (default: admin_listen of -c FILE)\n"
+"\n"
+"Signals: TERM and INT stop gracefully (clients get 1001; a second one\n"
+"stops at once); HUP reloads the configuration.\n");
 }
 
 enum main_flag {
@@ -149,6 +163,9 @@ main(int argc, char **argv)
 	int opt, status = 2;
 
 	memset(&cmd, 0, sizeof(cmd));
+	if (argc > 1 && (strcmp(argv[1], "tap") == 0 ||
+	    strcmp(argv[1], "inject") == 0))
+		return ctl_main(argc - 1, argv + 1);
 	/* '+': options end at the first operand, the command. */
 	while ((opt = getopt_long(argc, argv, "+c:thVl:", main_options,
 	    NULL)) != -1) {
@@ -277,6 +294,8 @@ main(int argc, char **argv)
 		goto out;
 	}
 	status = server_run();
+	/* A reload may have replaced it. */
+	cfg = server.cfg;
 	server_free();
 	cfg_free(cfg);
 out:

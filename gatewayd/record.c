@@ -1118,3 +1118,21 @@ record_cmd_free(struct record_cmd *cmd)
 	json_decref(cmd->json);
 	memset(cmd, 0, sizeof(*cmd));
 }
+
+const char *
+record_command_name(enum record_command command)
+{
+	switch (command) {
+	case RECORD_SEND:
+		return "send";
+	case RECORD_BROADCAST:
+		return "broadcast";
+	case RECORD_CLOSE:
+		return "close";
+	case RECORD_ACCEPT:
+		return "accept";
+	case RECORD_REJECT:
+		return "reject";
+	}
+	return "?";
+}

@@ -120,4 +120,7 @@ int record_decode_json(const char *line, size_t len, struct record_cmd *cmd,
 
 void record_cmd_free(struct record_cmd *cmd);
 
+/* The record type of a command: "send", "broadcast", ... */
+const char *record_command_name(enum record_command command);
+
 #endif

@@ -78,6 +78,7 @@ room_new(const char *path, size_t len, const struct cfg_resource *res,
 	r->is_solo = solo != NULL;
 	TAILQ_INIT(&r->members);
 	TAILQ_INIT(&r->pending);
+	LIST_INIT(&r->taps);
 	STAILQ_INIT(&r->held);
 	r->restart_delay_ms = res->opts.restart_delay_ms;
 	r->linger_timer = evtimer_new(server.base, room_linger_cb, r);
@@ -98,6 +99,7 @@ room_new(const char *path, size_t len, const struct cfg_resource *res,
 	}
 	LIST_INSERT_HEAD(&server.rooms, r, entry);
 	if (!r->is_solo) {
+		r->indexed = true;
 		server.n_rooms++;
 		server.resource_rooms[room_res_index(res)]++;
 	}
@@ -128,7 +130,6 @@ room_discard_held(struct room *r)
 		free(h);
 	}
 	stats.records_discarded += n;
-	stats.bytes_held -= r->held_bytes;
 	r->held_bytes = 0;
 	r->n_held = 0;
 	return n;
@@ -152,28 +153,26 @@ room_update_pause(struct room *r)
 		return;
 	r->paused = pause;
 	if (pause) {
-		stats.rooms_paused++;
 		stats.room_pauses++;
 		log_debug("room %s: pausing its clients (%zu bytes queued, %zu "
 		    "held)", r->path, queued, r->held_bytes);
 	} else {
-		stats.rooms_paused--;
 		log_debug("room %s: reading its clients again", r->path);
 	}
 	TAILQ_FOREACH(c, &r->members, room_entry)
 		client_set_reading(c, !pause);
 }
 
-/* The room must be empty. */
+/* The room must be empty (of clients: its taps are closed). */
 static void
 room_free(struct room *r)
 {
+	while (!LIST_EMPTY(&r->taps))
+		client_admin_drop(LIST_FIRST(&r->taps), "room gone");
 	if (r->backend != NULL)
 		backend_stop(r->backend);
 	room_discard_held(r);
-	if (r->paused)
-		stats.rooms_paused--;
-	if (!r->is_solo) {
+	if (r->indexed) {
 		tdelete(r, &server.room_index, room_cmp);
 		server.n_rooms--;
 		server.resource_rooms[room_res_index(r->res)]--;
@@ -233,7 +232,6 @@ room_start_backend(struct room *r, char **envp, struct refusal *rf)
 		STAILQ_REMOVE_HEAD(&r->held, entry);
 		r->n_held--;
 		r->held_bytes -= h->len;
-		stats.bytes_held -= h->len;
 		c = client_find_id(h->client);
 		if (c != NULL && c->room == r && c->state == CLIENT_OPEN) {
 			backend_write(r->backend, h->line, h->len);
@@ -244,10 +242,7 @@ room_start_backend(struct room *r, char **envp, struct refusal *rf)
 		}
 		free(h);
 	}
-	if (room_holding(r)) {
-		evtimer_del(r->hold_timer);
-		stats.clients_held -= r->n_members + r->n_pending;
-	}
+	evtimer_del(r->hold_timer);
 	if (resumed) {
 		stats.clients_resumed += resumed_clients;
 		log_info("room %s: backend resumed %zu clients and %zu held "
@@ -311,7 +306,6 @@ room_hold(struct room *r)
 		r->outage_since_ms = now;
 	deadline = r->outage_since_ms + r->res->opts.hold_timeout_ms;
 	server_timer_set(r->hold_timer, deadline > now ? deadline - now : 0);
-	stats.clients_held += r->n_members + r->n_pending;
 	if (r->n_members + r->n_pending > 0)
 		log_warn("room %s: holding %zu clients for up to %llu ms until "
 		    "the backend is back", r->path, r->n_members + r->n_pending,
@@ -337,7 +331,6 @@ room_hold_timeout_cb(evutil_socket_t fd, short events, void *arg)
 	size_t clients = r->n_members + r->n_pending, dropped;
 
 	stats.hold_timeouts++;
-	stats.clients_held -= clients;
 	r->outage_since_ms = 0;		/* the next clients wait afresh */
 	dropped = room_discard_held(r);
 	log_warn("room %s: no backend after %llu ms: closing %zu clients "
@@ -471,8 +464,6 @@ room_add_pending(struct room *r, struct client *c)
 	TAILQ_INSERT_TAIL(&r->pending, c, room_entry);
 	r->n_pending++;
 	c->room = r;
-	if (room_holding(r))
-		stats.clients_held++;
 }
 
 void
@@ -481,8 +472,6 @@ room_add_member(struct room *r, struct client *c)
 	TAILQ_INSERT_TAIL(&r->members, c, room_entry);
 	r->n_members++;
 	c->room = r;
-	if (room_holding(r))
-		stats.clients_held++;
 	if (r->paused)
 		client_set_reading(c, false);
 }
@@ -518,8 +507,6 @@ room_remove(struct room *r, struct client *c)
 		r->n_members--;
 	}
 	c->room = NULL;
-	if (room_holding(r))
-		stats.clients_held--;
 	if (r->is_solo) {
 		/* Its backend goes with it, from the timer: the room may be
 		 * in use further up the stack. */
@@ -533,6 +520,12 @@ room_remove(struct room *r, struct client *c)
 	/* Even a linger of 0 goes through the timer: the room may be in
 	 * use further up the stack. */
 	server_timer_set(r->linger_timer, r->res->opts.linger_ms);
+}
+
+bool
+room_is_holding(const struct room *r)
+{
+	return room_holding(r);
 }
 
 bool
@@ -572,7 +565,6 @@ room_hold_line(struct room *r, struct client *c, char *line, size_t len)
 	STAILQ_INSERT_TAIL(&r->held, h, entry);
 	r->n_held++;
 	r->held_bytes += len;
-	stats.bytes_held += len;
 	stats.records_held++;
 }
 
@@ -809,18 +801,140 @@ room_backend_lost(struct room *r, unsigned code)
 	room_update_pause(r);
 }
 
-void
-room_shutdown(struct room *r)
+/* Close every client of the room with 1001 and why (503 for those in
+ * their handshake), let the backend read their close records, and stop
+ * it: the room is gone. */
+static void
+room_retire(struct room *r, const char *why)
 {
 	struct client *c;
 
-	if (room_holding(r)) {
-		evtimer_del(r->hold_timer);
-		stats.clients_held -= r->n_members + r->n_pending;
-	}
+	evtimer_del(r->hold_timer);
 	while ((c = TAILQ_FIRST(&r->members)) != NULL)
-		client_shutdown(c);
+		client_go_away(c, why);
 	while ((c = TAILQ_FIRST(&r->pending)) != NULL)
-		client_shutdown(c);
+		client_go_away(c, why);
 	room_free(r);
+}
+
+void
+room_shutdown(struct room *r)
+{
+	room_retire(r, "server shutting down");
+}
+
+/*
+ * The room's backend changed (a reload): start the new one through the
+ * resume path, as after a failure, so that it learns of every client
+ * and gets what the old one had not been sent; clients notice nothing.
+ */
+static void
+room_replace_backend(struct room *r)
+{
+	const struct cfg_room_opts *o = &r->res->opts;
+	struct backend *b = r->backend;
+	struct refusal rf;
+
+	log_info("room %s: backend is now %s: starting it", r->path,
+	    r->res->backend);
+	evtimer_del(r->restart_timer);
+	if (b != NULL) {
+		r->backend = NULL;
+		backend_requeue_unsent(b, r);
+		backend_stop(b);
+	}
+	r->restart_delay_ms = o->restart_delay_ms;
+	r->failures = 0;
+	if (room_start_backend(r, NULL, &rf) == 0)
+		return;
+	r->failures++;
+	if (o->on_backend_down == CFG_BACKEND_DOWN_HOLD)
+		room_hold(r);
+	room_schedule_restart(r);
+	room_update_pause(r);
+}
+
+/* Whether a room of resource a must be served by another backend when its
+ * resource becomes b. */
+static bool
+room_backend_changed(const struct cfg_resource *a, const struct cfg_resource *b)
+{
+	size_t i;
+
+	if (strcmp(a->backend, b->backend) != 0 ||
+	    a->opts.format != b->opts.format || a->opts.binary != b->opts.binary)
+		return true;
+	for (i = 0; a->opts.env[i] != NULL || b->opts.env[i] != NULL; i++)
+		if (a->opts.env[i] == NULL || b->opts.env[i] == NULL ||
+		    strcmp(a->opts.env[i], b->opts.env[i]) != 0)
+			return true;
+	return false;
+}
+
+static void
+room_index_nofree(void *node)
+{
+	(void)node;
+}
+
+void
+room_reload(const struct cfg *cfg)
+{
+	const struct cfg_resource *nr;
+	struct room *r, *next;
+	struct refusal rf;
+	size_t i;
+	bool changed;
+
+	/* The index is keyed by resource: it is rebuilt for the new ones. */
+	tdestroy(server.room_index, room_index_nofree);
+	server.room_index = NULL;
+	memset(server.resource_rooms, 0, (cfg->n_resources + 1) *
+	    sizeof(*server.resource_rooms));
+	server.n_rooms = 0;
+	LIST_FOREACH(r, &server.rooms, entry)
+		r->indexed = false;
+	for (r = LIST_FIRST(&server.rooms); r != NULL; r = next) {
+		next = LIST_NEXT(r, entry);
+		nr = cfg_find_resource(cfg, r->res->pattern);
+		if (nr == NULL || nr->opts.mode != r->res->opts.mode) {
+			/* Gone (or no longer the same kind of thing).  Its
+			 * old resource serves it while it closes: the old
+			 * configuration is freed after. */
+			log_info("room %s: its resource %s is gone: closing it",
+			    r->path, r->res->pattern);
+			room_retire(r, "room removed");
+			continue;
+		}
+		changed = room_backend_changed(r->res, nr);
+		r->res = nr;
+		if (!r->is_solo) {
+			r->indexed = true;
+			tsearch(r, &server.room_index, room_cmp);
+			server.n_rooms++;
+			server.resource_rooms[room_res_index(nr)]++;
+			if (changed)
+				room_replace_backend(r);
+		}
+	}
+	/* New exact rooms start now; old ones kept their backends. */
+	for (i = 0; i < cfg->n_resources; i++) {
+		struct room key;
+
+		nr = &cfg->resources[i];
+		if (nr->is_prefix || nr->opts.mode == CFG_MODE_CLIENT)
+			continue;
+		key.res = nr;
+		key.path = nr->pattern;
+		if (tfind(&key, &server.room_index, room_cmp) != NULL)
+			continue;
+		if ((r = room_new(nr->pattern, strlen(nr->pattern), nr,
+		    NULL)) == NULL)
+			continue;
+		log_info("room %s: new", r->path);
+		if (room_start_backend(r, NULL, &rf) != 0) {
+			r->failures++;
+			room_schedule_restart(r);
+		}
+	}
 }

@@ -38,83 +38,6 @@ struct server server;
  * at least this much. */
 #define SERVER_TRIM_MIN (32 * 1024 * 1024)
 
-static void
-server_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
-    struct sockaddr *addr, int len, void *arg)
-{
-	const struct cfg_listen *ln = arg;
-
-	client_accept(fd, addr, ln->tls);
-}
-
-static void
-server_listen_retry_cb(evutil_socket_t fd, short events, void *arg)
-{
-	size_t i;
-
-	for (i = 0; i < server.n_listeners; i++)
-		evconnlistener_enable(server.listeners[i]);
-}
-
-/* A descriptor held in reserve, for answering a client when the others
- * have run out (the technique of libev's and nginx's authors): without
- * it, clients past the open-file limit wait in the backlog unanswered. */
-static int server_spare_fd = -1;
-
-static void
-server_spare_open(void)
-{
-	if (server_spare_fd == -1)
-		server_spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-}
-
-/* Out of descriptors: spend the spare one on each waiting client, to
- * answer it 503 and close it. */
-static void
-server_shed(struct evconnlistener *l)
-{
-	int fd, n = 0;
-
-	while (server_spare_fd != -1 && n < 64) {
-		close(server_spare_fd);
-		server_spare_fd = -1;
-		fd = accept4(evconnlistener_get_fd(l), NULL, NULL,
-		    SOCK_CLOEXEC | SOCK_NONBLOCK);
-		if (fd != -1) {
-			stats.connections_accepted++;
-			client_refuse(fd, 503, "out of file descriptors");
-			n++;
-		}
-		server_spare_open();
-		if (fd == -1)
-			break;
-	}
-}
-
-/* accept failed, most likely for want of file descriptors: answer the
- * clients waiting with 503 if it is that, and pause the listeners for a
- * moment instead of spinning on the error.  Logged once a second at
- * most. */
-static void
-server_accept_error_cb(struct evconnlistener *l, void *arg)
-{
-	static time_t logged;
-	int err = EVUTIL_SOCKET_ERROR();
-	size_t i;
-
-	if (time(NULL) != logged) {
-		logged = time(NULL);
-		log_warn("accept: %s (%zu connections, %zu processes); "
-		    "refusing new clients with 503 and pausing for 100 ms",
-		    strerror(err), server.n_clients, server.n_processes);
-	}
-	if (err == EMFILE || err == ENFILE)
-		server_shed(l);
-	for (i = 0; i < server.n_listeners; i++)
-		evconnlistener_disable(server.listeners[i]);
-	server_timer_set(server.listen_retry, 100);
-}
-
 /*
  * Raise the soft open-file limit to the hard one, resolve the "auto"
  * limits from it, and warn when the configured ones may not fit: every
@@ -156,63 +79,12 @@ server_fit_limits(const struct cfg *cfg)
 		    (unsigned long long)need, (unsigned long long)nofile);
 }
 
-static int
-server_listen(const struct cfg_listen *ln)
-{
-	struct evconnlistener *l;
-	int fd, one = 1;
-
-	fd = socket(ln->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
-	    SOCK_CLOEXEC, 0);
-	if (fd == -1)
-		goto fail;
-	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	/* [::]:port and 0.0.0.0:port are two listeners, not one. */
-	if (ln->addr.ss_family == AF_INET6)
-		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	/* Accepted sockets inherit it (on Linux): no call per connection.
-	 * Frames are written whole, so Nagle would only delay them. */
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	/* Inherited too: the kernel's share of a client that does not read
-	 * (its autotuning lets it grow to tcp_wmem's 4 MiB). */
-	if (server.cfg->send_buffer > 0) {
-		int size = (int)(server.cfg->send_buffer / 2);	/* it doubles */
-
-		(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
-	}
-	if (bind(fd, (const struct sockaddr *)&ln->addr, ln->addr_len) == -1 ||
-	    listen(fd, SOMAXCONN) == -1)
-		goto fail;
-	l = evconnlistener_new(server.base, server_accept_cb, (void *)ln,
-	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
-	if (l == NULL)
-		goto fail;
-	evconnlistener_set_error_cb(l, server_accept_error_cb);
-	server.listeners[server.n_listeners++] = l;
-	log_info("listening on %s%s", ln->text, ln->tls ? " (tls)" : "");
-	return 0;
-fail:
-	log_error("%s:%d: cannot listen on %s: %s", server.cfg->file, ln->line,
-	    ln->text, strerror(errno));
-	if (fd != -1)
-		close(fd);
-	return -1;
-}
-
-static void
-server_stop_listening(void)
-{
-	size_t i;
-
-	for (i = 0; i < server.n_listeners; i++)
-		evconnlistener_free(server.listeners[i]);
-	server.n_listeners = 0;
-}
-
 void
 server_check_stopped(void)
 {
-	if (server.stopping && server.n_clients == 0 &&
+	/* The admin listener's connections (a scraper's, kept alive) do
+	 * not hold a stop: they answer /healthz 503 while it runs. */
+	if (server.stopping && server.n_clients == server.n_admin &&
 	    LIST_EMPTY(&server.backends))
 		event_base_loopexit(server.base, NULL);
 }
@@ -243,25 +115,114 @@ server_timer_set(struct event *ev, uint64_t ms)
 	evtimer_add(ev, &tv);
 }
 
-/* SIGHUP: read the certificates and keys again.  One that does not load
- * is reported with its key's line, and the ones in use stay; connections
- * keep the context they began with either way. */
+/* Tell systemd (sd_notify) a state change, with the monotonic clock in
+ * microseconds where it asks for it (reloads: systemd 253 checks it). */
 static void
-server_reload_tls(void)
+server_notify(const char *state)
 {
-	char *errors = NULL;
+	struct timespec ts;
 
-	if (!server.cfg->has_tls) {
-		log_info("SIGHUP: nothing to reload");
-		return;
+	if (strcmp(state, "RELOADING=1") == 0) {
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
+		    (unsigned long long)ts.tv_sec * 1000000ULL +
+		    (unsigned long long)ts.tv_nsec / 1000);
+	} else {
+		sd_notify(0, state);
 	}
-	if (tls_load(server.cfg, &errors) == 0) {
-		log_info("SIGHUP: certificates and keys read again");
+}
+
+/* STATUS= for systemctl status: what is live now, when it changed. */
+static void
+server_status(void)
+{
+	static size_t clients = (size_t)-1, rooms = (size_t)-1;
+
+	if (clients == server.n_clients - server.n_admin &&
+	    rooms == server.n_rooms)
 		return;
+	clients = server.n_clients - server.n_admin;
+	rooms = server.n_rooms;
+	sd_notifyf(0, "STATUS=%zu clients, %zu rooms%s", clients, rooms,
+	    server.stopping ? ", stopping" : "");
+}
+
+/*
+ * SIGHUP: read the configuration again and apply it, or change nothing
+ * at all.  Everything that can fail comes first (parsing, the programs
+ * and directories it names, the certificates, the static directories,
+ * the new listeners); then it is applied: rooms are served by the new
+ * resources of the same pattern (restarting the backends that changed,
+ * closing the rooms that are gone, starting new exact ones), clients
+ * point at their room's new options, and the old configuration is
+ * freed once nothing points into it.
+ */
+static void
+server_reload(void)
+{
+	struct cfg *cfg, *old = server.cfg;
+	struct tls_set *tls = NULL;
+	struct client *c;
+	char *errors = NULL;
+	size_t *counts = NULL;
+	int *fds = NULL;
+	size_t i;
+
+	server_notify("RELOADING=1");
+	log_info("SIGHUP: reloading %s", old->file);
+	cfg = cfg_load(old->file, &errors);
+	if (cfg != NULL && cfg_check_system(cfg, &errors) == -1) {
+		cfg_free(cfg);
+		cfg = NULL;
 	}
-	log_error("SIGHUP: certificates not reloaded, the old ones stay in "
-	    "use:\n%s", errors != NULL ? errors : "out of memory");
-	free(errors);
+	if (cfg != NULL && (tls = tls_build(cfg, &errors)) == NULL) {
+		cfg_free(cfg);
+		cfg = NULL;
+	}
+	if (cfg == NULL) {
+		log_error("reload: %s is invalid; nothing changed:\n%s",
+		    old->file, errors != NULL ? errors : "out of memory");
+		free(errors);
+		goto done;
+	}
+	counts = calloc(cfg->n_resources + 1, sizeof(*counts));
+	fds = calloc(cfg->n_statics + 1, sizeof(*fds));
+	if (counts == NULL || fds == NULL ||
+	    http_open_statics(cfg, fds) == -1) {
+		log_error("reload: nothing changed");
+		goto fail;
+	}
+	if (listener_reload(cfg) == -1) {
+		log_error("reload: a listener cannot be bound; nothing changed");
+		for (i = 0; i < cfg->n_statics; i++)
+			close(fds[i]);
+		goto fail;
+	}
+	/* From here on, nothing fails. */
+	tls_use(tls);
+	for (i = 0; i < old->n_statics; i++)
+		close(server.static_fds[i]);
+	free(server.static_fds);
+	server.static_fds = fds;
+	free(server.resource_rooms);
+	server.resource_rooms = counts;
+	log_set_level((enum log_level)cfg->log_level);
+	server_fit_limits(cfg);
+	server.cfg = cfg;
+	room_reload(cfg);
+	LIST_FOREACH(c, &server.clients, entry)
+		client_reload(c);
+	cfg_free(old);
+	log_info("reload: %s applied", cfg->file);
+	goto done;
+fail:
+	free(counts);
+	free(fds);
+	tls_discard(tls);
+	cfg_free(cfg);
+done:
+	server_notify("READY=1");
+	server_status();
 }
 
 /*
@@ -344,10 +305,10 @@ server_stop(int sig)
 		return;
 	}
 	server.stopping = true;
-	sd_notify(0, "STOPPING=1");
+	server_notify("STOPPING=1");
 	log_info("%s: stopping (%zu clients, waiting up to %llu ms)",
 	    strsignal(sig), server.n_clients, (unsigned long long)ms);
-	server_stop_listening();
+	listener_stop_clients();
 	while ((r = LIST_FIRST(&server.rooms)) != NULL)
 		room_shutdown(r);
 	/* Clients still in their handshake belong to no room. */
@@ -374,7 +335,8 @@ server_signal_cb(evutil_socket_t sig, short events, void *arg)
 		backend_reap();
 		break;
 	case SIGHUP:
-		server_reload_tls();
+		if (!server.stopping)
+			server_reload();
 		break;
 	}
 }
@@ -405,7 +367,17 @@ server_housekeeping_cb(evutil_socket_t fd, short events, void *arg)
 		malloc_trim(0);
 		server.output_peak = server.output_bytes;
 	}
+	server_status();
 	server_timer_set(server.housekeeping, 1000);
+}
+
+/* WatchdogSec: WATCHDOG=1 from the loop itself, at half the interval,
+ * so that a loop that is stuck gets the daemon restarted. */
+static void
+server_watchdog_cb(evutil_socket_t fd, short events, void *arg)
+{
+	sd_notify(0, "WATCHDOG=1");
+	server_timer_set(server.watchdog, server.watchdog_ms);
 }
 
 int
@@ -413,11 +385,12 @@ server_start(struct cfg *cfg)
 {
 	static const int signals[] = { SIGTERM, SIGINT, SIGCHLD, SIGHUP };
 	struct event_config *evcfg;
+	uint64_t watchdog_usec;
 	size_t i;
 
 	server.cfg = cfg;
+	admin_init();
 	server_fit_limits(cfg);
-	server_spare_open();
 	idmap_init(&server.client_index, offsetof(struct client, id));
 	idmap_init(&server.processes, offsetof(struct backend, pid));
 	server.resource_rooms = calloc(cfg->n_resources + 1,
@@ -454,8 +427,6 @@ server_start(struct cfg *cfg)
 			return -1;
 		}
 	}
-	server.listen_retry = evtimer_new(server.base, server_listen_retry_cb,
-	    NULL);
 	server.output_check = evtimer_new(server.base, server_output_check_cb,
 	    NULL);
 	server.housekeeping = evtimer_new(server.base, server_housekeeping_cb,
@@ -463,13 +434,19 @@ server_start(struct cfg *cfg)
 	if (server.output_check == NULL || server.housekeeping == NULL)
 		return -1;
 	server_timer_set(server.housekeeping, 1000);
-	server.listeners = calloc(cfg->n_listens, sizeof(*server.listeners));
-	if (server.listen_retry == NULL || server.listeners == NULL)
-		return -1;
-	for (i = 0; i < cfg->n_listens; i++) {
-		if (server_listen(&cfg->listens[i]) == -1)
+	if (sd_watchdog_enabled(0, &watchdog_usec) > 0) {
+		server.watchdog_ms = watchdog_usec / 2000 > 0 ?
+		    watchdog_usec / 2000 : 1;
+		server.watchdog = evtimer_new(server.base, server_watchdog_cb,
+		    NULL);
+		if (server.watchdog == NULL)
 			return -1;
+		server_timer_set(server.watchdog, server.watchdog_ms);
+		log_info("watchdog: WATCHDOG=1 every %llu ms",
+		    (unsigned long long)server.watchdog_ms);
 	}
+	if (listener_start(cfg) == -1)
+		return -1;
 	/* Everything that needs root is done: the listeners are bound,
 	 * the keys read and the static directories open.  Nothing is
 	 * spawned or connected before this. */
@@ -483,7 +460,8 @@ server_start(struct cfg *cfg)
 int
 server_run(void)
 {
-	sd_notify(0, "READY=1");
+	server_notify("READY=1");
+	server_status();
 	log_info("ready");
 	event_base_dispatch(server.base);
 	log_info("stopped");
@@ -495,8 +473,7 @@ server_free(void)
 {
 	size_t i;
 
-	server_stop_listening();
-	free(server.listeners);
+	listener_free_all();
 	idmap_free(&server.client_index);
 	idmap_free(&server.processes);
 	free(server.resource_rooms);
@@ -505,18 +482,16 @@ server_free(void)
 	free(server.static_fds);
 	tls_free();
 	client_deflate_free();
-	if (server_spare_fd != -1)
-		close(server_spare_fd);
 	for (i = 0; i < sizeof(server.signals) / sizeof(server.signals[0]); i++) {
 		if (server.signals[i] != NULL)
 			event_free(server.signals[i]);
 	}
-	if (server.listen_retry != NULL)
-		event_free(server.listen_retry);
 	if (server.output_check != NULL)
 		event_free(server.output_check);
 	if (server.housekeeping != NULL)
 		event_free(server.housekeeping);
+	if (server.watchdog != NULL)
+		event_free(server.watchdog);
 	if (server.shutdown_timer != NULL)
 		event_free(server.shutdown_timer);
 	/* After a forced stop some objects may be left: the process exits

@@ -25,12 +25,15 @@ struct tls_name {
 	SSL_CTX *ctx;
 };
 
-/* The contexts in use: the default and one per [tls NAME]. */
-static struct tls_set {
-	SSL_CTX *def;
+/* Contexts: the default and one per [tls NAME]. */
+struct tls_set {
+	SSL_CTX *def;			/* NULL: no tls listener */
 	struct tls_name *names;
 	size_t n;
-} tls_current;
+};
+
+/* The contexts in use. */
+static struct tls_set tls_current;
 
 static void
 tls_set_free(struct tls_set *set)
@@ -191,42 +194,64 @@ tls_ctx_new(const struct cfg *cfg, const struct cfg_text *cert,
 	return ctx;
 }
 
-int
-tls_load(const struct cfg *cfg, char **errors)
+struct tls_set *
+tls_build(const struct cfg *cfg, char **errors)
 {
-	struct tls_set set;
+	struct tls_set *set;
 	size_t i;
 
 	*errors = NULL;
+	if ((set = calloc(1, sizeof(*set))) == NULL)
+		return NULL;
 	if (!cfg->has_tls)
-		return 0;
-	memset(&set, 0, sizeof(set));
-	set.def = tls_ctx_new(cfg, &cfg->tls_certificate, &cfg->tls_key,
+		return set;
+	set->def = tls_ctx_new(cfg, &cfg->tls_certificate, &cfg->tls_key,
 	    errors);
-	set.names = calloc(cfg->n_tls + 1, sizeof(*set.names));
-	if (set.names == NULL) {
-		tls_set_free(&set);
-		return -1;
-	}
+	set->names = calloc(cfg->n_tls + 1, sizeof(*set->names));
+	if (set->names == NULL)
+		goto fail;
 	for (i = 0; i < cfg->n_tls; i++) {
-		set.names[i].name = strdup(cfg->tls[i].name);
-		set.names[i].ctx = tls_ctx_new(cfg, &cfg->tls[i].certificate,
+		set->names[i].name = strdup(cfg->tls[i].name);
+		set->names[i].ctx = tls_ctx_new(cfg, &cfg->tls[i].certificate,
 		    &cfg->tls[i].key, errors);
-		set.n++;
+		set->n++;
+		if (set->names[i].name == NULL)
+			goto fail;
 	}
-	if (*errors != NULL || set.def == NULL) {
-		tls_set_free(&set);
-		return -1;
-	}
-	for (i = 0; i < set.n; i++) {
-		if (set.names[i].name == NULL) {
-			tls_set_free(&set);
-			return -1;
-		}
-	}
-	SSL_CTX_set_tlsext_servername_callback(set.def, tls_servername_cb);
+	if (*errors != NULL || set->def == NULL)
+		goto fail;
+	SSL_CTX_set_tlsext_servername_callback(set->def, tls_servername_cb);
+	return set;
+fail:
+	tls_discard(set);
+	return NULL;
+}
+
+void
+tls_use(struct tls_set *set)
+{
 	tls_set_free(&tls_current);
-	tls_current = set;
+	tls_current = *set;
+	free(set);
+}
+
+void
+tls_discard(struct tls_set *set)
+{
+	if (set == NULL)
+		return;
+	tls_set_free(set);
+	free(set);
+}
+
+int
+tls_load(const struct cfg *cfg, char **errors)
+{
+	struct tls_set *set = tls_build(cfg, errors);
+
+	if (set == NULL)
+		return -1;
+	tls_use(set);
 	return 0;
 }
 

@@ -19,10 +19,18 @@
 
 #include "cfg.h"
 
-/* Build the contexts of cfg (nothing when it has no tls listener).
- * Returns 0, or -1 with *errors set to "FILE:LINE: message\n" lines, of
- * the key that names each file that does not load; the contexts in use
- * stay as they were. */
+struct tls_set;
+
+/* Build the contexts of cfg (none when it has no tls listener), without
+ * using them yet.  NULL when a file does not load, with *errors set to
+ * "FILE:LINE: message\n" lines, of the key that names each (or NULL
+ * when out of memory). */
+struct tls_set *tls_build(const struct cfg *cfg, char **errors);
+/* Use set for new connections from now on (and free the ones in use:
+ * connections keep theirs). */
+void tls_use(struct tls_set *set);
+void tls_discard(struct tls_set *set);
+/* tls_build and tls_use: 0, or -1 with *errors. */
 int tls_load(const struct cfg *cfg, char **errors);
 
 /* A new server-side TLS connection on fd, or NULL (out of memory). */
