@@ -6,17 +6,25 @@
 #                   suite, then all of it again under ASan+UBSan
 #   make stress     the long attack runs that make test leaves out
 #   make fuzz       run every fuzz target for FUZZ_SECONDS each
-#   make install    install the binary, the reference config and the unit
+#   make install    install the binary, the reference config (unless one
+#                   is there), the systemd units, man pages, docs, examples
+#   make uninstall  remove what make install put there
 #   make deps       install the Debian packages the build and tests need
 #   make deps-run   only those the build and make run need
 #
-# CFLAGS, CC, PREFIX and DESTDIR may be overridden; SANITIZE=1 builds with
-# AddressSanitizer and UndefinedBehaviorSanitizer into build-san/.
+# CFLAGS, CC, PREFIX, DESTDIR and the directories below may be overridden;
+# SANITIZE=1 builds with AddressSanitizer and UndefinedBehaviorSanitizer
+# into build-san/.
 
 PYTHON      ?= /usr/bin/python3
 CC          ?= cc
 CFLAGS      ?= -O2 -g
 PREFIX      ?= /usr/local
+BINDIR      ?= $(PREFIX)/bin
+SYSCONFDIR  ?= /etc
+DOCDIR      ?= $(PREFIX)/share/doc/gatewayd
+MANDIR      ?= $(PREFIX)/share/man
+SYSTEMD_UNIT_DIR ?= /lib/systemd/system
 FUZZ_CC     ?= clang-14
 FUZZ_SECONDS ?= 60
 SMOKE_SECONDS ?= 10
@@ -58,7 +66,7 @@ TEST_PACKAGES := clang-14 libclang-rt-14-dev valgrind python3-pytest \
 DEBIAN_PACKAGES := $(RUN_PACKAGES) $(TEST_PACKAGES)
 
 .PHONY: all run test unit pytest stress fuzz fuzz-smoke fuzz-replay deps \
-    deps-run install clean bench
+    deps-run install uninstall clean bench
 
 all: $(BUILD)/gatewayd
 
@@ -143,10 +151,71 @@ deps:
 	    DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
 	fi
 
+# make install needs no root with DESTDIR, and writes nothing in the
+# source or build tree (so that "sudo make install" leaves no root-owned
+# files there).  The units are made from their templates, systemd/*.in,
+# whose @BINDIR@, @SYSCONFDIR@ and @DOCDIR@ it fills in; the reference
+# config and the man pages get the paths of PREFIX in their examples.  The
+# config is installed only where there is none: an existing one, changed
+# or not, is never overwritten.
+UNITS       := gatewayd.service gatewayd@.service gatewayd.socket
+DOCS        := README.md $(wildcard docs/*.md)
+EXAMPLES     = $(shell find examples -type f ! -name '*.pyc' \
+                   ! -path '*/__pycache__/*' | LC_ALL=C sort)
+CONFIG       = $(DESTDIR)$(SYSCONFDIR)/gatewayd/gatewayd.ini
+UNIT_DEST    = $(DESTDIR)$(SYSTEMD_UNIT_DIR)
+SUBST_UNIT   = sed -e 's|@BINDIR@|$(BINDIR)|g' \
+                   -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g'
+SUBST_PATHS  = sed -e 's|/usr/local/share/doc/gatewayd|$(DOCDIR)|g' \
+                   -e 's|/usr/local/|$(PREFIX)/|g' \
+                   -e 's|/etc/gatewayd|$(SYSCONFDIR)/gatewayd|g' \
+                   -e 's|^\.I /lib/systemd/system/|.I $(SYSTEMD_UNIT_DIR)/|'
+
 install: all
-	install -D -m 755 $(BUILD)/gatewayd $(DESTDIR)$(PREFIX)/bin/gatewayd
-	install -D -m 644 conf/gatewayd.ini $(DESTDIR)/etc/gatewayd/gatewayd.ini
-	install -D -m 644 systemd/gatewayd.service $(DESTDIR)/lib/systemd/system/gatewayd.service
+	install -D -m 755 $(BUILD)/gatewayd $(DESTDIR)$(BINDIR)/gatewayd
+	install -d $(DESTDIR)$(SYSCONFDIR)/gatewayd
+	@if [ -e $(CONFIG) ]; then \
+	    echo "keeping $(CONFIG) (not overwritten)"; \
+	else \
+	    echo "$(SUBST_PATHS) conf/gatewayd.ini >$(CONFIG)"; \
+	    $(SUBST_PATHS) conf/gatewayd.ini >$(CONFIG) && chmod 644 $(CONFIG); \
+	fi
+	install -d $(UNIT_DEST)
+	set -e; for u in $(UNITS); do \
+	    $(SUBST_UNIT) systemd/$$u.in >$(UNIT_DEST)/$$u; \
+	    chmod 644 $(UNIT_DEST)/$$u; \
+	    if grep -n '@[A-Z_]*@' $(UNIT_DEST)/$$u; then \
+	        echo "systemd/$$u.in: an @...@ is left"; exit 1; fi; done
+	install -d $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5
+	$(SUBST_PATHS) man/gatewayd.8 >$(DESTDIR)$(MANDIR)/man8/gatewayd.8
+	$(SUBST_PATHS) man/gatewayd.ini.5 >$(DESTDIR)$(MANDIR)/man5/gatewayd.ini.5
+	chmod 644 $(DESTDIR)$(MANDIR)/man8/gatewayd.8 \
+	    $(DESTDIR)$(MANDIR)/man5/gatewayd.ini.5
+	set -e; for f in $(DOCS); do \
+	    install -D -m 644 $$f $(DESTDIR)$(DOCDIR)/$$f; done
+	set -e; for f in $(EXAMPLES); do \
+	    if [ -x $$f ]; then m=755; else m=644; fi; \
+	    install -D -m $$m $$f $(DESTDIR)$(DOCDIR)/$$f; done
+
+# Removes what install put there, then the directories of gatewayd's own
+# that are left empty ($(DOCDIR)'s tree, $(SYSCONFDIR)/gatewayd).  The
+# config goes only when it is the reference as install writes it: one that
+# was there before, or was changed since, stays.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/gatewayd
+	rm -f $(UNITS:%=$(UNIT_DEST)/%)
+	rm -f $(DESTDIR)$(MANDIR)/man8/gatewayd.8 \
+	    $(DESTDIR)$(MANDIR)/man5/gatewayd.ini.5
+	rm -f $(DOCS:%=$(DESTDIR)$(DOCDIR)/%)
+	rm -f $(EXAMPLES:%=$(DESTDIR)$(DOCDIR)/%)
+	@if $(SUBST_PATHS) conf/gatewayd.ini | cmp -s - $(CONFIG); then \
+	    echo "rm -f $(CONFIG)"; rm -f $(CONFIG); \
+	elif [ -e $(CONFIG) ]; then \
+	    echo "keeping $(CONFIG) (not the reference config)"; fi
+	if [ -d $(DESTDIR)$(DOCDIR) ]; then \
+	    find $(DESTDIR)$(DOCDIR) -depth -type d -empty -delete; fi
+	if [ -d $(DESTDIR)$(SYSCONFDIR)/gatewayd ]; then \
+	    rmdir --ignore-fail-on-non-empty $(DESTDIR)$(SYSCONFDIR)/gatewayd; fi
 
 clean:
 	rm -rf build build-san

@@ -1452,6 +1452,83 @@ test_reference_config(void)
 	free(text);
 }
 
+/* The text of a file, or NULL. */
+static char *
+slurp(const char *path)
+{
+	char *text = NULL, buf[4096];
+	size_t len = 0, n;
+	FILE *in, *out;
+
+	if ((in = fopen(path, "r")) == NULL)
+		return NULL;
+	if ((out = open_memstream(&text, &len)) == NULL) {
+		fclose(in);
+		return NULL;
+	}
+	while ((n = fread(buf, 1, sizeof(buf), in)) > 0)
+		fwrite(buf, 1, n, out);
+	fclose(in);
+	fclose(out);
+	return text;
+}
+
+/*
+ * gatewayd.ini(5) has a key heading for every row of the table: ".TP",
+ * ".B NAME", ".br", then a line that gives the type, and the bounds and
+ * the default as the reference config does.  A name the table holds
+ * twice (one row per section: max_rooms, tls_certificate, tls_key) needs
+ * a heading that fits each of its rows.
+ */
+static void
+test_man_page_keys(void)
+{
+	char *text, *s, *line, head[128], bounds[80], def[80];
+	char lo[32], hi[32];
+	size_t i;
+	bool found;
+
+	if ((text = slurp("man/gatewayd.ini.5")) == NULL) {
+		perror("man/gatewayd.ini.5");
+		CHECK(0);
+		return;
+	}
+	for (i = 0; i < CFG_NOPTIONS; i++) {
+		const struct cfg_option *o = &cfg_options[i];
+
+		snprintf(head, sizeof(head), "\n.TP\n.B %s\n.br\n", o->name);
+		bounds[0] = def[0] = '\0';
+		if (o->type == CFG_T_COUNT || o->type == CFG_T_SIZE ||
+		    o->type == CFG_T_DURATION) {
+			cfg_format(o->type, o->min, lo, sizeof(lo));
+			cfg_format(o->type, o->max, hi, sizeof(hi));
+			snprintf(bounds, sizeof(bounds), ", %s..%s,", lo, hi);
+		}
+		if (o->def != NULL)
+			snprintf(def, sizeof(def), "default %s",
+			    *o->def != '\0' ? o->def : "empty");
+		found = false;
+		for (s = strstr(text, head); s != NULL && !found;
+		    s = strstr(s + 1, head)) {
+			s += strlen(head);
+			line = strndup(s, strcspn(s, "\n"));
+			found = line != NULL && strstr(line, bounds) != NULL &&
+			    strstr(line, def) != NULL &&
+			    (o->type != CFG_T_LIST ||
+			    strncmp(line, "list of ", 8) == 0);
+			free(line);
+		}
+		if (!found)
+			fprintf(stderr, "man/gatewayd.ini.5: no heading "
+			    "\".TP\", \".B %s\", \".br\" followed by a line "
+			    "with '%s'%s%s%s\n", o->name, o->type == CFG_T_LIST ?
+			    "list of" : bounds, *def != '\0' ? " and '" : "", def,
+			    *def != '\0' ? "'" : "");
+		CHECK(found);
+	}
+	free(text);
+}
+
 static void
 test_load(void)
 {
@@ -1507,6 +1584,7 @@ main(void)
 	RUN(test_split_argv);
 	RUN(test_match);
 	RUN(test_reference_config);
+	RUN(test_man_page_keys);
 	RUN(test_load);
 	return check_summary();
 }
