@@ -130,6 +130,7 @@ admin_metrics(struct client *c, const struct http_req *req)
 	};
 	uint64_t by_state[CLIENT_LINGERING + 1] = { 0 };
 	uint64_t held = 0, held_bytes = 0, paused = 0, up = 0, queued = 0;
+	uint64_t unconfirmed = 0;
 	struct metrics m = { 0 };
 	struct client *k;
 	struct room *r;
@@ -142,11 +143,13 @@ admin_metrics(struct client *c, const struct http_req *req)
 	LIST_FOREACH(r, &server.rooms, entry) {
 		if (room_is_holding(r))
 			held += r->n_members + r->n_pending;
-		held_bytes += r->held_bytes;
+		held_bytes += room_held_bytes(r);
 		paused += r->paused;
 		up += r->backend != NULL;
-		if (r->backend != NULL)
+		if (r->backend != NULL) {
 			queued += backend_queued(r->backend);
+			unconfirmed += r->journal.sent_bytes;
+		}
 	}
 
 	metrics_one(&m, "gatewayd_connections_accepted_total", "counter",
@@ -231,8 +234,13 @@ admin_metrics(struct client *c, const struct http_req *req)
 	metrics_one(&m, "gatewayd_held_messages_total", "counter",
 	    "Messages that ever waited for a backend.", stats.records_held);
 	metrics_one(&m, "gatewayd_held_messages_discarded_total", "counter",
-	    "Held messages dropped (hold_timeout, or their sender left).",
-	    stats.records_discarded);
+	    "Held records dropped by hold_timeout.", stats.records_discarded);
+	metrics_one(&m, "gatewayd_backend_unconfirmed_bytes", "gauge",
+	    "Bytes written to backends not yet known to be read (acked).",
+	    unconfirmed);
+	metrics_one(&m, "gatewayd_records_redelivered_total", "counter",
+	    "Records given again to a new backend, marked redelivered.",
+	    stats.records_redelivered);
 	metrics_one(&m, "gatewayd_backpressure_pauses_total", "counter",
 	    "Times a room stopped reading its clients.", stats.room_pauses);
 	metrics_one(&m, "gatewayd_records_malformed_total", "counter",
@@ -321,9 +329,11 @@ admin_room_json(const struct room *r)
 		    c->name, "state", "authorizing"));
 	json_object_set_new(o, "clients", clients);
 	if (r->backend != NULL) {
-		b = json_pack("{s:s, s:s, s:I, s:b}", "state", "up", "kind",
-		    r->res->backend_kind == CFG_BACKEND_EXEC ? "exec" : "unix",
+		b = json_pack("{s:s, s:s, s:I, s:I, s:b}", "state", "up",
+		    "kind", r->res->backend_kind == CFG_BACKEND_EXEC ?
+		    "exec" : "unix",
 		    "queued", (json_int_t)backend_queued(r->backend),
+		    "unconfirmed", (json_int_t)r->journal.sent_bytes,
 		    "paused", r->paused);
 		if (r->backend->pid != 0)
 			json_object_set_new(b, "pid",
@@ -335,9 +345,9 @@ admin_room_json(const struct room *r)
 	}
 	json_object_set_new(o, "backend", b);
 	json_object_set_new(o, "held_messages", json_integer(
-	    (json_int_t)r->n_held));
+	    (json_int_t)(r->backend == NULL ? r->journal.n : 0)));
 	json_object_set_new(o, "held_bytes", json_integer(
-	    (json_int_t)r->held_bytes));
+	    (json_int_t)room_held_bytes(r)));
 	json_object_set_new(o, "taps", json_integer((json_int_t)r->n_taps));
 	return o;
 }

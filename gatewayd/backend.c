@@ -30,10 +30,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <linux/sockios.h>
+#include <poll.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -329,7 +332,8 @@ backend_start(struct room *r, bool resumed, char **envp, struct refusal *rf)
 		    EV_WRITE | EV_PERSIST, backend_write_cb, b);
 	}
 	if (b->format == CFG_FORMAT_JSON)
-		hello = record_hello(r->path, resumed, &len);
+		hello = record_hello(r->path, resumed,
+		    res->opts.delivery == CFG_DELIVERY_ACK, &len);
 	if (fd == -1 || b->read_event == NULL || b->write_event == NULL ||
 	    (b->format == CFG_FORMAT_JSON && hello == NULL)) {
 		free(hello);
@@ -379,12 +383,32 @@ backend_write(struct backend *b, char *line, size_t len)
 	if (b->room != NULL && b->room->n_taps > 0)
 		admin_tap(b->room, '<', line, len, false);
 	if (len <= BACKEND_COPY_MAX) {
-		evbuffer_add(b->out, line, len);
+		if (evbuffer_add(b->out, line, len) == 0)
+			b->unjournaled += len;
 		free(line);
 	} else if (evbuffer_add_reference(b->out, line, len,
 	    backend_line_free, line) == -1) {
 		free(line);
+	} else {
+		b->unjournaled += len;
 	}
+	backend_output_added(b);
+}
+
+/* The journal keeps the line until it is reported written, and the
+ * output buffer is copied when the backend is detached (backend_stop),
+ * so a big line can be referenced rather than copied. */
+void
+backend_write_journal(struct backend *b, const char *line, size_t len)
+{
+	if (b->fd == -1)
+		return;
+	if (b->room != NULL && b->room->n_taps > 0)
+		admin_tap(b->room, '<', line, len, false);
+	if (len <= BACKEND_COPY_MAX)
+		evbuffer_add(b->out, line, len);
+	else
+		evbuffer_add_reference(b->out, line, len, NULL, NULL);
 	backend_output_added(b);
 }
 
@@ -396,9 +420,11 @@ backend_write_data(struct backend *b, const uint8_t *data, size_t len,
 		return;
 	if (b->room != NULL && b->room->n_taps > 0)
 		admin_tap(b->room, '<', data, len, b->binary);
-	if (evbuffer_add(b->out, data, len) == -1 ||
-	    (newline && evbuffer_add(b->out, "\n", 1) == -1))
+	if (evbuffer_add(b->out, data, len) == -1)
 		return;
+	b->unjournaled += len;
+	if (newline && evbuffer_add(b->out, "\n", 1) == 0)
+		b->unjournaled++;
 	backend_output_added(b);
 }
 
@@ -406,6 +432,35 @@ size_t
 backend_queued(const struct backend *b)
 {
 	return evbuffer_get_length(b->out);
+}
+
+void
+backend_forget_queued(struct backend *b)
+{
+	evbuffer_drain(b->out, evbuffer_get_length(b->out));
+	b->unjournaled = 0;
+}
+
+/*
+ * SIOCOUTQ on an AF_UNIX stream socket counts the buffers the peer has
+ * not wholly read, by their allocated size: never less than the unread
+ * payload, so a safe bound; 0 only when all is read, or when the peer
+ * has closed and dropped what it had not read (shared/NOTES.md).  The
+ * poll after it tells the two apart: a peer still there after the ioctl
+ * was there during it, and so had read everything.
+ */
+int
+backend_unread(const struct backend *b, size_t *unread)
+{
+	struct pollfd p = { .fd = b->fd, .events = POLLRDHUP };
+	int queued;
+
+	if (b->fd == -1 || ioctl(b->fd, SIOCOUTQ, &queued) == -1)
+		return -1;
+	if (queued == 0 && poll(&p, 1, 0) != 0)
+		return -1;	/* hung up (or poll failed): unknown */
+	*unread = queued > 0 ? (size_t)queued : 0;
+	return 0;
 }
 
 /* The rest of the input in the next loop turn, after the loop has polled
@@ -766,6 +821,10 @@ backend_read_cb(evutil_socket_t fd, short events, void *arg)
 	}
 	n = recv(fd, backend_read_buf, sizeof(backend_read_buf), 0);
 	err = errno;
+	/* It answers: it has likely read what it answers, which the
+	 * journal need not keep any more. */
+	if (n > 0 && b->room != NULL)
+		room_backend_trim(b->room);
 	if (n > 0 && !backend_input(b, backend_read_buf, (size_t)n) &&
 	    b->room != NULL && !b->paused)
 		backend_continue(b);
@@ -776,6 +835,18 @@ backend_read_cb(evutil_socket_t fd, short events, void *arg)
 	backend_ended(b, n == 0 ? 0 : err);
 }
 
+/* n bytes went into the socket: the unjournaled ones first (they head
+ * the buffer), then the journal's. */
+static void
+backend_wrote(struct backend *b, size_t n)
+{
+	size_t own = n < b->unjournaled ? n : b->unjournaled;
+
+	b->unjournaled -= own;
+	if (n > own && b->room != NULL)
+		room_backend_wrote(b->room, n - own);
+}
+
 static void
 backend_write_cb(evutil_socket_t fd, short events, void *arg)
 {
@@ -783,6 +854,8 @@ backend_write_cb(evutil_socket_t fd, short events, void *arg)
 	int n;
 
 	n = evbuffer_write(b->out, fd);
+	if (n > 0)
+		backend_wrote(b, (size_t)n);
 	if (n == -1 && errno != EAGAIN && errno != EINTR) {
 		/* It stopped reading for good.  What it did not read stays
 		 * queued, for the room to give to the next backend. */
@@ -887,6 +960,10 @@ backend_stop(struct backend *b)
 	if (b->room != NULL) {
 		b->room->backend = NULL;
 		b->room = NULL;
+		/* What is still queued is flushed: copy the journal's lines
+		 * it references, which may go before it is written. */
+		if (evbuffer_get_length(b->out) > 0)
+			evbuffer_pullup(b->out, -1);
 	}
 	b->in_len = 0;
 	if (b->fd != -1 && !b->reading && !b->eof) {
@@ -1025,39 +1102,6 @@ backend_kill_all(void)
 
 	LIST_FOREACH(b, &server.backends, entry)
 		backend_signal_group(b, SIGKILL);
-}
-
-/*
- * Give the message records that a failed backend never got to the room's
- * hold queue, in order.  Whole lines only: the first may have been
- * written in part, and so have been read by the backend.  Message records
- * are recognised by the prefix record_message writes, which cannot occur
- * inside a JSON string, so a partial line never passes for one.  Open and
- * close records are not kept: the restarted backend gets fresh opens.
- */
-void
-backend_requeue_unsent(struct backend *b, struct room *r)
-{
-	struct evbuffer_ptr eol;
-	struct client *c;
-	char id[24], *line;
-	size_t len;
-
-	while ((eol = evbuffer_search(b->out, "\n", 1, NULL)).pos != -1) {
-		len = (size_t)eol.pos + 1;
-		line = malloc(len);
-		if (line == NULL ||
-		    evbuffer_remove(b->out, line, len) != (ev_ssize_t)len) {
-			free(line);
-			break;
-		}
-		c = record_message_client(line, len, id, sizeof(id)) != NULL ?
-		    client_find(id) : NULL;
-		if (c != NULL && c->room == r && c->state == CLIENT_OPEN)
-			room_hold_line(r, c, line, len);
-		else
-			free(line);
-	}
 }
 
 /* stderr */

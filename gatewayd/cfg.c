@@ -133,6 +133,12 @@ static const char *const cfg_backend_down_names[] = {
 	NULL
 };
 
+static const char *const cfg_delivery_names[] = {
+	[CFG_DELIVERY_SOCKET] = "socket",
+	[CFG_DELIVERY_ACK] = "ack",
+	NULL
+};
+
 static const char *const cfg_mode_names[] = {
 	[CFG_MODE_ROOM] = "room",
 	[CFG_MODE_CLIENT] = "client",
@@ -250,6 +256,9 @@ static const struct cfg_option cfg_options[] = {
 	    0, CFG_GIB, "1M", CFG_ROOM(hold_buffer)),
 	CFG_ROW("hold_timeout", CFG_IN_BOTH, CFG_T_DURATION,
 	    0, 24 * CFG_HOUR, "30s", CFG_ROOM(hold_timeout_ms)),
+	{ CFG_ROW_FIELDS("delivery", CFG_IN_BOTH, CFG_T_ENUM,
+	    0, 0, "socket", CFG_ROOM(delivery)),
+	    .names = cfg_delivery_names, .what = "a delivery" },
 	CFG_ROW("restart_delay", CFG_IN_BOTH, CFG_T_DURATION,
 	    0, CFG_HOUR, "100ms", CFG_ROOM(restart_delay_ms)),
 	CFG_ROW("restart_max_delay", CFG_IN_BOTH, CFG_T_DURATION,
@@ -2026,6 +2035,10 @@ cfg_check_mode(struct cfg_parser *p, struct cfg_resource *r,
 		cfg_error(p, cfg_option_line(p, r, set, "binary"),
 		    "[resource %s]: binary = yes needs mode = client and "
 		    "format = lines", r->pattern);
+	if (o->delivery == CFG_DELIVERY_ACK && o->mode != CFG_MODE_ROOM)
+		cfg_error(p, cfg_option_line(p, r, set, "delivery"),
+		    "[resource %s]: delivery = ack needs mode = room (a "
+		    "client's own program is not restarted)", r->pattern);
 }
 
 static int

@@ -49,6 +49,12 @@ enum cfg_backend_down {
 	CFG_BACKEND_DOWN_CLOSE,	/* close them with 1011 */
 };
 
+/* How a room knows what its backend has read (docs/PROTOCOL.md). */
+enum cfg_delivery {
+	CFG_DELIVERY_SOCKET,	/* from the socket: what it took */
+	CFG_DELIVERY_ACK,	/* from its acks: what it handled */
+};
+
 /*
  * The options a room takes from [gateway] unless its resource sets them.
  * docs/POLICY.md tells what each produces (statuses, close codes).
@@ -82,6 +88,7 @@ struct cfg_room_opts {
 	enum cfg_backend_down on_backend_down;
 	uint64_t hold_buffer;		/* HOLD: bytes kept for the backend */
 	uint64_t hold_timeout_ms;	/* HOLD: then close with 1012 */
+	enum cfg_delivery delivery;	/* mode = room only */
 	uint64_t restart_delay_ms;	/* first backend restart delay */
 	uint64_t restart_max_delay_ms;	/* the delay doubles up to this;
 					 * >= restart_delay_ms */

@@ -307,7 +307,7 @@ client_leave(struct client *c, unsigned code, const char *reason,
 	if (c->announced) {
 		line = record_close(c->name, code, reason, reason_len, &len);
 		if (line != NULL)
-			room_write(r, line, len);
+			room_write(r, c, false, line, len);
 		c->announced = false;
 	}
 	room_remove(r, c);
@@ -868,12 +868,20 @@ client_msg_send(struct client *c, struct client_msg *m)
 void
 client_set_reading(struct client *c, bool reading)
 {
-	if (c->state != CLIENT_OPEN)
+	uint64_t now = server_now_ms();
+
+	if (c->state != CLIENT_OPEN || reading == c->reading)
 		return;
 	client_set_read_event(c, reading);
-	/* Not read, it is looked at once a second (client_liveness). */
-	if (!reading)
+	/* Not read, it is looked at once a second (client_liveness), and
+	 * the time it is not read does not count as idleness: the gateway
+	 * is the one not listening. */
+	if (!reading) {
+		c->unread_since_ms = now;
 		server_timer_set(c->timer, 1000);
+	} else {
+		c->last_message_ms += now - c->unread_since_ms;
+	}
 }
 
 void
@@ -1047,13 +1055,16 @@ client_liveness(struct client *c)
 	}
 	if (o->idle_timeout_ms > 0) {
 		due = c->last_message_ms + o->idle_timeout_ms;
+		if (!c->reading)
+			due += now - c->unread_since_ms;
 		if (now >= due) {
 			log_debug("%s: idle for %llu ms", c->name,
 			    (unsigned long long)o->idle_timeout_ms);
 			client_close(c, WS_CLOSE_GOING_AWAY, idle, sizeof(idle) - 1);
 			return;
 		}
-		next = due;
+		if (due < next)
+			next = due;
 	}
 	if (o->ping_interval_ms > 0) {
 		if (c->ping_sent) {
@@ -1469,7 +1480,7 @@ client_handshake(struct client *c, const struct http_req *req)
 		if (line != NULL) {
 			memcpy(line, c->open_line, c->open_len);
 			c->announced = true;
-			room_write(r, line, c->open_len);
+			room_write(r, c, true, line, c->open_len);
 		}
 	}
 	return 0;

@@ -28,6 +28,7 @@
 #include "env.h"
 #include "handshake.h"
 #include "idmap.h"
+#include "journal.h"
 #include "log.h"
 #include "record.h"
 #include "ws_deflate.h"
@@ -211,7 +212,10 @@ struct client {
 	/* Liveness (CLIENT_OPEN): the timer runs lazily, checking these
 	 * when it fires, so that traffic costs no timer updates. */
 	uint64_t last_frame_ms;		/* any frame from the client */
-	uint64_t last_message_ms;	/* a data message from the client */
+	uint64_t last_message_ms;	/* a data message from the client,
+					 * moved on by the time it was not
+					 * read (client_set_reading) */
+	uint64_t unread_since_ms;	/* !reading: since when */
 	uint64_t ping_sent_ms;		/* when the unanswered ping went */
 	uint64_t opened_ms;		/* its 101 went: for the access log */
 	uint64_t bytes_in, bytes_out;	/* through its socket */
@@ -368,14 +372,6 @@ void client_reload(struct client *c);
 
 /* room.c */
 
-/* A client message that waits for a backend that is down. */
-struct held_record {
-	STAILQ_ENTRY(held_record) entry;
-	uint64_t client;		/* the sender's id */
-	size_t len;
-	char *line;
-};
-
 struct room {
 	char *path;			/* the matched path: the room's name */
 	const struct cfg_resource *res;
@@ -395,8 +391,9 @@ struct room {
 	struct event *linger_timer;	/* pattern rooms: stop when empty */
 
 	/* The backend and its supervision.  While the backend is down the
-	 * room holds its clients (on_backend_down = hold): their messages
-	 * wait in held, and the backend is started again after a backoff. */
+	 * room holds its clients (on_backend_down = hold): their records
+	 * wait in the journal, and the backend is started again after a
+	 * backoff. */
 	struct backend *backend;	/* NULL while down */
 	struct event *restart_timer;	/* pending: a restart is scheduled */
 	uint64_t restart_delay_ms;	/* the next backoff */
@@ -408,9 +405,9 @@ struct room {
 					 * restart_max_delay does not end the
 					 * outage, so a crash loop cannot hold
 					 * clients past hold_timeout */
-	STAILQ_HEAD(, held_record) held;
-	size_t held_bytes;
-	size_t n_held;
+	/* Shared rooms: every record written to the backend that it may
+	 * not have read yet, and every record that waits for a backend. */
+	struct journal journal;
 	bool paused;			/* the clients are not read */
 	LIST_HEAD(, client) taps;	/* admin clients tapping it */
 	size_t n_taps;
@@ -458,18 +455,21 @@ bool room_turns_away(const struct room *r);
 /* True while the room holds its clients for a backend that is down. */
 bool room_is_holding(const struct room *r);
 
-/* Queue a record line (malloc'd; the room takes it) to the backend.
- * Dropped when the backend is down: a restarted backend learns of the
- * clients then connected from their open records, sent again. */
-void room_write(struct room *r, char *line, size_t len);
+/* Queue client c's open (open) or close record line (malloc'd; the room
+ * takes it) to the backend, journaled as its messages are. */
+void room_write(struct room *r, struct client *c, bool open, char *line,
+    size_t len);
 /* A client's message, written in the room's format: a record (held
  * while the backend is down), or the bytes and a newline.  Returns -1
  * when out of memory. */
 int room_write_message(struct room *r, struct client *c, bool binary,
     const uint8_t *data, size_t len);
-/* Keep a message record of c's for the next backend. */
-void room_hold_line(struct room *r, struct client *c, char *line,
-    size_t len);
+/* Bytes of records waiting for a backend that is down. */
+size_t room_held_bytes(const struct room *r);
+/* The backend's socket took n more bytes of the journal. */
+void room_backend_wrote(struct room *r, size_t n);
+/* Drop from the journal what the backend has certainly read. */
+void room_backend_trim(struct room *r);
 /* The backend's output drained below its low watermark. */
 void room_backend_drained(struct room *r);
 /* A solo room's client has read most of what waited for it. */
@@ -511,6 +511,9 @@ struct backend {
 	struct event *read_event;
 	struct event *write_event;
 	struct evbuffer *out;		/* records not yet written */
+	size_t unjournaled;		/* bytes at the head of out that are
+					 * not the journal's: hello, the
+					 * opens of a resumed start */
 	uint8_t *in;			/* an unfinished line, or input left
 					 * for the next turn by the budget */
 	size_t in_len, in_cap;
@@ -546,15 +549,22 @@ struct backend *backend_start(struct room *r, bool resumed, char **envp,
     struct refusal *rf);
 /* Bytes queued towards the backend and not yet written. */
 size_t backend_queued(const struct backend *b);
-/* Give the message records that a failed backend never got to the room's
- * hold queue, in order: they were not lost with it. */
-void backend_requeue_unsent(struct backend *b, struct room *r);
+/* Forget what is queued and not yet written (the room's journal has it:
+ * the backend failed, or is being replaced). */
+void backend_forget_queued(struct backend *b);
+/* How many bytes written to the backend it has not read at most: 0 when
+ * it has read everything.  -1 when it cannot be told (the backend is
+ * gone). */
+int backend_unread(const struct backend *b, size_t *unread);
 /* Detach from the room and wind down: flush, close the connection or the
  * process's stdin, then TERM and KILL its process group after
  * stop_timeout each.  Freed once finished. */
 void backend_stop(struct backend *b);
 /* Queue a line; the backend takes ownership of the malloc'd line. */
 void backend_write(struct backend *b, char *line, size_t len);
+/* Queue a line of the room's journal, which keeps it until it is sent;
+ * what is written of these is reported with room_backend_wrote. */
+void backend_write_journal(struct backend *b, const char *line, size_t len);
 /* Queue a copy of data, and a '\n' after it when newline. */
 void backend_write_data(struct backend *b, const uint8_t *data, size_t len,
     bool newline);

@@ -178,7 +178,7 @@ record_finish(struct record_writer *w, size_t *len)
 }
 
 char *
-record_hello(const char *room, bool resumed, size_t *len)
+record_hello(const char *room, bool resumed, bool ack, size_t *len)
 {
 	struct record_writer w = { 0 };
 
@@ -188,6 +188,8 @@ record_hello(const char *room, bool resumed, size_t *len)
 	record_put_uint(&w, RECORD_VERSION);
 	if (resumed)
 		record_put_str(&w, ",\"resumed\":true");
+	if (ack)
+		record_put_str(&w, ",\"delivery\":\"ack\"");
 	return record_finish(&w, len);
 }
 
@@ -408,22 +410,6 @@ record_open_resumed(const char *open, size_t open_len, size_t *len)
 	return line;
 }
 
-const char *
-record_message_client(const char *line, size_t len, char *id, size_t id_size)
-{
-	static const char head[] = "{\"type\":\"message\",\"client\":\"";
-	const char *start = line + sizeof(head) - 1, *end;
-
-	if (len < sizeof(head) || memcmp(line, head, sizeof(head) - 1) != 0)
-		return NULL;
-	end = memchr(start, '"', len - (sizeof(head) - 1));
-	if (end == NULL || (size_t)(end - start) >= id_size)
-		return NULL;
-	memcpy(id, start, (size_t)(end - start));
-	id[end - start] = '\0';
-	return id;
-}
-
 /* Decoding */
 
 /*
@@ -445,12 +431,13 @@ enum record_key {
 	RECORD_KEY_STATUS,
 	RECORD_KEY_REASON,
 	RECORD_KEY_SUBPROTOCOL,
+	RECORD_KEY_SEQ,
 	RECORD_KEYS
 };
 
 static const char *const record_key_names[RECORD_KEYS] = {
 	"type", "client", "except", "text", "binary", "code", "status",
-	"reason", "subprotocol",
+	"reason", "subprotocol", "seq",
 };
 
 enum record_kind {
@@ -1007,6 +994,7 @@ record_decode_fields(const struct record_fields *f, struct record_cmd *cmd,
 		{ "close", RECORD_CLOSE },
 		{ "accept", RECORD_ACCEPT },
 		{ "reject", RECORD_REJECT },
+		{ "ack", RECORD_ACK },
 	};
 	const struct record_value *type = &f->v[RECORD_KEY_TYPE], *v;
 	size_t i;
@@ -1022,6 +1010,14 @@ record_decode_fields(const struct record_fields *f, struct record_cmd *cmd,
 		return record_fail(err, err_size, "unknown type");
 	cmd->command = types[i].command;
 
+	if (cmd->command == RECORD_ACK) {
+		v = &f->v[RECORD_KEY_SEQ];
+		if (v->kind != RECORD_INTEGER || v->integer < 1)
+			return record_fail(err, err_size,
+			    "\"seq\" must be a positive integer");
+		cmd->seq = (uint64_t)v->integer;
+		return 0;
+	}
 	if (cmd->command != RECORD_BROADCAST) {
 		v = &f->v[RECORD_KEY_CLIENT];
 		if (v->kind == RECORD_ABSENT)
@@ -1054,6 +1050,8 @@ record_decode_fields(const struct record_fields *f, struct record_cmd *cmd,
 		    err, err_size) == -1)
 			return -1;
 		return record_reason(f, cmd, err, err_size);
+	case RECORD_ACK:
+		return 0;
 	case RECORD_ACCEPT:
 		v = &f->v[RECORD_KEY_SUBPROTOCOL];
 		if (v->kind != RECORD_ABSENT && v->kind != RECORD_NULL) {
@@ -1133,6 +1131,30 @@ record_command_name(enum record_command command)
 		return "accept";
 	case RECORD_REJECT:
 		return "reject";
+	case RECORD_ACK:
+		return "ack";
 	}
 	return "?";
+}
+
+char *
+record_add_field(const char *line, size_t len, const char *field,
+    size_t *out_len)
+{
+	size_t n = strlen(field), end = len;
+	char *out;
+
+	/* A line the encoders wrote: "{...}\n". */
+	while (end > 0 && line[end - 1] == '\n')
+		end--;
+	if (end < 2 || line[0] != '{' || line[end - 1] != '}')
+		return NULL;
+	if ((out = malloc(len + n + 1)) == NULL)
+		return NULL;
+	memcpy(out, line, end - 1);
+	out[end - 1] = ',';
+	memcpy(out + end, field, n);
+	memcpy(out + end + n, line + end - 1, len - end + 1);
+	*out_len = len + n + 1;
+	return out;
 }

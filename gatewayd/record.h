@@ -55,7 +55,7 @@ struct record_open {
  * as UTF-8; bytes that are not valid UTF-8 (possible in request headers)
  * are replaced by U+FFFD so that every line is valid JSON.
  */
-char *record_hello(const char *room, bool resumed, size_t *len);
+char *record_hello(const char *room, bool resumed, bool ack, size_t *len);
 char *record_open(const struct record_open *open, size_t *len);
 char *record_message(const char *client, bool binary, const uint8_t *data,
     size_t data_len, size_t *len);
@@ -67,17 +67,13 @@ char *record_close(const char *client, unsigned code, const char *reason,
  * was already connected.  NULL when out of memory. */
 char *record_open_resumed(const char *open, size_t open_len, size_t *len);
 
-/* The client id of a message line as record_message wrote it, copied
- * into id (size >= 24), or NULL when line is not such a message. */
-const char *record_message_client(const char *line, size_t len, char *id,
-    size_t id_size);
-
 enum record_command {
 	RECORD_SEND,
 	RECORD_BROADCAST,
 	RECORD_CLOSE,
 	RECORD_ACCEPT,
 	RECORD_REJECT,
+	RECORD_ACK,		/* delivery = ack: records up to seq handled */
 };
 
 /* A decoded command.  Strings point into the decoder's storage and live
@@ -97,6 +93,7 @@ struct record_cmd {
 	size_t reason_len;
 	const char *subprotocol;	/* accept: NULL when absent */
 	size_t subprotocol_len;
+	uint64_t seq;		/* ack */
 
 	void *json;		/* private: the jansson tree, or */
 	char *text;		/* private: the fast reader's strings */
@@ -119,6 +116,12 @@ int record_decode_json(const char *line, size_t len, struct record_cmd *cmd,
     char *err, size_t err_size);
 
 void record_cmd_free(struct record_cmd *cmd);
+
+/* The line line[0..len) (a record the encoders wrote) with field, a
+ * '"name":value' text, added as its last field: "redelivered":true, or
+ * "seq":N.  A malloc'd line (its length in *out_len), or NULL. */
+char *record_add_field(const char *line, size_t len, const char *field,
+    size_t *out_len);
 
 /* The record type of a command: "send", "broadcast", ... */
 const char *record_command_name(enum record_command command);

@@ -29,6 +29,7 @@
  * would writing to a terminal.
  */
 #include <search.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -43,6 +44,9 @@
 static void room_linger_cb(evutil_socket_t fd, short events, void *arg);
 static void room_restart_cb(evutil_socket_t fd, short events, void *arg);
 static void room_hold_timeout_cb(evutil_socket_t fd, short events, void *arg);
+static bool room_journal_keep(const struct journal_entry *e, void *arg);
+static void room_record(struct room *r, enum journal_kind kind,
+    uint64_t client, char *line, size_t len);
 
 /* Rooms are told apart by resource and path: "/a/b" matched by a "/a/" pattern
  * is not the room of an exact "/a/b" resource further down the file. */
@@ -79,7 +83,7 @@ room_new(const char *path, size_t len, const struct cfg_resource *res,
 	TAILQ_INIT(&r->members);
 	TAILQ_INIT(&r->pending);
 	LIST_INIT(&r->taps);
-	STAILQ_INIT(&r->held);
+	journal_init(&r->journal);
 	r->restart_delay_ms = res->opts.restart_delay_ms;
 	r->linger_timer = evtimer_new(server.base, room_linger_cb, r);
 	r->restart_timer = evtimer_new(server.base, room_restart_cb, r);
@@ -117,22 +121,37 @@ room_holding(const struct room *r)
 	return evtimer_pending(r->hold_timer, NULL);
 }
 
-/* Drop every held message; returns how many there were. */
+/* Drop every record of the journal; returns how many client messages
+ * were among them (the opens and closes are moot: the clients go). */
 static size_t
 room_discard_held(struct room *r)
 {
-	struct held_record *h;
-	size_t n = r->n_held;
+	const struct journal_entry *e;
+	size_t n = 0;
 
-	while ((h = STAILQ_FIRST(&r->held)) != NULL) {
-		STAILQ_REMOVE_HEAD(&r->held, entry);
-		free(h->line);
-		free(h);
-	}
+	for (e = r->journal.head; e != NULL; e = e->next)
+		n += e->kind == JOURNAL_MESSAGE;
+	journal_clear(&r->journal);
 	stats.records_discarded += n;
-	r->held_bytes = 0;
-	r->n_held = 0;
 	return n;
+}
+
+size_t
+room_held_bytes(const struct room *r)
+{
+	return r->backend == NULL ? r->journal.bytes : 0;
+}
+
+/* What waits for the backend: written to it (delivery = ack: not yet
+ * acknowledged either). */
+static size_t
+room_queued(const struct room *r)
+{
+	if (r->backend == NULL)
+		return 0;
+	if (r->res->opts.delivery == CFG_DELIVERY_ACK)
+		return backend_queued(r->backend) + r->journal.sent_bytes;
+	return backend_queued(r->backend);
 }
 
 /* Read the clients again, or stop reading them, as the queues say. */
@@ -141,21 +160,20 @@ room_update_pause(struct room *r)
 {
 	const struct cfg_room_opts *o = &r->res->opts;
 	struct client *c;
-	size_t queued = r->backend != NULL ? backend_queued(r->backend) : 0;
+	size_t queued = room_queued(r), held = room_held_bytes(r);
 	bool pause;
 
 	if (r->paused)
-		pause = queued > o->backend_buffer / 2 ||
-		    r->held_bytes > o->hold_buffer / 2;
+		pause = queued > o->backend_buffer / 2 || held > o->hold_buffer / 2;
 	else
-		pause = queued > o->backend_buffer || r->held_bytes > o->hold_buffer;
+		pause = queued > o->backend_buffer || held > o->hold_buffer;
 	if (pause == r->paused)
 		return;
 	r->paused = pause;
 	if (pause) {
 		stats.room_pauses++;
 		log_debug("room %s: pausing its clients (%zu bytes queued, %zu "
-		    "held)", r->path, queued, r->held_bytes);
+		    "held)", r->path, queued, held);
 	} else {
 		log_debug("room %s: reading its clients again", r->path);
 	}
@@ -171,7 +189,7 @@ room_free(struct room *r)
 		client_admin_drop(LIST_FIRST(&r->taps), "room gone");
 	if (r->backend != NULL)
 		backend_stop(r->backend);
-	room_discard_held(r);
+	journal_clear(&r->journal);
 	if (r->indexed) {
 		tdelete(r, &server.room_index, room_cmp);
 		server.n_rooms--;
@@ -198,9 +216,9 @@ static int
 room_start_backend(struct room *r, char **envp, struct refusal *rf)
 {
 	bool resumed = r->n_members + r->n_pending > 0;
-	struct held_record *h;
+	struct journal_entry *e;
 	struct client *c;
-	size_t len, held = r->n_held, resumed_clients = 0;
+	size_t len, resumed_clients = 0, redelivered = 0;
 	char **own = NULL;
 	char *line;
 
@@ -228,28 +246,68 @@ room_start_backend(struct room *r, char **envp, struct refusal *rf)
 		if (line != NULL)
 			backend_write(r->backend, line, c->open_len);
 	}
-	while ((h = STAILQ_FIRST(&r->held)) != NULL) {
-		STAILQ_REMOVE_HEAD(&r->held, entry);
-		r->n_held--;
-		r->held_bytes -= h->len;
-		c = client_find_id(h->client);
-		if (c != NULL && c->room == r && c->state == CLIENT_OPEN) {
-			backend_write(r->backend, h->line, h->len);
-		} else {
-			/* Its sender left: the new backend never knew it. */
-			stats.records_discarded++;
-			free(h->line);
+	/* Then the journal: what the last backend may not have read
+	 * (marked redelivered) and what waited for this one, in order.
+	 * The opens of clients still here went just now. */
+	journal_filter(&r->journal, room_journal_keep, r);
+	for (e = r->journal.head; e != NULL; e = e->next) {
+		if (e->maybe_read) {
+			redelivered++;
+			stats.records_redelivered++;
+			if (!e->marked && (line = record_add_field(e->line,
+			    e->len, "\"redelivered\":true", &len)) != NULL) {
+				journal_replace(&r->journal, e, line, len);
+				e->marked = true;
+			}
+			e->maybe_read = false;
 		}
-		free(h);
+		backend_write_journal(r->backend, e->line, e->len);
 	}
 	evtimer_del(r->hold_timer);
-	if (resumed) {
+	if (resumed || r->journal.n > 0) {
 		stats.clients_resumed += resumed_clients;
 		log_info("room %s: backend resumed %zu clients and %zu held "
-		    "messages", r->path, resumed_clients, held);
+		    "messages (%zu redelivered)", r->path, resumed_clients,
+		    r->journal.n, redelivered);
 	}
 	room_update_pause(r);
 	return 0;
+}
+
+/* A journal entry goes to a new backend unless it is the open of a client
+ * still here, which went already as a resumed or pending open. */
+static bool
+room_journal_keep(const struct journal_entry *e, void *arg)
+{
+	const struct room *r = arg;
+	const struct client *c;
+
+	if (e->kind != JOURNAL_OPEN)
+		return true;
+	c = client_find_id(e->client);
+	return c == NULL || c->room != r;
+}
+
+void
+room_backend_wrote(struct room *r, size_t n)
+{
+	if (r->is_solo)
+		return;
+	journal_sent(&r->journal, n);
+	room_backend_trim(r);
+}
+
+void
+room_backend_trim(struct room *r)
+{
+	size_t unread;
+
+	/* With delivery = ack, only acknowledgements drop records. */
+	if (r->is_solo || r->backend == NULL || r->journal.sent_bytes == 0 ||
+	    r->res->opts.delivery == CFG_DELIVERY_ACK)
+		return;
+	if (backend_unread(r->backend, &unread) == 0)
+		journal_trim(&r->journal, unread);
 }
 
 /* The longest backoff: restart_max_delay, and ROOM_RESTART_FLOOR_MS at
@@ -531,41 +589,61 @@ room_is_holding(const struct room *r)
 bool
 room_turns_away(const struct room *r)
 {
-	return r->backend != NULL && backend_queued(r->backend) >
-	    ROOM_TURN_AWAY * r->res->opts.backend_buffer;
+	const struct cfg_room_opts *o = &r->res->opts;
+
+	return room_queued(r) > ROOM_TURN_AWAY * o->backend_buffer ||
+	    room_held_bytes(r) > ROOM_TURN_AWAY * (o->hold_buffer +
+	    o->backend_buffer);
 }
 
 void
-room_write(struct room *r, char *line, size_t len)
+room_write(struct room *r, struct client *c, bool open, char *line,
+    size_t len)
 {
-	if (r->backend == NULL) {
-		free(line);
-		return;
-	}
 	/* Opens and closes count against backend_buffer too: clients that
 	 * come and go could otherwise grow the queue of a backend that does
 	 * not read without bound. */
-	backend_write(r->backend, line, len);
+	room_record(r, open ? JOURNAL_OPEN : JOURNAL_CLOSE, c->id, line, len);
 	room_update_pause(r);
 }
 
-void
-room_hold_line(struct room *r, struct client *c, char *line, size_t len)
+/*
+ * A record for the backend: journaled (it stays until the backend has
+ * read it, and a backend that fails before has it again in the next
+ * one), then written if a backend is up.  Takes line.  A solo room has
+ * no journal: its backend does not come back.
+ */
+static void
+room_record(struct room *r, enum journal_kind kind, uint64_t client,
+    char *line, size_t len)
 {
-	struct held_record *h;
+	struct journal_entry *e;
+	char field[32], *numbered;
+	uint64_t seq = 0;
 
-	h = malloc(sizeof(*h));
-	if (h == NULL) {
-		free(line);
+	if (r->is_solo) {
+		if (r->backend != NULL)
+			backend_write(r->backend, line, len);
+		else
+			free(line);
 		return;
 	}
-	h->client = c->id;
-	h->line = line;
-	h->len = len;
-	STAILQ_INSERT_TAIL(&r->held, h, entry);
-	r->n_held++;
-	r->held_bytes += len;
-	stats.records_held++;
+	if (r->res->opts.delivery == CFG_DELIVERY_ACK) {
+		seq = r->journal.next_seq++;
+		snprintf(field, sizeof(field), "\"seq\":%llu",
+		    (unsigned long long)seq);
+		numbered = record_add_field(line, len, field, &len);
+		free(line);
+		if ((line = numbered) == NULL)
+			return;
+	}
+	if ((e = journal_append(&r->journal, line, len, kind, client,
+	    seq)) == NULL)
+		return;
+	if (r->backend != NULL)
+		backend_write_journal(r->backend, e->line, e->len);
+	else
+		stats.records_held++;
 }
 
 int
@@ -585,10 +663,7 @@ room_write_message(struct room *r, struct client *c, bool binary,
 		line = record_message(c->name, binary, data, len, &line_len);
 		if (line == NULL)
 			return -1;
-		if (r->backend != NULL)
-			backend_write(r->backend, line, line_len);
-		else
-			room_hold_line(r, c, line, line_len);
+		room_record(r, JOURNAL_MESSAGE, c->id, line, line_len);
 	}
 	room_update_pause(r);
 	return 0;
@@ -700,6 +775,21 @@ room_command(struct room *r, const struct record_cmd *cmd)
 	case RECORD_BROADCAST:
 		room_broadcast(r, cmd);
 		break;
+	case RECORD_ACK:
+		if (r->res->opts.delivery != CFG_DELIVERY_ACK) {
+			static struct log_ratelimit budget;
+			unsigned long suppressed;
+
+			stats.records_malformed++;
+			if (log_ratelimit(&budget, &suppressed))
+				log_warn("room %s: ack ignored: the resource "
+				    "has delivery = socket%s", r->path,
+				    suppressed ? " (more suppressed)" : "");
+			break;
+		}
+		if (journal_ack(&r->journal, cmd->seq) > 0)
+			room_update_pause(r);
+		break;
 	case RECORD_CLOSE:
 		for (i = 0; i < cmd->n_clients; i++) {
 			c = client_find(cmd->clients[i]);
@@ -768,10 +858,15 @@ room_backend_lost(struct room *r, unsigned code)
 		return;
 	}
 	if (b != NULL) {
-		if (o->on_backend_down == CFG_BACKEND_DOWN_HOLD)
-			backend_requeue_unsent(b, r);
+		/* The journal has what was queued: the next backend gets it,
+		 * or (on_backend_down = close) nobody, as its clients go. */
+		backend_forget_queued(b);
 		backend_stop(b);
 	}
+	if (o->on_backend_down == CFG_BACKEND_DOWN_HOLD)
+		journal_rewind(&r->journal);
+	else
+		journal_clear(&r->journal);
 	/* A backend that ran a good while failed on its own, not in a
 	 * crash loop: start the backoff, and the outage, afresh. */
 	if (server_now_ms() - r->backend_since_ms >= room_max_delay(o)) {
@@ -839,9 +934,13 @@ room_replace_backend(struct room *r)
 	    r->res->backend);
 	evtimer_del(r->restart_timer);
 	if (b != NULL) {
+		/* The new one gets what the old one has not read, marked
+		 * redelivered if it may have read it. */
+		room_backend_trim(r);
 		r->backend = NULL;
-		backend_requeue_unsent(b, r);
+		backend_forget_queued(b);
 		backend_stop(b);
+		journal_rewind(&r->journal);
 	}
 	r->restart_delay_ms = o->restart_delay_ms;
 	r->failures = 0;
@@ -862,7 +961,8 @@ room_backend_changed(const struct cfg_resource *a, const struct cfg_resource *b)
 	size_t i;
 
 	if (strcmp(a->backend, b->backend) != 0 ||
-	    a->opts.format != b->opts.format || a->opts.binary != b->opts.binary)
+	    a->opts.format != b->opts.format || a->opts.binary != b->opts.binary ||
+	    a->opts.delivery != b->opts.delivery)
 		return true;
 	for (i = 0; a->opts.env[i] != NULL || b->opts.env[i] != NULL; i++)
 		if (a->opts.env[i] == NULL || b->opts.env[i] == NULL ||

@@ -357,11 +357,16 @@ server_output_over(void)
 /*
  * Once a second: give memory back to the system after a spike of queued
  * output (glibc keeps freed memory in its arenas, so RSS would stay at
- * the spike's height with no client left).
+ * the spike's height with no client left); let go of the journal records
+ * that backends have read since they last wrote or were written to.
  */
 static void
 server_housekeeping_cb(evutil_socket_t fd, short events, void *arg)
 {
+	struct room *r;
+
+	LIST_FOREACH(r, &server.rooms, entry)
+		room_backend_trim(r);
 	if (server.output_peak >= SERVER_TRIM_MIN &&
 	    server.output_bytes < server.output_peak / 4) {
 		malloc_trim(0);

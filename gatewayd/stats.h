@@ -46,8 +46,8 @@ struct stats {
 	uint64_t backend_restarts;	/* backends started again after a failure */
 	uint64_t clients_resumed;	/* handed to a restarted backend */
 	uint64_t records_held;		/* messages that ever waited */
-	uint64_t records_discarded;	/* held messages dropped: hold_timeout, or
-					 * their client left before the resume */
+	uint64_t records_discarded;	/* held records dropped: hold_timeout */
+	uint64_t records_redelivered;	/* given again to a new backend */
 	uint64_t hold_timeouts;
 	uint64_t room_pauses;		/* times a room was paused */
 	uint64_t slow_consumers;	/* clients closed with 1008 */

@@ -37,12 +37,12 @@ static void
 test_hello(void)
 {
 	size_t len;
-	char *line = record_hello("/rooms/42", false, &len);
+	char *line = record_hello("/rooms/42", false, false, &len);
 
 	CHECK_EQ_STR(line, "{\"type\":\"hello\",\"room\":\"/rooms/42\",\"version\":1}\n");
 	CHECK_EQ_INT(len, strlen(line));
 	free(line);
-	line = record_hello("/a", true, &len);
+	line = record_hello("/a", true, false, &len);
 	CHECK_EQ_STR(line, "{\"type\":\"hello\",\"room\":\"/a\",\"version\":1,"
 	    "\"resumed\":true}\n");
 	free(line);
@@ -62,16 +62,52 @@ test_open_resumed(void)
 }
 
 static void
-test_message_client(void)
+test_add_field(void)
 {
-	char id[24];
+	static const char open[] = "{\"type\":\"open\",\"client\":\"c1\"}\n";
 	size_t len;
-	char *line = record_message("c123", false, (const uint8_t *)"hi", 2, &len);
+	char *line = record_add_field(open, sizeof(open) - 1,
+	    "\"redelivered\":true", &len);
 
-	CHECK_EQ_STR(record_message_client(line, len, id, sizeof(id)), "c123");
-	CHECK(record_message_client(line, 20, id, sizeof(id)) == NULL);
-	CHECK(record_message_client("{\"type\":\"close\"}", 16, id, sizeof(id)) == NULL);
+	CHECK_EQ_MEM(line, len, "{\"type\":\"open\",\"client\":\"c1\","
+	    "\"redelivered\":true}\n", strlen("{\"type\":\"open\",\"client\":"
+	    "\"c1\",\"redelivered\":true}\n"));
 	free(line);
+	/* What the encoders write only: an object and its newline. */
+	CHECK(record_add_field("x\n", 2, "\"seq\":1", &len) == NULL);
+	CHECK(record_add_field("\n", 1, "\"seq\":1", &len) == NULL);
+	CHECK(record_add_field("{\"a\":1]\n", 8, "\"seq\":1", &len) == NULL);
+}
+
+static void
+test_hello_ack(void)
+{
+	size_t len;
+	char *line = record_hello("/a", true, true, &len);
+
+	CHECK_EQ_STR(line, "{\"type\":\"hello\",\"room\":\"/a\",\"version\":1,"
+	    "\"resumed\":true,\"delivery\":\"ack\"}\n");
+	free(line);
+}
+
+static void
+test_decode_ack(void)
+{
+	struct record_cmd cmd;
+
+	CHECK_EQ_INT(decode("{\"type\":\"ack\",\"seq\":42}", &cmd), 0);
+	CHECK_EQ_INT(cmd.command, RECORD_ACK);
+	CHECK_EQ_INT(cmd.seq, 42);
+	record_cmd_free(&cmd);
+	CHECK_EQ_INT(decode("{\"seq\":9007199254740993,\"type\":\"ack\"}",
+	    &cmd), 0);
+	CHECK(cmd.seq == 9007199254740993ULL);
+	record_cmd_free(&cmd);
+	check_rejected("{\"type\":\"ack\"}", "\"seq\" must be");
+	check_rejected("{\"type\":\"ack\",\"seq\":0}", "\"seq\" must be");
+	check_rejected("{\"type\":\"ack\",\"seq\":-3}", "\"seq\" must be");
+	check_rejected("{\"type\":\"ack\",\"seq\":\"7\"}", "\"seq\" must be");
+	check_rejected("{\"type\":\"ack\",\"seq\":1.5}", "\"seq\" must be");
 }
 
 static void
@@ -450,7 +486,9 @@ main(void)
 {
 	RUN(test_hello);
 	RUN(test_open_resumed);
-	RUN(test_message_client);
+	RUN(test_add_field);
+	RUN(test_hello_ack);
+	RUN(test_decode_ack);
 	RUN(test_message_text_escapes);
 	RUN(test_message_nul_survives);
 	RUN(test_message_binary);
