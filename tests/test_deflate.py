@@ -287,6 +287,21 @@ def test_offers_fall_back_to_the_next(echo, offers, answer):
         assert compressed is (answer is not None)
 
 
+def test_offers_in_several_header_fields(echo):
+    """Offers may come in several Sec-WebSocket-Extensions fields: they
+    are one list, in order (RFC 6455 9.1); the first acceptable one is
+    taken whichever field it is in."""
+    headers = [("Sec-WebSocket-Extensions", "x-foo, permessage-deflate; "
+                "bogus"),
+               ("Sec-WebSocket-Extensions", "permessage-deflate; "
+                "server_max_window_bits=11"),
+               ("Sec-WebSocket-Extensions", "permessage-deflate")]
+    with open_deflate(echo.port, "/echo", None, extra_headers=headers) as c:
+        assert c.agreement.server_max_window_bits == 11
+        c.send_message(OP_TEXT, text_of(9000).encode())
+        assert c.recv_message() == (OP_TEXT, text_of(9000).encode(), True)
+
+
 def test_window_of_8_bits(echo):
     """server_max_window_bits=8: zlib cannot deflate with 256 bytes, so
     gatewayd uses 512 and keeps its distances under 256: every message

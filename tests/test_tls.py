@@ -455,18 +455,21 @@ def test_intermediate_ciphers_in_server_order(tls_gateway, pki):
         assert not r.ok, (weak, r.output)
 
 
+@pytest.mark.parametrize("servername", [None, "chat.test"])
 @pytest.mark.parametrize("offer,expected", [
     ("http/1.1", "http/1.1"), ("h2,http/1.1", "http/1.1"), ("h2", None)])
-def test_alpn(tls_gateway, pki, offer, expected):
+def test_alpn(tls_gateway, pki, offer, expected, servername):
     """ALPN: http/1.1 when offered; a client offering only h2 still
-    connects, with no protocol agreed."""
+    connects, with no protocol agreed.  The same with a [tls NAME]
+    certificate."""
     g = tls_gateway(body="[resource /echo]\nbackend = exec:cat\n"
                     "mode = client\n")
-    r = s_client(g.tls_port, pki, "-alpn", offer)
+    r = s_client(g.tls_port, pki, "-alpn", offer, servername=servername)
     assert r.ok, r.output
     assert r.alpn == expected, r.output
     if expected is None:
         assert "No ALPN negotiated" in r.output
+    assert r.cn == (servername or "localhost")
 
 
 @pytest.mark.parametrize("name,cn", [
@@ -488,6 +491,26 @@ def test_sni_picks_the_certificate(tls_gateway, pki, name, cn):
         r = s_client(g.tls_port, pki, version, servername=name)
         assert r.ok and r.cn == cn, (version, r.output)
         assert r.verified, r.output
+
+
+def test_exact_name_before_wildcard_whatever_the_order(tls_gateway, pki):
+    """A [tls NAME] with an exact name wins over a wildcard that also
+    matches, though the wildcard comes first in the file; the wildcard
+    still serves the other names, and tls_min_version holds for a
+    section's certificate too."""
+    body = (f"[tls *.example.test]\ntls_certificate = {pki.wild.cert}\n"
+            f"tls_key = {pki.wild.key}\n"
+            f"[tls exact.example.test]\ntls_certificate = {pki.chat.cert}\n"
+            f"tls_key = {pki.chat.key}\n"
+            "[resource /echo]\nbackend = exec:cat\nmode = client\n")
+    g = tls_gateway(names=False, gateway="tls_min_version = 1.3\n",
+                    body=body)
+    assert s_client(g.tls_port, pki,
+                    servername="exact.example.test").cn == "chat.test"
+    assert s_client(g.tls_port, pki,
+                    servername="other.example.test").cn == "*.example.test"
+    r = s_client(g.tls_port, pki, "-tls1_2", servername="exact.example.test")
+    assert not r.ok, r.output
 
 
 @pytest.mark.parametrize("version", ["-tls1_2", "-tls1_3"])
@@ -870,6 +893,61 @@ async def test_sighup_reloads_certificates_without_dropping_anyone(
         await ws.send("never dropped")
         assert await recv(ws) == "never dropped"
     assert g.proc.poll() is None
+
+
+def test_handshakes_in_flight_survive_a_reload(tls_gateway, pki, tmp_path):
+    """Clients in the middle of their TLS handshake at SIGHUP (ClientHello
+    sent, the server's answer not yet taken) finish it afterwards with
+    the certificate they were offered, and are served; under ASan this
+    also checks that the old contexts outlive their last connection."""
+    live = tmp_path / "live"
+    live.mkdir()
+    cert, key = str(live / "cert.pem"), str(live / "key.pem")
+    shutil.copy(pki.default.cert, cert)
+    shutil.copy(pki.default.key, key)
+    g = tls_gateway(cert=Cert(cert, key, "localhost", None),
+                    body="[resource /echo]\nbackend = " +
+                    example_cmd("echo/room.py") + "\n")
+    pending = []
+    for i in range(10):
+        ctx = pki.client_context()
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(incoming, outgoing,
+                           server_hostname="chat.test" if i % 2 else
+                           "localhost")
+        with pytest.raises(ssl.SSLWantReadError):
+            obj.do_handshake()
+        sock = socket.create_connection(("127.0.0.1", g.tls_port),
+                                        timeout=TIMEOUT)
+        sock.sendall(outgoing.read())
+        pending.append((sock, obj, incoming, outgoing))
+    time.sleep(0.2)
+    replace_file(cert, open(pki.renewed.cert, "rb").read())
+    replace_file(key, open(pki.renewed.key, "rb").read())
+    sighup(g, "SIGHUP: certificates and keys read again")
+    for i, (sock, obj, incoming, outgoing) in enumerate(pending):
+        with sock:
+            while True:
+                try:
+                    obj.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    data = outgoing.read()
+                    if data:
+                        sock.sendall(data)
+                    chunk = sock.recv(65536)
+                    assert chunk, "closed in the handshake"
+                    incoming.write(chunk)
+            cn = dict(x[0] for x in obj.getpeercert()["subject"])[
+                "commonName"]
+            assert cn == ("chat.test" if i % 2 else "localhost")
+            key_ = wsraw.make_key()
+            obj.write(wsraw.handshake_request("/echo", key=key_) +
+                      wsraw.encode_frame(wsraw.OP_TEXT, b"after reload"))
+            sock.sendall(outgoing.read())
+            got = bio_read_until(sock, obj, incoming, b"after reload")
+            assert got.startswith(b"HTTP/1.1 101 ")
+    assert s_client(g.tls_port, pki).cn == "renewed.localhost"
 
 
 async def test_sighup_broken_name_section_keeps_everything(tls_gateway, pki,
