@@ -207,6 +207,26 @@ client_event_size(void)
 	return size;
 }
 
+/* The statuses a connection may be refused with at accept, and why. */
+static const char *
+client_refusal_why(int status)
+{
+	if (server.stopping)
+		return "shutting down";
+	return status == 429 ? "too many connections from your address" :
+	    "too many connections";
+}
+
+/*
+ * A connection refused at accept on a TLS listener cannot be answered
+ * before the TLS handshake; it is taken in as a client that answers its
+ * first request with the status (within handshake_timeout), so that the
+ * client reads the same answer as on a plain listener.  At most this many
+ * at once: past them, a refused TLS connection is just closed, so that a
+ * flood of them costs bounded memory and handshakes.
+ */
+#define CLIENT_TLS_REFUSALS_MAX 64
+
 void
 client_accept(int fd, const struct sockaddr *addr, bool tls, bool admin)
 {
@@ -214,23 +234,27 @@ client_accept(int fd, const struct sockaddr *addr, bool tls, bool admin)
 	struct ip_count *ip = NULL;
 	struct client *c;
 	bool refused;
+	int refusal = 0;
 
 	stats.connections_accepted++;
-	if (server.stopping) {
-		client_refuse(fd, 503, "shutting down");
-		return;
-	}
-	if (server.n_clients >= server.cfg->max_connections) {
-		client_refuse(fd, 503, "too many connections");
-		return;
-	}
-	if (server.cfg->max_connections_per_ip > 0) {
+	if (server.stopping ||
+	    server.n_clients - server.n_refusing >= server.cfg->max_connections)
+		refusal = 503;
+	else if (server.cfg->max_connections_per_ip > 0) {
 		ip = client_ip_acquire(addr, &refused);
-		if (refused) {
-			client_refuse(fd, 429, "too many connections from "
-			    "your address");
-			return;
+		if (refused)
+			refusal = 429;
+	}
+	if (refusal != 0 && (!tls ||
+	    server.n_refusing >= CLIENT_TLS_REFUSALS_MAX)) {
+		if (tls) {
+			stats.connections_refused++;
+			stats.http_status[refusal]++;
+			close(fd);
+		} else {
+			client_refuse(fd, refusal, client_refusal_why(refusal));
 		}
+		return;
 	}
 	c = calloc(1, sizeof(*c) + 3 * client_event_size());
 	if (c == NULL) {
@@ -277,6 +301,11 @@ client_accept(int fd, const struct sockaddr *addr, bool tls, bool admin)
 	}
 	LIST_INSERT_HEAD(&server.clients, c, entry);
 	server.n_clients++;
+	if (refusal != 0) {
+		stats.connections_refused++;
+		c->refusal = (short)refusal;
+		server.n_refusing++;
+	}
 	c->state = tls ? CLIENT_TLS : CLIENT_HANDSHAKE;
 	c->admin = admin;
 	server.n_admin += admin;
@@ -349,6 +378,7 @@ client_free(struct client *c)
 	server.output_bytes -= c->out_counted;
 	server.n_clients--;
 	server.n_admin -= c->admin;
+	server.n_refusing -= c->refusal != 0;
 	stats.clients_closed++;
 	event_del(c->timer);
 	event_del(c->read_event);
@@ -1597,6 +1627,10 @@ client_request(struct client *c, char *head, size_t head_len)
 
 	c->head_scan = 0;
 	c->http_requests++;
+	if (c->refusal != 0) {
+		client_http_error(c, c->refusal, client_refusal_why(c->refusal));
+		return -1;
+	}
 	status = http_req_parse(&req, head, head_len, server.cfg->max_headers);
 	if (status != 0) {
 		client_http_error(c, status, status == 431 ?

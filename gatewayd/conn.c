@@ -238,6 +238,14 @@ void
 conn_close(struct conn *c)
 {
 	if (c->ssl != NULL) {
+		/* SSL_free drops the session from the cache of resumable
+		 * ones unless the connection was shut down: but a client
+		 * that closes first (most do) has ended it orderly too.  A
+		 * connection that failed was dropped from the cache when
+		 * its fatal alert went. */
+		if (SSL_is_init_finished(c->ssl))
+			SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN |
+			    SSL_RECEIVED_SHUTDOWN);
 		SSL_free(c->ssl);
 		c->ssl = NULL;
 	}

@@ -65,6 +65,7 @@ struct server {
 	uint64_t next_client_id;
 	size_t n_clients;		/* every connection, any state */
 	size_t n_admin;			/* of which on the admin listener */
+	size_t n_refusing;		/* of which refused, answered over TLS */
 	LIST_HEAD(, client) clients;
 	struct idmap client_index;	/* clients by id */
 	void *ip_index;			/* tsearch tree of struct ip_count */
@@ -173,6 +174,8 @@ struct client {
 	bool excepted;			/* left out of the broadcast at hand */
 	bool head_request;		/* the request at hand is a HEAD */
 	bool admin;			/* came to the admin listener */
+	short refusal;			/* refused at accept on a TLS listener:
+					 * the status its request gets */
 	bool tap;			/* admin: a tap of admin_room */
 	struct room *admin_room;	/* admin: the room it taps or injects
 					 * into, while open */

@@ -20,6 +20,17 @@
 	"DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:" \
 	"DHE-RSA-CHACHA20-POLY1305"
 
+/* With tls_min_version 1.0 or 1.1, Mozilla's "old" profile: its clients
+ * know only CBC suites, and some only RSA key exchange. */
+#define TLS_CIPHERS_OLD TLS_CIPHERS ":" \
+	"ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES128-SHA256:" \
+	"ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:" \
+	"ECDHE-ECDSA-AES256-SHA384:ECDHE-RSA-AES256-SHA384:" \
+	"ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA:" \
+	"DHE-RSA-AES128-SHA256:DHE-RSA-AES256-SHA256:" \
+	"AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-SHA256:AES256-SHA256:" \
+	"AES128-SHA:AES256-SHA:DES-CBC3-SHA"
+
 struct tls_name {
 	char *name;		/* "example.com" or "*.example.com" */
 	SSL_CTX *ctx;
@@ -167,7 +178,8 @@ tls_ctx_new(const struct cfg *cfg, const struct cfg_text *cert,
 	 * any record, and may be retried from a buffer that moved. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS |
 	    SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-	SSL_CTX_set_cipher_list(ctx, TLS_CIPHERS);
+	SSL_CTX_set_cipher_list(ctx, cfg->tls_min_version < CFG_TLS_1_2 ?
+	    TLS_CIPHERS_OLD : TLS_CIPHERS);
 	SSL_CTX_set_dh_auto(ctx, 1);
 	SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_cb, NULL);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
