@@ -605,7 +605,10 @@ class PerfRecorder:
 
     def start(self):
         self.proc = subprocess.Popen(
-            ["perf", "record", "-q", "-g", "-p", str(self.pid), "-o",
+            # --no-inherit: the server alone, not the programs it spawns
+            # while recording (a cat per connection).
+            ["perf", "record", "-q", "-g", "--no-inherit", "-p",
+             str(self.pid), "-o",
              self.path, "--", "sleep", str(self.seconds)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -789,10 +792,19 @@ class Runner:
                     self.run_one(case, peer, index)
         return time.monotonic() - total
 
-    def run_perf(self, cases, peer):
+    def run_perf(self, cases, peers):
+        """Profile gatewayd-c, or gatewayd-client in the cases that name
+        it instead (a program per connection)."""
         profiles = {}
         for case in cases:
-            print(f"== perf {case.name}: {case.describe()}", flush=True)
+            peer = next((p for p in peers if not p.skip(case) and
+                         (case.peers is None or p.name in case.peers)),
+                        None)
+            if peer is None:
+                self.note(f"{case.name}: no gatewayd to profile")
+                continue
+            print(f"== perf {case.name} ({peer.name}): {case.describe()}",
+                  flush=True)
             result = self.run_one(case, peer, "perf", perf=True)
             profiles[case.name] = result.get("perf_top")
         return profiles
@@ -1115,9 +1127,10 @@ def main():
     parser.add_argument("--peers", help="comma-separated peers (default: "
                         "all): " + ", ".join(p.name for p in PEERS))
     parser.add_argument("--perf", action="store_true",
-                        help="profile gatewayd-c with perf instead: under "
-                             "the --cases given, else under echo-1000, "
-                             "broadcast-1000 and connect-50")
+                        help="profile gatewayd-c (gatewayd-client in its "
+                             "cases) with perf instead: under the --cases "
+                             "given, else under echo-1000, broadcast-1000 "
+                             "and connect-50")
     parser.add_argument("--build", default="build",
                         help="the build directory (build)")
     parser.add_argument("--out", help="results file "
@@ -1167,14 +1180,14 @@ def main():
                     f"largest cases will fail")
 
     if args.perf:
-        gw = next((p for p in peers if p.name == "gatewayd-c"), None)
-        if gw is None or not shutil.which("perf"):
-            sys.exit("run.py: --perf needs gatewayd-c and perf "
-                     "(apt-get install linux-perf)")
+        gws = [p for p in peers if p.name in ("gatewayd-c", "gatewayd-client")]
+        if not gws or not shutil.which("perf"):
+            sys.exit("run.py: --perf needs gatewayd-c (or gatewayd-client) "
+                     "and perf (apt-get install linux-perf)")
         perf_cases = cases if args.cases else [c for c in cases if c.name in (
             "echo-1000", "broadcast-1000", "connect-50",
             "echo-50", "broadcast-50", "connect-10")]
-        profiles = runner.run_perf(perf_cases, gw)
+        profiles = runner.run_perf(perf_cases, gws)
         for name, top in profiles.items():
             print(f"\nperf, gatewayd (self time), {name}:")
             for row in top or []:
