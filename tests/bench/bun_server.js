@@ -82,9 +82,10 @@ const server = Bun.serve({
             if (ws.data.broadcast)
                 ws.subscribe(TOPIC);
         },
-        // Bun compresses what it sends only when asked to, message by
-        // message: with --deflate, ask (gatewayd compresses whatever is
-        // over compression_min_size, 128 bytes).
+        // ws.send compresses only when its compress flag says so (the
+        // echo went uncompressed without it): with --deflate, set it on
+        // both, as gatewayd compresses whatever is over
+        // compression_min_size (128 bytes).
         message(ws, message) {
             if (ws.data.broadcast)
                 server.publish(TOPIC, message, opts.deflate);  // sender too
