@@ -1,7 +1,7 @@
 # The benchmark suite, included by the top Makefile (tests/bench/README.md).
 #
 #   make bench          the full default set, every peer, 3 runs each
-#                       (under 15 minutes); build/bench/results.json
+#                       (under 25 minutes); build/bench/results.json
 #   make bench-smoke    a quick pass over every scenario and peer (< 60 s)
 #   make bench-perf     perf profiles of gatewayd under echo and broadcast
 #
@@ -11,12 +11,26 @@
 BENCH_BUILD    := $(BUILD)/bench
 BENCH_PROGRAMS := $(BENCH_BUILD)/wsbench $(BENCH_BUILD)/bench_room \
     $(BENCH_BUILD)/floor_server
-# websocketd and python3-websockets are the peers; perf is for bench-perf.
-BENCH_PACKAGES := websocketd linux-perf python3-websockets
+# websocketd and python3-websockets are the peers; perf is for bench-perf;
+# openssl makes the TLS cases' certificate.
+BENCH_PACKAGES := websocketd linux-perf python3-websockets openssl
 BENCH_ARGS     ?=
 BENCH_RUN      := $(PYTHON) tests/bench/run.py --build $(BUILD)
 
-.PHONY: bench bench-smoke bench-perf bench-deps bench-programs
+# Bun, the peer to beat: npm's bun package, whose postinstall takes the
+# binary from its optional dependency @oven/bun-linux-x64, on the npm
+# registry like the rest (nothing else is fetched).  That build needs
+# AVX2; a CPU without it gets @oven/bun-linux-x64-baseline instead.
+# $(BUN) links whichever binary runs.  Without npm or the registry, the
+# bun peer is skipped, and run.py says so.
+BUN_DIR        := $(BENCH_BUILD)/bun
+BUN            := $(BUN_DIR)/bun
+BUN_VERSION    ?= 1
+BUN_CANDIDATES := node_modules/bun/bin/bun.exe \
+    node_modules/@oven/bun-linux-x64/bin/bun \
+    node_modules/@oven/bun-linux-x64-baseline/bin/bun
+
+.PHONY: bench bench-smoke bench-perf bench-deps bench-programs bench-bun
 
 $(BENCH_BUILD):
 	mkdir -p $@
@@ -38,7 +52,27 @@ $(BENCH_BUILD)/bench_room: tests/bench/bench_room.c | $(BENCH_BUILD)
 $(BENCH_BUILD)/floor_server: tests/bench/floor_server.c | $(BENCH_BUILD)
 	$(CC) $(ALL_CFLAGS) $(LDSAN) $(LDFLAGS) -o $@ $< -lcrypto
 
-bench-programs: $(BUILD)/gatewayd $(BENCH_PROGRAMS)
+bench-programs: $(BUILD)/gatewayd $(BENCH_PROGRAMS) bench-bun
+
+bench-bun: $(BUN)
+
+$(BUN): | $(BENCH_BUILD)
+	@if ! command -v npm >/dev/null; then \
+	    echo "bench: npm is missing: the bun peer will be skipped"; \
+	    exit 0; fi; \
+	if grep -qw avx2 /proc/cpuinfo; then pkg=bun@$(BUN_VERSION); \
+	else pkg=@oven/bun-linux-x64-baseline@$(BUN_VERSION); fi; \
+	echo "npm install --prefix $(BUN_DIR) $$pkg"; \
+	npm install --prefix $(BUN_DIR) --no-audit --no-fund \
+	    --loglevel=error $$pkg || true; \
+	for exe in $(BUN_CANDIDATES); do \
+	    if [ -x $(BUN_DIR)/$$exe ] && \
+	        $(BUN_DIR)/$$exe --version >/dev/null 2>&1; then \
+	        ln -sfn $$exe $@; \
+	        echo "bench: Bun $$($@ --version) in $(BUN_DIR)"; exit 0; \
+	    fi; \
+	done; \
+	echo "bench: no Bun binary runs: the bun peer will be skipped"
 
 # The top Makefile's deps step, with the peers and perf added.
 bench-deps:

@@ -14,7 +14,9 @@ benchmark's issue, and writes every run and the medians to
 BUILD/bench/results.json.
 
 It builds nothing: `make bench` builds gatewayd, wsbench, bench_room and
-floor_server first.  Standard library only.
+floor_server first, and installs Bun from npm into BUILD/bench/bun.  It
+makes the TLS cases' certificate itself, with openssl.  Standard library
+only.
 """
 import argparse
 import json
@@ -37,6 +39,10 @@ NOFILE = 20000          # the open-file limit of these machines
 READY_TIMEOUT = 15.0    # seconds for a server to accept connections
 STOP_TIMEOUT = 10.0     # seconds for a server to exit on SIGTERM
 RUN_SLACK = 60.0        # seconds a wsbench run may take beyond its plan
+# The most clients and per-connection programs gatewayd-client serves:
+# with three descriptors each (the client's socket, the program's
+# socketpair end and stderr pipe) they stay under the open-file limit.
+CLIENT_MODE_MAX = 4000
 
 
 # Peers ---------------------------------------------------------------------
@@ -46,6 +52,8 @@ class Peer:
 
     name = "?"
     skips = {}          # scenario -> why this peer does not run it
+    only_listed = False  # runs only the cases that name it
+    secure = False      # serves TLS and permessage-deflate cases
 
     def __init__(self, runner):
         self.runner = runner
@@ -54,7 +62,16 @@ class Peer:
         """None, or why the peer cannot run on this machine."""
         return None
 
-    def command(self, port, log_dir):
+    def skip(self, case):
+        """None, or why this peer does not run case."""
+        if case.scenario in self.skips:
+            return self.skips[case.scenario]
+        if (case.tls or case.deflate) and not self.secure:
+            return "TLS and permessage-deflate are measured on gatewayd " \
+                   "and Bun alone"
+        return None
+
+    def command(self, port, log_dir, case):
         raise NotImplementedError
 
     def wsbench_args(self, case):
@@ -66,32 +83,47 @@ class Peer:
 
 
 class Gatewayd(Peer):
-    """gatewayd with the rooms /echo and /broadcast served by backends."""
+    """gatewayd with the rooms /echo and /broadcast served by backends;
+    its listener speaks TLS (the runner's certificate) when the case does,
+    and it agrees to permessage-deflate (compression = yes, its default
+    compression_no_context_takeover = yes) when the case offers it."""
 
     echo_backend = broadcast_backend = None
+    secure = True
 
     def available(self):
         if not os.access(self.runner.gatewayd, os.X_OK):
             return f"{self.runner.gatewayd} is not built (make bench builds it)"
         return None
 
-    def command(self, port, log_dir):
-        config = os.path.join(log_dir, f"{self.name}.ini")
-        with open(config, "w") as f:
-            f.write(f"""; written by tests/bench/run.py
+    def gateway_section(self, port, case, max_connections=NOFILE):
+        tls = ""
+        if case.tls:
+            tls = (f"tls_certificate = {self.runner.tls_cert}\n"
+                   f"tls_key = {self.runner.tls_key}\n")
+        return f"""; written by tests/bench/run.py for {case.name}
 [gateway]
-listen = 127.0.0.1:{port}
-max_connections = {NOFILE}
+listen = 127.0.0.1:{port}{" tls" if case.tls else ""}
+{tls}max_connections = {max_connections}
 log_level = warn
 shutdown_timeout = 3s
 stop_timeout = 1s
+compression = {"yes" if case.deflate else "no"}
+"""
 
+    def resources(self):
+        return f"""
 [resource /echo]
 backend = exec:{self.echo_backend}
 
 [resource /broadcast]
 backend = exec:{self.broadcast_backend}
-""")
+"""
+
+    def command(self, port, log_dir, case):
+        config = os.path.join(log_dir, f"{self.name}.ini")
+        with open(config, "w") as f:
+            f.write(self.gateway_section(port, case) + self.resources())
         return [self.runner.gatewayd, "-c", config]
 
 
@@ -135,6 +167,30 @@ class GatewaydPy(Gatewayd):
         return ["--allow-foreign"] if case.scenario == "broadcast" else []
 
 
+class GatewaydClient(Gatewayd):
+    """gatewayd as websocketd runs programs: a `cat` per connection."""
+
+    name = "gatewayd-client"
+    about = ("gatewayd with [resource /echo] mode = client, format = lines, "
+             "backend = exec:cat: a cat per connection, as websocketd runs "
+             "it")
+    skips = {"broadcast": "a program per connection has no room to "
+                          "broadcast in"}
+    only_listed = True
+
+    def command(self, port, log_dir, case):
+        config = os.path.join(log_dir, f"{self.name}.ini")
+        with open(config, "w") as f:
+            f.write(self.gateway_section(port, case, CLIENT_MODE_MAX) +
+                    f"max_processes = {CLIENT_MODE_MAX}\n" + """
+[resource /echo]
+mode = client
+format = lines
+backend = exec:cat
+""")
+        return [self.runner.gatewayd, "-c", config]
+
+
 class Websocketd(Peer):
     name = "websocketd"
     about = ("Debian's websocketd running cat: a process (and four file "
@@ -150,7 +206,7 @@ class Websocketd(Peer):
         return None if shutil.which("websocketd") else \
             "websocketd is not installed (make bench installs it)"
 
-    def command(self, port, log_dir):
+    def command(self, port, log_dir, case):
         return ["websocketd", f"--port={port}", "--address=127.0.0.1",
                 "--loglevel=fatal", "cat"]
 
@@ -170,7 +226,7 @@ class PyWebsockets(Peer):
         return None if r.returncode == 0 else \
             "python3-websockets is not installed (make bench installs it)"
 
-    def command(self, port, log_dir):
+    def command(self, port, log_dir, case):
         return [PYTHON, os.path.join(ROOT, "tests", "bench", "py_server.py"),
                 "--port", str(port)]
 
@@ -192,32 +248,82 @@ class Floor(Peer):
             return f"{self.runner.floor_server} is not built"
         return None
 
-    def command(self, port, log_dir):
+    def command(self, port, log_dir, case):
         return [self.runner.floor_server, "--port", str(port)]
 
 
-PEERS = [GatewaydC, GatewaydPy, Websocketd, PyWebsockets, Floor]
+class Bun(Peer):
+    name = "bun"
+    about = ("tests/bench/bun_server.js on Bun (npm's bun, uWebSockets "
+             "inside): echo, and broadcast by pub/sub, in one process; TLS "
+             "and perMessageDeflate when the case asks")
+    secure = True
+
+    def __init__(self, runner):
+        super().__init__(runner)
+        self.script = os.path.join(ROOT, "tests", "bench", "bun_server.js")
+
+    def available(self):
+        if not os.access(self.runner.bun, os.X_OK):
+            return (f"{os.path.relpath(self.runner.bun, ROOT)} is missing "
+                    f"(make bench installs it from npm)")
+        try:
+            r = subprocess.run([self.runner.bun, "--version"],
+                               capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"{self.runner.bun} does not run: {e}"
+        if r.returncode != 0:
+            return f"{self.runner.bun} does not run: {r.stderr.strip()}"
+        self.about = f"{self.about} (Bun {r.stdout.strip()})"
+        return None
+
+    def command(self, port, log_dir, case):
+        cmd = [self.runner.bun, self.script, "--port", str(port)]
+        if case.tls:
+            cmd += ["--tls-cert", self.runner.tls_cert,
+                    "--tls-key", self.runner.tls_key]
+        if case.deflate:
+            cmd.append("--deflate")
+        return cmd
+
+
+PEERS = [GatewaydC, GatewaydPy, GatewaydClient, Websocketd, PyWebsockets,
+         Bun, Floor]
 
 
 # Cases ---------------------------------------------------------------------
 
 class Case:
-    """One scenario with its parameters."""
+    """One scenario with its parameters.  Options of wsbench go as keyword
+    arguments (True for a flag: tls, tls_resume, deflate, first_echo);
+    peers names the peers that run it (None: every peer but those that
+    run only where named); tags are other names --cases selects it by."""
 
     def __init__(self, name, scenario, connections, duration, **params):
         self.name = name
         self.scenario = scenario
         self.connections = connections
         self.duration = duration
-        self.params = params            # other wsbench options
         self.peers = params.pop("peers", None)   # None: every peer
+        self.tags = params.pop("tags", [])
+        # peer -> why the case does not list it, for the notes
+        self.why_not = params.pop("why_not", {})
+        self.params = params            # other wsbench options
+        self.tls = bool(params.get("tls") or params.get("tls_resume"))
+        self.deflate = bool(params.get("deflate"))
 
     def wsbench_args(self, connections):
         args = ["--scenario", self.scenario, "--connections", str(connections),
                 "--duration", str(self.duration)]
         for key, value in self.params.items():
-            args += ["--" + key.replace("_", "-"), str(value)]
+            if value is True:
+                args.append("--" + key.replace("_", "-"))
+            elif value is not False:
+                args += ["--" + key.replace("_", "-"), str(value)]
         return args
+
+    def selected_by(self, names):
+        return bool({self.name, self.scenario, *self.tags} & set(names))
 
     def planned_seconds(self):
         p = self.params
@@ -227,20 +333,32 @@ class Case:
     def describe(self, connections=None):
         n = connections or self.connections
         p = self.params
+        how = []
+        if self.tls:
+            how.append("TLS, resumed sessions" if p.get("tls_resume")
+                       else "TLS")
+        if self.deflate:
+            how.append("permessage-deflate")
+        if p.get("payload") == "json":
+            how.append("JSON text")
+        how = f" ({', '.join(how)})" if how else ""
         if self.scenario == "echo":
-            return (f"echo: N={n} connections, S={p.get('size', 64)} bytes, "
-                    f"W={p.get('inflight', 1)} in flight each, "
+            return (f"echo{how}: N={n} connections, S={p.get('size', 64)} "
+                    f"bytes, W={p.get('inflight', 1)} in flight each, "
                     f"{self.duration:g} s measured")
         if self.scenario == "broadcast":
             pace = (f"{p['rate']:g} a second" if p.get("rate") else
                     f"window {p.get('window', 64)}")
-            return (f"broadcast: N={n} receivers and 1 sender, "
+            return (f"broadcast{how}: N={n} receivers and 1 sender, "
                     f"M={p.get('messages')} messages of "
                     f"{p.get('size', 64)} bytes, {pace}, "
                     f"at most {self.duration:g} s")
         if self.scenario == "idle":
-            return (f"idle: N={n} connections held {self.duration:g} s")
-        return (f"connect: C={n} in parallel, {self.duration:g} s measured")
+            return (f"idle{how}: N={n} connections held {self.duration:g} s")
+        cycle = (f", each with one echo of {p.get('size', 64)} bytes"
+                 if p.get("first_echo") else "")
+        return (f"connect{how}: C={n} in parallel{cycle}, "
+                f"{self.duration:g} s measured")
 
 
 def full_cases():
@@ -249,7 +367,12 @@ def full_cases():
         Case("echo-1000", "echo", 1000, 5, size=64, inflight=1, warmup=1),
         # websocketd cannot hold 10000 (four descriptors per connection).
         Case("echo-10000", "echo", 10000, 5, size=64, inflight=1, warmup=1,
-             peers=["gatewayd-c", "gatewayd-py", "py-websockets", "floor"]),
+             peers=["gatewayd-c", "gatewayd-py", "py-websockets", "bun",
+                    "floor"],
+             why_not={"websocketd": f"a process and four file descriptors "
+                                    f"per connection (more while it forks) "
+                                    f"do not fit 10000 connections in the "
+                                    f"open-file limit of {NOFILE}"}),
         # As fast as the receivers keep up: a new message whenever one
         # has reached them all, at most 64 on their way.
         Case("broadcast-1000", "broadcast", 1000, 5, size=64,
@@ -261,7 +384,70 @@ def full_cases():
         # The open-file limit is 20000 per process: 15000 leaves room.
         Case("idle-15000", "idle", 15000, 2, settle=1),
         Case("connect-50", "connect", 50, 5, warmup=1),
+    ] + client_cases(quick=False) + bun_cases(quick=False)
+
+
+# Issue 10: a program per connection, gatewayd against websocketd.
+CLIENT_PEERS = ["gatewayd-client", "websocketd"]
+# Issue 12: gatewayd against Bun, with TLS and permessage-deflate.
+BUN_PEERS = ["gatewayd-c", "bun"]
+# The realistic message of the compression cases: wsbench's chat-like
+# JSON object (--payload json), which deflate shrinks about 1.85 times.
+JSON_SIZE = 1024
+
+
+def client_cases(quick):
+    n_echo, n_conn, secs, warm = (20, 10, 1, 0.3) if quick else \
+        (100, 50, 5, 1)
+    common = dict(peers=CLIENT_PEERS, tags=["client"])
+    return [
+        Case(f"client-echo-{n_echo}", "echo", n_echo, secs, size=64,
+             inflight=1, warmup=warm, **common),
+        # Each cycle spawns a cat: connect, 101, one echo, close.
+        Case(f"client-connect-{n_conn}", "connect", n_conn, secs,
+             warmup=warm, first_echo=True, size=64, **common),
     ]
+
+
+def bun_cases(quick):
+    n, n_conn, n_idle = (50, 10, 500) if quick else (1000, 50, 5000)
+    secs, warm, held, settle = (1, 0.3, 0.5, 0.3) if quick else \
+        (5, 1, 2, 1)
+    # Broadcast: a new message as soon as one has reached every receiver,
+    # at most `window` on their way: 16 KiB ones get a window of 16, to
+    # stay well under the 1 MiB a client may have queued (both servers
+    # close a client past it).  The message counts stop long before 5 s
+    # only on a fast machine.
+    sizes = [("58", 58, 20000, 64), ("1k", 1024, 10000, 64),
+             ("16k", 16384, 2000, 16)]
+    bun = dict(peers=BUN_PEERS)
+    cases = [Case(f"broadcast-{n}-{label}", "broadcast", n, secs, size=size,
+                  payload="json", messages=messages, window=window,
+                  tags=["bun"], **bun)
+             for label, size, messages, window in sizes]
+    cases += [
+        Case(f"wss-echo-{n}", "echo", n, secs, size=64, inflight=1,
+             warmup=warm, tls=True, tags=["bun", "tls"], **bun),
+        Case(f"wss-broadcast-{n}", "broadcast", n, secs, size=58,
+             payload="json", messages=20000, window=64, tls=True,
+             tags=["bun", "tls"], **bun),
+        # Full handshakes, then resumed ones (a ticket of an earlier
+        # connection), each with the WebSocket upgrade and close.
+        Case(f"tls-connect-{n_conn}", "connect", n_conn, secs, warmup=warm,
+             tls=True, tags=["bun", "tls"], **bun),
+        Case(f"tls-resume-{n_conn}", "connect", n_conn, secs, warmup=warm,
+             tls_resume=True, tags=["bun", "tls"], **bun),
+        Case(f"deflate-echo-{n}", "echo", n, secs, size=JSON_SIZE,
+             payload="json", inflight=1, warmup=warm, deflate=True,
+             tags=["bun", "deflate"], **bun),
+        Case(f"deflate-broadcast-{n}", "broadcast", n, secs,
+             size=JSON_SIZE, payload="json", messages=10000, window=64,
+             deflate=True, tags=["bun", "deflate"], **bun),
+        Case(f"wss-deflate-idle-{n_idle}", "idle", n_idle, held,
+             settle=settle, tls=True, deflate=True,
+             tags=["bun", "tls", "deflate"], **bun),
+    ]
+    return cases
 
 
 def quick_cases():
@@ -271,7 +457,7 @@ def quick_cases():
              window=64),
         Case("idle-500", "idle", 500, 0.5, settle=0.3),
         Case("connect-10", "connect", 10, 1, warmup=0.3),
-    ]
+    ] + client_cases(quick=True) + bun_cases(quick=True)
 
 
 # Processes -----------------------------------------------------------------
@@ -326,14 +512,16 @@ def alive(pid):
 class Server:
     """One running peer."""
 
-    def __init__(self, peer, log_dir, tag):
+    def __init__(self, peer, case, log_dir, tag):
         self.peer = peer
+        self.case = case
         self.port = free_port()
         self.log_path = os.path.join(log_dir, f"{tag}.log")
         self.proc = None
 
     def start(self):
-        cmd = self.peer.command(self.port, os.path.dirname(self.log_path))
+        cmd = self.peer.command(self.port, os.path.dirname(self.log_path),
+                                self.case)
         log = open(self.log_path, "w")
         try:
             self.proc = self.spawn(cmd, log)
@@ -417,7 +605,10 @@ class PerfRecorder:
 
     def start(self):
         self.proc = subprocess.Popen(
-            ["perf", "record", "-q", "-g", "-p", str(self.pid), "-o",
+            # --no-inherit: the server alone, not the programs it spawns
+            # while recording (a cat per connection).
+            ["perf", "record", "-q", "-g", "--no-inherit", "-p",
+             str(self.pid), "-o",
              self.path, "--", "sleep", str(self.seconds)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -453,6 +644,11 @@ class Runner:
         self.wsbench = os.path.join(build, "bench", "wsbench")
         self.bench_room = os.path.join(build, "bench", "bench_room")
         self.floor_server = os.path.join(build, "bench", "floor_server")
+        # bench.mk links the Bun binary npm installed here.
+        self.bun = os.path.join(build, "bench", "bun", "bun")
+        tls_dir = os.path.join(build, "bench", "tls")
+        self.tls_cert = os.path.join(tls_dir, "cert.pem")
+        self.tls_key = os.path.join(tls_dir, "key.pem")
         self.out_dir = os.path.join(build, "bench")
         self.log_dir = os.path.join(self.out_dir, "logs")
         os.makedirs(self.log_dir, exist_ok=True)
@@ -466,7 +662,7 @@ class Runner:
     def run_one(self, case, peer, index, perf=False):
         n = peer.connections(case)
         tag = f"{case.name}-{peer.name}-{index}"
-        server = Server(peer, self.log_dir, tag)
+        server = Server(peer, case, self.log_dir, tag)
         result = {"case": case.name, "peer": peer.name, "run": index,
                   "connections": n}
         t0 = time.monotonic()
@@ -546,22 +742,41 @@ class Runner:
         result["ok"] = bool(report.get("ok")) and proc.returncode == 0
         return result
 
+    def make_certificate(self):
+        """The TLS cases' self-signed certificate: ECDSA P-256, the key
+        most sites use, made once per build directory."""
+        if os.path.exists(self.tls_cert) and os.path.exists(self.tls_key):
+            return
+        os.makedirs(os.path.dirname(self.tls_cert), exist_ok=True)
+        r = subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:prime256v1", "-nodes", "-days", "3650",
+             "-subj", "/CN=localhost", "-addext",
+             "subjectAltName=DNS:localhost,IP:127.0.0.1",
+             "-keyout", self.tls_key, "-out", self.tls_cert],
+            capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(f"run.py: openssl could not make the certificate: "
+                     f"{r.stderr.strip()}")
+
     def run(self, cases, peers):
         total = time.monotonic()
+        if any(c.tls for c in cases):
+            self.make_certificate()
         for case in cases:
             runnable = []
             for peer in peers:
-                if case.peers is not None and peer.name not in case.peers:
-                    if peer.name == "websocketd":
-                        self.note(f"{case.name}: websocketd skipped: a process "
-                                  f"and four file descriptors per connection "
-                                  f"(more while it forks) do not fit "
-                                  f"{case.connections} connections in the "
-                                  f"open-file limit of {NOFILE}")
+                if peer.only_listed and (case.peers is None or
+                                         peer.name not in case.peers):
                     continue
-                if case.scenario in peer.skips:
-                    self.note(f"{case.name}: {peer.name} skipped: "
-                              f"{peer.skips[case.scenario]}")
+                if case.peers is not None and peer.name not in case.peers:
+                    if peer.name in case.why_not:
+                        self.note(f"{case.name}: {peer.name} skipped: "
+                                  f"{case.why_not[peer.name]}")
+                    continue
+                why = peer.skip(case)
+                if why:
+                    self.note(f"{case.name}: {peer.name} skipped: {why}")
                     continue
                 if peer.connections(case) != case.connections:
                     self.note(f"{case.name}: {peer.name} measured at "
@@ -577,10 +792,19 @@ class Runner:
                     self.run_one(case, peer, index)
         return time.monotonic() - total
 
-    def run_perf(self, cases, peer):
+    def run_perf(self, cases, peers):
+        """Profile gatewayd-c, or gatewayd-client in the cases that name
+        it instead (a program per connection)."""
         profiles = {}
         for case in cases:
-            print(f"== perf {case.name}: {case.describe()}", flush=True)
+            peer = next((p for p in peers if not p.skip(case) and
+                         (case.peers is None or p.name in case.peers)),
+                        None)
+            if peer is None:
+                self.note(f"{case.name}: no gatewayd to profile")
+                continue
+            print(f"== perf {case.name} ({peer.name}): {case.describe()}",
+                  flush=True)
             result = self.run_one(case, peer, "perf", perf=True)
             profiles[case.name] = result.get("perf_top")
         return profiles
@@ -588,7 +812,7 @@ class Runner:
 
 # Summaries -----------------------------------------------------------------
 
-# What the table shows per scenario: (label, dotted key, format).
+# What the table shows per scenario: (label, dotted key, format[, scale]).
 COLUMNS = {
     "echo": [("rt/s", "echo.per_second", "{:.0f}"),
              ("p50 us", "latency_us.p50", "{:.0f}"),
@@ -599,7 +823,8 @@ COLUMNS = {
              ("gen us/rt", "cpu_per_op_us.generator", "{:.2f}"),
              ("srv cpu", "cpu.server_util", "{:.0%}"),
              ("bk cpu", "cpu.backends_util", "{:.0%}"),
-             ("gen cpu", "cpu.generator_util", "{:.0%}")],
+             ("gen cpu", "cpu.generator_util", "{:.0%}"),
+             ("deflated", "deflate.received_ratio", "{:.2f}")],
     "broadcast": [("deliv/s", "broadcast.deliveries_per_second", "{:.0f}"),
                   ("msgs/s", "broadcast.messages_per_second", "{:.0f}"),
                   ("p50 us", "latency_us.p50", "{:.0f}"),
@@ -609,6 +834,7 @@ COLUMNS = {
                   ("gen us/dl", "cpu_per_op_us.generator", "{:.3f}"),
                   ("srv cpu", "cpu.server_util", "{:.0%}"),
                   ("gen cpu", "cpu.generator_util", "{:.0%}"),
+                  ("deflated", "deflate.received_ratio", "{:.2f}"),
                   ("lost", "errors.lost", "{:.0f}"),
                   ("dup", "errors.duplicated", "{:.0f}"),
                   ("reord", "errors.reordered", "{:.0f}")],
@@ -628,6 +854,9 @@ COLUMNS = {
                 ("srv cpu", "cpu.server_util", "{:.0%}"),
                 ("gen cpu", "cpu.generator_util", "{:.0%}")],
 }
+
+# Columns shown only when some peer has them: what only some cases measure.
+OPTIONAL = {"deflate.received_ratio"}
 
 # The number a peer is compared by, and whether more is better.
 PRIMARY = {"echo": ("echo.per_second", True),
@@ -700,9 +929,10 @@ def print_table(cases, summary, peers):
                 if (case.name, p.name) in summary]
         if not rows:
             continue
-        cols = COLUMNS[case.scenario]
+        cols = [c for c in COLUMNS[case.scenario] if c[1] not in OPTIONAL or
+                any(c[1] in s["median"] for s in rows)]
         primary, _ = PRIMARY[case.scenario]
-        refs = [p for p in ("websocketd", "py-websockets")
+        refs = [p for p in ("websocketd", "py-websockets", "bun")
                 if (case.name, p) in summary and
                 summary[(case.name, p)]["median"]]
         header = ["peer", "ok"] + [c[0] for c in cols] + \
@@ -729,26 +959,28 @@ def print_table(cases, summary, peers):
     print()
     print("rt = round trip, dl = delivery, hs = handshake; srv = the server "
           "process, bk = its children (backends), gen = wsbench; CPU % of "
-          "one core over the measured interval; x PEER = the first column "
-          "over that peer's (for idle: bytes per connection, lower is "
-          "better)")
+          "one core over the measured interval; deflated = bytes inflated "
+          "over bytes received; x PEER = the first column over that peer's "
+          "(for idle: bytes per connection, lower is better)")
 
 
-def check_targets(summary):
-    """The issue's targets, for gatewayd with the C room backend."""
+def check_targets(summary, info):
+    """The issues' targets, for gatewayd with the C room backend (and, for
+    a program per connection, gatewayd-client); info gets the figures
+    that have no target but that the issues ask to see."""
     def m(case, peer, key):
         s = summary.get((case, peer))
         return s["median"].get(key) if s else None
 
     checks = []
 
-    def check(name, value, limit, ok):
-        if value is None or limit is None:
-            checks.append({"target": name, "value": value, "limit": limit,
-                           "pass": None})
-        else:
-            checks.append({"target": name, "value": value, "limit": limit,
-                           "pass": bool(ok(value, limit))})
+    def check(name, value, limit, ok, note=None):
+        c = {"target": name, "value": value, "limit": limit, "pass": None}
+        if value is not None and limit is not None:
+            c["pass"] = bool(ok(value, limit))
+        if note:
+            c["note"] = note
+        checks.append(c)
 
     gw_rt = m("echo-1000", "gatewayd-c", "echo.per_second")
     wd_rt = m("echo-1000", "websocketd", "echo.per_second")
@@ -775,17 +1007,85 @@ def check_targets(summary):
     e10k = m("echo-10000", "gatewayd-c", "echo.per_second")
     check("echo N=10000: round trips/s >= 80% of N=100's", e10k,
           e100 and 0.8 * e100, lambda v, lim: v >= lim)
+
+    # Issue 10: a program per connection, against websocketd.
+    for case, what, key, times in (
+            ("client-echo-100", "round trips/s", "echo.per_second", 1.5),
+            ("client-connect-50", "handshakes/s (spawn, echo, close)",
+             "connect.per_second", 2)):
+        gw = m(case, "gatewayd-client", key)
+        wd = m(case, "websocketd", key)
+        check(f"{case}: gatewayd-client {what} >= {times:g} x websocketd",
+              gw, wd and times * wd, lambda v, lim: v >= lim)
+    spawn = m("client-connect-50", "gatewayd-client", "cpu_per_op_us.server")
+    if spawn is not None:
+        wd = m("client-connect-50", "websocketd", "cpu_per_op_us.server")
+        kids = m("client-connect-50", "gatewayd-client",
+                 "cpu_per_op_us.backends")
+        info.append(
+            f"client-connect-50: gatewayd's own CPU per spawn (the daemon "
+            f"alone, its cat processes not counted): {spawn:.1f} us"
+            + (f"; websocketd's {wd:.1f} us" if wd is not None else "")
+            + (f"; the cat processes' {kids:.1f} us" if kids is not None
+               else ""))
+
+    # Issue 12: against Bun, with the same certificate and deflate.
+    def vs_bun(case, what, key, unit, more_is_better=False):
+        gw = m(case, "gatewayd-c", key)
+        bun = m(case, "bun", key)
+        note = None
+        if key.startswith("cpu_per_op_us."):
+            bk = m(case, "gatewayd-c", "cpu_per_op_us.backends")
+            if bk is not None and gw is not None:
+                note = (f"gateway alone; bench_room adds {bk:.3g} {unit}, "
+                        f"{gw + bk:.4g} together")
+        if more_is_better:
+            check(f"{case}: {what} >= Bun's", gw, bun,
+                  lambda v, lim: v >= lim, note)
+        else:
+            check(f"{case}: {what} <= Bun's ({unit})", gw, bun,
+                  lambda v, lim: v <= lim, note)
+
+    cpu = "cpu_per_op_us.server"
+    for size in ("58", "1k", "16k"):
+        vs_bun(f"broadcast-1000-{size}", "CPU per delivery", cpu, "us")
+    vs_bun("wss-echo-1000", "CPU per round trip", cpu, "us")
+    vs_bun("wss-broadcast-1000", "CPU per delivery", cpu, "us")
+    for case, what in (("tls-connect-50", "full"),
+                       ("tls-resume-50", "resumed")):
+        vs_bun(case, f"CPU per {what} TLS handshake", cpu, "us")
+        vs_bun(case, f"{what} TLS handshakes/s", "connect.per_second",
+               "/s", more_is_better=True)
+    vs_bun("deflate-echo-1000", "CPU per round trip", cpu, "us")
+    vs_bun("deflate-broadcast-1000", "CPU per delivery", cpu, "us")
+    plain = m("broadcast-1000-1k", "gatewayd-c", cpu)
+    check("deflate-broadcast-1000: CPU per delivery <= 2 x the same "
+          "messages plain (broadcast-1000-1k) (us)",
+          m("deflate-broadcast-1000", "gatewayd-c", cpu),
+          plain and 2 * plain, lambda v, lim: v <= lim)
+    vs_bun("wss-deflate-idle-5000", "RSS per idle connection",
+           "idle.server_bytes_per_conn", "bytes")
     return checks
 
 
-def print_targets(checks):
+def print_targets(checks, info):
     print()
-    print("targets (gatewayd-c):")
+    print("targets (gatewayd-c unless named):")
+    unmeasured = 0
     for c in checks:
+        if c["value"] is None:
+            unmeasured += 1     # its case did not run, or failed
+            continue
         verdict = {True: "pass", False: "FAIL", None: "n/a "}[c["pass"]]
         value = "-" if c["value"] is None else f"{c['value']:.4g}"
         limit = "-" if c["limit"] is None else f"{c['limit']:.4g}"
-        print(f"  {verdict}  {c['target']}: {value} (limit {limit})")
+        note = f"; {c['note']}" if c.get("note") else ""
+        print(f"  {verdict}  {c['target']}: {value} (limit {limit}{note})")
+    if unmeasured:
+        print(f"  ({unmeasured} more not measured: their cases did not "
+              f"run, or failed)")
+    for line in info:
+        print(f"  info  {line}")
 
 
 def machine():
@@ -821,14 +1121,16 @@ def main():
                              "one run")
     parser.add_argument("--runs", type=int,
                         help="runs per case and peer (3; --quick: 1)")
-    parser.add_argument("--cases", help="comma-separated case names or "
-                        "scenarios (default: all)")
+    parser.add_argument("--cases", help="comma-separated case names, "
+                        "scenarios or tags: client (issue 10's cases), bun "
+                        "(issue 12's), tls, deflate (default: all)")
     parser.add_argument("--peers", help="comma-separated peers (default: "
                         "all): " + ", ".join(p.name for p in PEERS))
     parser.add_argument("--perf", action="store_true",
-                        help="profile gatewayd-c with perf instead: under "
-                             "the --cases given, else under echo-1000, "
-                             "broadcast-1000 and connect-50")
+                        help="profile gatewayd-c (gatewayd-client in its "
+                             "cases) with perf instead: under the --cases "
+                             "given, else under echo-1000, broadcast-1000 "
+                             "and connect-50")
     parser.add_argument("--build", default="build",
                         help="the build directory (build)")
     parser.add_argument("--out", help="results file "
@@ -845,7 +1147,7 @@ def main():
     cases = quick_cases() if args.quick else full_cases()
     if args.cases:
         wanted = args.cases.split(",")
-        cases = [c for c in cases if c.name in wanted or c.scenario in wanted]
+        cases = [c for c in cases if c.selected_by(wanted)]
         if not cases:
             parser.error(f"no case matches {args.cases}")
     peers = [cls(runner) for cls in PEERS]
@@ -856,10 +1158,11 @@ def main():
             parser.error(f"unknown peers: {', '.join(sorted(unknown))}")
         peers = [p for p in peers if p.name in wanted]
     if args.list:
+        width = max(len(x.name) for x in cases + peers)
         for c in cases:
-            print(f"{c.name:<16} {c.describe()}")
+            print(f"{c.name:<{width}}  {c.describe()}")
         for p in peers:
-            print(f"{p.name:<16} {p.about}")
+            print(f"{p.name:<{width}}  {p.about}")
         return 0
 
     if not os.access(runner.wsbench, os.X_OK):
@@ -877,14 +1180,14 @@ def main():
                     f"largest cases will fail")
 
     if args.perf:
-        gw = next((p for p in peers if p.name == "gatewayd-c"), None)
-        if gw is None or not shutil.which("perf"):
-            sys.exit("run.py: --perf needs gatewayd-c and perf "
-                     "(apt-get install linux-perf)")
+        gws = [p for p in peers if p.name in ("gatewayd-c", "gatewayd-client")]
+        if not gws or not shutil.which("perf"):
+            sys.exit("run.py: --perf needs gatewayd-c (or gatewayd-client) "
+                     "and perf (apt-get install linux-perf)")
         perf_cases = cases if args.cases else [c for c in cases if c.name in (
             "echo-1000", "broadcast-1000", "connect-50",
             "echo-50", "broadcast-50", "connect-10")]
-        profiles = runner.run_perf(perf_cases, gw)
+        profiles = runner.run_perf(perf_cases, gws)
         for name, top in profiles.items():
             print(f"\nperf, gatewayd (self time), {name}:")
             for row in top or []:
@@ -904,9 +1207,10 @@ def main():
     elapsed = runner.run(cases, peers)
     summary = summarize(cases, runner.results)
     print_table(cases, summary, peers)
-    checks = check_targets(summary) if not args.quick else []
+    info = []
+    checks = check_targets(summary, info) if not args.quick else []
     if checks:
-        print_targets(checks)
+        print_targets(checks, info)
     for note in runner.notes:
         print(f"note: {note}")
     failed = [r for r in runner.results if not r.get("ok")]
@@ -919,7 +1223,8 @@ def main():
                    "cases": {c.name: c.describe() for c in cases},
                    "notes": runner.notes,
                    "summary": list(summary.values()),
-                   "targets": checks, "runs": runner.results}, f, indent=1)
+                   "targets": checks, "info": info,
+                   "runs": runner.results}, f, indent=1)
     print(f"\n{len(runner.results)} runs in {elapsed:.0f} s, "
           f"{len(failed)} failed; wrote {os.path.relpath(out, ROOT)}")
     for p in problems:

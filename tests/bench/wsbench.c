@@ -19,9 +19,19 @@
  *   idle       the connections are opened and held for --duration; the
  *              server's memory is sampled before and after
  *   connect    --connections workers each open a connection, complete the
- *              handshake, close it (close frame, the peer's close frame,
- *              then a reset so that no TIME_WAIT state piles up) and start
- *              over, for --duration
+ *              handshake (with --first-echo: and one echoed message), close
+ *              it (close frame, the peer's close frame, then a reset so
+ *              that no TIME_WAIT state piles up) and start over, for
+ *              --duration
+ *
+ * --tls speaks TLS (OpenSSL, non-blocking, on the same loop) under every
+ * connection; with --tls-resume each handshake resumes the session of a
+ * ticket an earlier connection got.  --deflate offers permessage-deflate
+ * with both no_context_takeover parameters, requires the server to agree,
+ * compresses every data message it sends and inflates every compressed
+ * message it gets (zlib).  --payload json makes the messages chat-like
+ * JSON objects instead of a letter pattern, so that compression has
+ * something realistic to work on.
  *
  * With --server-pid the server's CPU time (utime + stime) and its
  * descendants' (the backends) are read from /proc over the measured
@@ -63,7 +73,11 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/ssl.h>
+#include <zlib.h>
 
 #include "handshake.h"
 #include "ws_frame.h"
@@ -84,6 +98,13 @@
 					 * highest, to tell duplicates from
 					 * late arrivals */
 #define WSB_BCAST_HEAD		36	/* "#B" seq ' ' ts '|': 2+16+1+16+1 */
+#define WSB_TLS_WRITE_CHUNK	65536	/* queued bytes handed to one
+					 * SSL_write: at least the record a
+					 * retry must repeat (16 KiB) */
+#define WSB_ZLIB_LEVEL		1	/* our compressor: the cheapest, so
+					 * that the generator keeps up */
+#define WSB_DEFLATE_OFFER	"permessage-deflate; " \
+	"client_no_context_takeover; server_no_context_takeover"
 
 #define NS_PER_S		1000000000ULL
 #define NS_PER_MS		1000000ULL
@@ -95,6 +116,12 @@ enum scenario {
 	SC_BROADCAST,
 	SC_IDLE,
 	SC_CONNECT,
+};
+
+/* What the messages hold besides their identity. */
+enum payload {
+	PAYLOAD_PATTERN,	/* letters in a shifting pattern */
+	PAYLOAD_JSON,		/* a chat-like JSON object (json_fill) */
 };
 
 struct opts {
@@ -120,6 +147,13 @@ struct opts {
 	pid_t server_pid;		/* 0: no /proc sampling */
 	bool allow_foreign;		/* broadcast: ignore messages that are
 					 * not ours (a chat room's joins) */
+	bool first_echo;		/* connect: one echoed message on
+					 * every connection before its close */
+	bool tls;			/* TLS under every connection */
+	bool tls_resume;		/* resume sessions (implies tls) */
+	bool deflate;			/* offer and require
+					 * permessage-deflate */
+	enum payload payload;
 	bool json;
 };
 
@@ -163,6 +197,7 @@ static const char *const phase_names[] = {
 enum conn_state {
 	CONN_FREE,		/* no socket (not yet opened, or closed) */
 	CONN_CONNECTING,	/* TCP connect in progress */
+	CONN_TLS,		/* TLS handshake in progress */
 	CONN_HANDSHAKE,		/* request sent, reading the 101 */
 	CONN_OPEN,		/* frames both ways */
 	CONN_CLOSING,		/* our close frame sent, awaiting the peer's */
@@ -177,6 +212,8 @@ struct conn {
 					 * check it to stop touching a
 					 * connection closed under them */
 	int fd;
+	SSL *ssl;			/* --tls: the connection's TLS */
+	bool deflate;			/* permessage-deflate agreed */
 	struct event *rev;		/* persistent EV_READ */
 	struct event *wev;		/* EV_WRITE, added when output waits
 					 * or the connect is in progress */
@@ -301,11 +338,37 @@ struct bench {
 					 * handshake, in the measured phase */
 	uint64_t ops;			/* the same, counted */
 	uint64_t rng;			/* xorshift64 state */
-	uint8_t *tx;			/* the frame being sent */
-	size_t tx_cap, tx_hlen, tx_len;
+	uint8_t *tx;			/* the frame being sent: its payload
+					 * at WS_FRAME_MAX_HEADER, the header
+					 * written just before it */
+	size_t tx_cap, tx_len;
+	enum ws_frame_opcode tx_op;
 	uint8_t tx_mask[4];
 	uint8_t *expect;		/* echo: the reply expected */
+	size_t mark_off;		/* broadcast: where the mark starts in
+					 * the payload (json_fill's "id") */
 	uint8_t rbuf[WSB_READ_SIZE];
+
+	/* --tls */
+	SSL_CTX *ssl_ctx;
+	SSL_SESSION *session;		/* --tls-resume: the latest ticket */
+	uint64_t tls_handshakes;	/* measured: completed TLS handshakes */
+	uint64_t tls_resumed;		/* of which resumed a session */
+	uint64_t tls_tickets;		/* session tickets received */
+	char tls_version[16];		/* of the first connection */
+	char tls_cipher[64];
+	char tls_group[32];
+
+	/* --deflate: one stream each way, reset for every message, as
+	 * neither side takes context over */
+	z_stream zd, zi;
+	bool zd_ready, zi_ready;
+	uint8_t *ztx;			/* a compressed frame, as B.tx */
+	size_t ztx_cap, ztx_len;
+	uint8_t *zrx;			/* an inflated message */
+	size_t zrx_cap;
+	uint64_t z_tx_msgs, z_tx_plain, z_tx_wire;
+	uint64_t z_rx_msgs, z_rx_plain, z_rx_wire, z_rx_uncompressed;
 
 	/* echo */
 	uint64_t outstanding;		/* messages sent and not echoed */
@@ -692,6 +755,16 @@ conn_close(struct conn *c, enum conn_state next)
 {
 	struct linger lg = { 1, 0 };
 
+	if (c->ssl != NULL) {
+		/* No close_notify: the socket is reset below anyway.  Marked
+		 * as shut down all the same, or SSL_free would make the
+		 * session it holds (the latest ticket) unresumable. */
+		SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN |
+		    SSL_RECEIVED_SHUTDOWN);
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+	}
+	c->deflate = false;
 	if (c->fd != -1) {
 		(void)setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 		close(c->fd);
@@ -746,12 +819,69 @@ conn_fail(struct conn *c, enum err_kind kind, const char *fmt, ...)
 	va_end(ap);
 	bench_error(kind, c, "%s", text);
 	conn_close(c, CONN_DEAD);
-	if (was == CONN_CONNECTING || was == CONN_HANDSHAKE)
+	if (was == CONN_CONNECTING || was == CONN_TLS || was == CONN_HANDSHAKE)
 		conn_resolved();
 	else if (was == CONN_OPEN && B.drv->lost != NULL && !B.finished)
 		B.drv->lost(c);
 	else if (was == CONN_CLOSING && B.drv->closed != NULL)
 		B.drv->closed(c);
+}
+
+/* What OpenSSL says went wrong, for an error text. */
+static const char *
+tls_error(int err)
+{
+	static char text[160];
+	unsigned long e = ERR_peek_last_error();
+
+	if (e != 0) {
+		ERR_error_string_n(e, text, sizeof(text));
+		ERR_clear_error();
+		return text;
+	}
+	if (err == SSL_ERROR_SYSCALL)
+		return errno != 0 ? strerror(errno) : "EOF";
+	if (err == SSL_ERROR_ZERO_RETURN)
+		return "EOF (close_notify)";
+	snprintf(text, sizeof(text), "SSL error %d", err);
+	return text;
+}
+
+/* Send what the socket (or TLS) takes of len bytes: how many, 0 when none
+ * would go without blocking, -1 when c failed (and was closed). */
+static ssize_t
+conn_send(struct conn *c, const void *data, size_t len)
+{
+	size_t done = 0;
+	ssize_t n;
+	int r, err;
+
+	if (c->ssl == NULL) {
+		n = send(c->fd, data, len, MSG_NOSIGNAL);
+		if (n >= 0)
+			return n;
+		if (errno == EAGAIN || errno == EINTR)
+			return 0;
+		conn_fail(c, E_CLOSED, "send: %s", strerror(errno));
+		return -1;
+	}
+	/* SSL_MODE_ENABLE_PARTIAL_WRITE: SSL_write returns after each
+	 * record; go on while the socket takes them. */
+	while (done < len) {
+		ERR_clear_error();
+		r = SSL_write(c->ssl, (const uint8_t *)data + done,
+		    (int)(len - done > INT32_MAX ? INT32_MAX : len - done));
+		if (r > 0) {
+			done += (size_t)r;
+			continue;
+		}
+		err = SSL_get_error(c->ssl, r);
+		if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ)
+			break;
+		conn_fail(c, E_CLOSED, "SSL_write: %s", tls_error(err));
+		return -1;
+	}
+	return (ssize_t)done;
 }
 
 /* Write len bytes to c: at once if nothing is queued, the rest queued for
@@ -762,49 +892,143 @@ conn_write(struct conn *c, const void *data, size_t len)
 	ssize_t n = 0;
 
 	if (evbuffer_get_length(c->out) == 0) {
-		n = send(c->fd, data, len, MSG_NOSIGNAL);
-		if (n == -1) {
-			if (errno != EAGAIN && errno != EINTR) {
-				conn_fail(c, E_CLOSED, "send: %s", strerror(errno));
-				return -1;
-			}
-			n = 0;
-		}
+		n = conn_send(c, data, len);
+		if (n == -1)
+			return -1;
 		if ((size_t)n == len)
 			return 0;
 	}
+	/* TLS: what SSL_write did not take starts with the record it must be
+	 * given again (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER lets it move). */
 	evbuffer_add(c->out, (const uint8_t *)data + n, len - (size_t)n);
 	event_add(c->wev, NULL);
 	return 0;
 }
 
-/* Start a masked frame of len payload bytes in B.tx; returns where the
- * payload goes.  frame_send masks and writes it. */
+/* Make *buf hold at least need bytes; a benchmark out of memory exits. */
+static void
+buf_reserve(uint8_t **buf, size_t *cap, size_t need)
+{
+	if (*cap >= need)
+		return;
+	free(*buf);
+	*cap = need;
+	*buf = malloc(need);
+	if (*buf == NULL) {
+		fprintf(stderr, "wsbench: out of memory\n");
+		exit(2);
+	}
+}
+
+/* Compress a message (RFC 7692 7.2.1): a fresh stream, a sync flush, and
+ * its final 00 00 ff ff taken off.  The result is in B.ztx at
+ * WS_FRAME_MAX_HEADER; -1 when zlib fails. */
+static int
+deflate_message(const uint8_t *in, size_t len)
+{
+	size_t bound = deflateBound(&B.zd, len) + 16;
+	uint8_t *out;
+	int r;
+
+	buf_reserve(&B.ztx, &B.ztx_cap, bound + WS_FRAME_MAX_HEADER);
+	out = B.ztx + WS_FRAME_MAX_HEADER;
+	if (deflateReset(&B.zd) != Z_OK)
+		return -1;
+	B.zd.next_in = (Bytef *)(uintptr_t)in;
+	B.zd.avail_in = (uInt)len;
+	B.zd.next_out = out;
+	B.zd.avail_out = (uInt)bound;
+	r = deflate(&B.zd, Z_SYNC_FLUSH);
+	if ((r != Z_OK && r != Z_BUF_ERROR) || B.zd.avail_in != 0)
+		return -1;
+	B.ztx_len = bound - B.zd.avail_out;
+	if (B.ztx_len >= 4 && memcmp(out + B.ztx_len - 4, "\0\0\xff\xff",
+	    4) == 0)
+		B.ztx_len -= 4;
+	B.z_tx_msgs++;
+	B.z_tx_plain += len;
+	B.z_tx_wire += B.ztx_len;
+	return 0;
+}
+
+/* Inflate a compressed message (its 00 00 ff ff put back) into B.zrx;
+ * -1 when it is not valid deflate data or inflates past the limit. */
+static int
+inflate_message(const uint8_t *in, size_t len, size_t *out_len)
+{
+	static const uint8_t tail[4] = { 0, 0, 0xff, 0xff };
+	size_t have = 0;
+	int r, pass;
+
+	if (B.zrx_cap == 0)
+		buf_reserve(&B.zrx, &B.zrx_cap, 65536);
+	if (inflateReset(&B.zi) != Z_OK)
+		return -1;
+	for (pass = 0; pass < 2; pass++) {
+		B.zi.next_in = (Bytef *)(uintptr_t)(pass == 0 ? in : tail);
+		B.zi.avail_in = (uInt)(pass == 0 ? len : sizeof(tail));
+		do {
+			if (have == B.zrx_cap) {
+				uint8_t *grown;
+
+				if (B.zrx_cap >= WSB_MAX_MESSAGE)
+					return -1;
+				grown = realloc(B.zrx, B.zrx_cap * 2);
+				if (grown == NULL)
+					return -1;
+				B.zrx = grown;
+				B.zrx_cap *= 2;
+			}
+			B.zi.next_out = B.zrx + have;
+			B.zi.avail_out = (uInt)(B.zrx_cap - have);
+			r = inflate(&B.zi, Z_SYNC_FLUSH);
+			have = B.zrx_cap - B.zi.avail_out;
+			if (r != Z_OK && r != Z_BUF_ERROR && r != Z_STREAM_END)
+				return -1;
+		} while (B.zi.avail_out == 0);
+	}
+	*out_len = have;
+	B.z_rx_msgs++;
+	B.z_rx_plain += have;
+	B.z_rx_wire += len;
+	return 0;
+}
+
+/* Start a masked frame of len payload bytes; returns where the payload
+ * goes.  frame_send compresses (when c agreed to), masks and writes it. */
 static uint8_t *
 frame_start(enum ws_frame_opcode opcode, size_t len)
 {
 	uint64_t r = rng_next();
 
-	if (B.tx_cap < len + WS_FRAME_MAX_HEADER) {
-		free(B.tx);
-		B.tx_cap = len + WS_FRAME_MAX_HEADER;
-		B.tx = malloc(B.tx_cap);
-		if (B.tx == NULL) {
-			fprintf(stderr, "wsbench: out of memory\n");
-			exit(2);
-		}
-	}
+	buf_reserve(&B.tx, &B.tx_cap, len + WS_FRAME_MAX_HEADER);
 	memcpy(B.tx_mask, &r, sizeof(B.tx_mask));
-	B.tx_hlen = ws_frame_header_encode(B.tx, opcode, true, len, B.tx_mask);
+	B.tx_op = opcode;
 	B.tx_len = len;
-	return B.tx + B.tx_hlen;
+	return B.tx + WS_FRAME_MAX_HEADER;
 }
 
 static int
 frame_send(struct conn *c)
 {
-	ws_frame_mask(B.tx + B.tx_hlen, B.tx_len, B.tx_mask, 0);
-	return conn_write(c, B.tx, B.tx_hlen + B.tx_len);
+	uint8_t hdr[WS_FRAME_MAX_HEADER], *payload = B.tx + WS_FRAME_MAX_HEADER;
+	size_t len = B.tx_len, hlen;
+	bool rsv1 = false;
+
+	if (c->deflate && (B.tx_op == WS_OP_TEXT || B.tx_op == WS_OP_BINARY)) {
+		if (deflate_message(payload, len) == -1) {
+			conn_fail(c, E_PROTOCOL, "deflate failed");
+			return -1;
+		}
+		payload = B.ztx + WS_FRAME_MAX_HEADER;
+		len = B.ztx_len;
+		rsv1 = true;
+	}
+	hlen = ws_frame_header_encode_rsv1(hdr, B.tx_op, true, rsv1, len,
+	    B.tx_mask);
+	memcpy(payload - hlen, hdr, hlen);
+	ws_frame_mask(payload, len, B.tx_mask, 0);
+	return conn_write(c, payload - hlen, hlen + len);
 }
 
 static int
@@ -851,14 +1075,84 @@ conn_open(struct conn *c)
 	event_add(c->wev, NULL);
 }
 
-/* The TCP connection is up: send the opening handshake. */
+/* Send the opening handshake. */
 static void
-conn_connected(struct conn *c)
+conn_send_request(struct conn *c)
 {
 	uint8_t raw[16];
 	char key[32], req[1024];
 	uint64_t r1 = rng_next(), r2 = rng_next();
-	int err = 0, n;
+	int n;
+
+	memcpy(raw, &r1, 8);
+	memcpy(raw + 8, &r2, 8);
+	EVP_EncodeBlock((unsigned char *)key, raw, sizeof(raw));
+	handshake_accept_key(key, strlen(key), c->accept);
+	n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\n"
+	    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+	    "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
+	    B.path, B.host_header, key, B.o.deflate ?
+	    "Sec-WebSocket-Extensions: " WSB_DEFLATE_OFFER "\r\n" : "");
+	c->state = CONN_HANDSHAKE;
+	event_add(c->rev, NULL);
+	conn_write(c, req, (size_t)n);
+}
+
+/* --tls-resume: keep the latest ticket the server sent.  TLS 1.3 sends
+ * them after the handshake, so they arrive with the first data read;
+ * until the first does, connections make full handshakes (the warm-up's
+ * first). */
+static int
+tls_new_session_cb(SSL *ssl, SSL_SESSION *session)
+{
+	B.tls_tickets++;
+	if (!B.o.tls_resume)
+		return 0;		/* not kept: OpenSSL frees it */
+	if (B.session != NULL)
+		SSL_SESSION_free(B.session);
+	B.session = session;
+	return 1;			/* ours now */
+}
+
+/* Drive the TLS handshake; once it is done, send the opening handshake. */
+static void
+conn_tls_step(struct conn *c)
+{
+	int r, err;
+
+	ERR_clear_error();
+	r = SSL_do_handshake(c->ssl);
+	if (r != 1) {
+		err = SSL_get_error(c->ssl, r);
+		if (err == SSL_ERROR_WANT_READ)
+			return;		/* the read event is on */
+		if (err == SSL_ERROR_WANT_WRITE) {
+			event_add(c->wev, NULL);
+			return;
+		}
+		conn_fail(c, E_HANDSHAKE, "TLS: %s", tls_error(err));
+		return;
+	}
+	if (B.tls_version[0] == '\0') {
+		snprintf(B.tls_version, sizeof(B.tls_version), "%s",
+		    SSL_get_version(c->ssl));
+		snprintf(B.tls_cipher, sizeof(B.tls_cipher), "%s",
+		    SSL_get_cipher_name(c->ssl));
+		snprintf(B.tls_group, sizeof(B.tls_group), "%s",
+		    OBJ_nid2sn(SSL_get_negotiated_group(c->ssl)));
+	}
+	if (B.measuring) {
+		B.tls_handshakes++;
+		B.tls_resumed += SSL_session_reused(c->ssl) == 1;
+	}
+	conn_send_request(c);
+}
+
+/* The TCP connection is up: start TLS, or the opening handshake. */
+static void
+conn_connected(struct conn *c)
+{
+	int err = 0;
 	socklen_t len = sizeof(err);
 
 	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) == -1)
@@ -867,25 +1161,39 @@ conn_connected(struct conn *c)
 		conn_fail(c, E_CONNECT, "connect: %s", strerror(err));
 		return;
 	}
-	memcpy(raw, &r1, 8);
-	memcpy(raw + 8, &r2, 8);
-	EVP_EncodeBlock((unsigned char *)key, raw, sizeof(raw));
-	handshake_accept_key(key, strlen(key), c->accept);
-	n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\n"
-	    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-	    "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
-	    B.path, B.host_header, key);
-	c->state = CONN_HANDSHAKE;
+	if (!B.o.tls) {
+		conn_send_request(c);
+		return;
+	}
+	c->ssl = SSL_new(B.ssl_ctx);
+	if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1) {
+		conn_fail(c, E_CONNECT, "SSL_new: %s", tls_error(0));
+		return;
+	}
+	SSL_set_connect_state(c->ssl);
+	if (B.o.tls_resume && B.session != NULL) {
+		/* A copy: OpenSSL makes the session a client resumed
+		 * unresumable (it encourages single use of TLS 1.3 tickets),
+		 * and the servers take a ticket again and again. */
+		SSL_SESSION *copy = SSL_SESSION_dup(B.session);
+
+		if (copy != NULL) {
+			SSL_set_session(c->ssl, copy);
+			SSL_SESSION_free(copy);
+		}
+	}
+	c->state = CONN_TLS;
 	event_add(c->rev, NULL);
-	conn_write(c, req, (size_t)n);
+	conn_tls_step(c);
 }
 
 /* Check a complete response head: a 101 with the right accept key.
  * Returns NULL or what is wrong with it. */
 static const char *
-conn_check_head(const struct conn *c, char *head)
+conn_check_head(struct conn *c, char *head)
 {
 	static const char name[] = "sec-websocket-accept:";
+	static const char ext[] = "sec-websocket-extensions:";
 	char *line, *save = NULL, *v, *end;
 	bool first = true, accepted = false;
 
@@ -895,6 +1203,18 @@ conn_check_head(const struct conn *c, char *head)
 			if (strncmp(line, "HTTP/1.1 101", 12) != 0)
 				return line;	/* the status line says why */
 			first = false;
+			continue;
+		}
+		if (strncasecmp(line, ext, sizeof(ext) - 1) == 0) {
+			/* We offer one thing: it comes back or nothing does. */
+			v = line + sizeof(ext) - 1;
+			if (!B.o.deflate)
+				return "an extension nobody offered";
+			if (strstr(v, "permessage-deflate") == NULL ||
+			    strstr(v, "server_no_context_takeover") == NULL ||
+			    strstr(v, "client_max_window_bits") != NULL)
+				return "not the permessage-deflate offered";
+			c->deflate = true;
 			continue;
 		}
 		if (strncasecmp(line, name, sizeof(name) - 1) != 0)
@@ -911,6 +1231,8 @@ conn_check_head(const struct conn *c, char *head)
 	}
 	if (first)
 		return "empty response";
+	if (B.o.deflate && !c->deflate)
+		return "permessage-deflate not agreed";
 	return accepted ? NULL : "no Sec-WebSocket-Accept";
 }
 
@@ -950,6 +1272,7 @@ conn_head(struct conn *c, const uint8_t *data, size_t len)
 		memmove(c->head, c->head + head_len, rest);
 	c->head_len = rest;
 	ws_frame_parser_init(&c->parser, WSB_MAX_MESSAGE, 0, false);
+	ws_frame_parser_allow_rsv1(&c->parser, c->deflate);
 	c->parser_ready = true;
 	wait_remove(c);
 	c->state = CONN_OPEN;
@@ -988,7 +1311,8 @@ conn_peer_closed(struct conn *c, const char *how)
 		conn_close(c, CONN_FREE);
 		return;
 	}
-	if (c->state == CONN_CONNECTING || c->state == CONN_HANDSHAKE)
+	if (c->state == CONN_CONNECTING || c->state == CONN_TLS ||
+	    c->state == CONN_HANDSHAKE)
 		conn_fail(c, E_HANDSHAKE, "%s during the handshake", how);
 	else
 		conn_fail(c, E_CLOSED, "%s", how);
@@ -1006,8 +1330,23 @@ conn_frame_event(struct conn *c, const struct ws_frame_event *ev)
 	case WS_EV_PONG:
 		return 0;
 	case WS_EV_MESSAGE:
-		if (c->state == CONN_OPEN)
+		if (c->state != CONN_OPEN)
+			break;
+		if (ev->compressed) {
+			struct ws_frame_event plain = *ev;
+
+			if (inflate_message(ev->data, ev->len, &plain.len) == -1) {
+				conn_fail(c, E_PROTOCOL, "a compressed message "
+				    "that does not inflate");
+				return -1;
+			}
+			plain.data = B.zrx;
+			plain.compressed = false;
+			B.drv->message(c, &plain);
+		} else {
+			B.z_rx_uncompressed += c->deflate;
 			B.drv->message(c, ev);
+		}
 		break;
 	case WS_EV_PING:
 		conn_send_message(c, WS_OP_PONG, ev->data, ev->len);
@@ -1041,11 +1380,63 @@ conn_frames(struct conn *c, const uint8_t *data, size_t len)
 }
 
 static void
+conn_input(struct conn *c, const uint8_t *data, size_t len)
+{
+	if (c->state == CONN_HANDSHAKE)
+		conn_head(c, data, len);
+	else if (c->state == CONN_OPEN || c->state == CONN_CLOSING)
+		conn_frames(c, data, len);
+}
+
+/* Read what TLS has: record after record, until the socket is empty or
+ * the buffer full.  Decrypted bytes OpenSSL still holds are invisible to
+ * epoll, so the read event is made active again for them. */
+static void
+conn_tls_read(struct conn *c)
+{
+	unsigned gen = c->gen;
+	size_t have = 0;
+	const char *how = NULL;
+	int r, err;
+
+	while (have < sizeof(B.rbuf)) {
+		ERR_clear_error();
+		errno = 0;
+		r = SSL_read(c->ssl, B.rbuf + have, (int)(sizeof(B.rbuf) - have));
+		if (r > 0) {
+			have += (size_t)r;
+			continue;
+		}
+		err = SSL_get_error(c->ssl, r);
+		if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE)
+			how = tls_error(err);
+		break;
+	}
+	if (have > 0) {
+		conn_input(c, B.rbuf, have);
+		if (c->gen != gen)
+			return;
+	}
+	if (how != NULL)
+		conn_peer_closed(c, how);
+	else if (c->ssl != NULL && SSL_has_pending(c->ssl))
+		event_active(c->rev, EV_READ, 1);
+}
+
+static void
 conn_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
 	ssize_t n;
 
+	if (c->state == CONN_TLS) {
+		conn_tls_step(c);
+		return;
+	}
+	if (c->ssl != NULL) {
+		conn_tls_read(c);
+		return;
+	}
 	n = recv(fd, B.rbuf, sizeof(B.rbuf), 0);
 	if (n == -1 && (errno == EAGAIN || errno == EINTR))
 		return;
@@ -1053,25 +1444,42 @@ conn_read_cb(evutil_socket_t fd, short what, void *arg)
 		conn_peer_closed(c, n == 0 ? "EOF" : strerror(errno));
 		return;
 	}
-	if (c->state == CONN_HANDSHAKE)
-		conn_head(c, B.rbuf, (size_t)n);
-	else if (c->state == CONN_OPEN || c->state == CONN_CLOSING)
-		conn_frames(c, B.rbuf, (size_t)n);
+	conn_input(c, B.rbuf, (size_t)n);
 }
 
 static void
 conn_write_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
+	size_t len;
+	ssize_t n;
 
 	if (c->state == CONN_CONNECTING) {
 		conn_connected(c);
 		return;
 	}
-	if (evbuffer_write(c->out, fd) == -1 && errno != EAGAIN &&
-	    errno != EINTR) {
-		conn_fail(c, E_CLOSED, "send: %s", strerror(errno));
+	if (c->state == CONN_TLS) {
+		conn_tls_step(c);
 		return;
+	}
+	if (c->ssl == NULL) {
+		if (evbuffer_write(c->out, fd) == -1 && errno != EAGAIN &&
+		    errno != EINTR) {
+			conn_fail(c, E_CLOSED, "send: %s", strerror(errno));
+			return;
+		}
+	} else {
+		while ((len = evbuffer_get_length(c->out)) > 0) {
+			if (len > WSB_TLS_WRITE_CHUNK)
+				len = WSB_TLS_WRITE_CHUNK;
+			n = conn_send(c, evbuffer_pullup(c->out, (ssize_t)len),
+			    len);
+			if (n == -1)
+				return;
+			if (n == 0)
+				break;
+			evbuffer_drain(c->out, (size_t)n);
+		}
 	}
 	if (evbuffer_get_length(c->out) > 0)
 		event_add(c->wev, NULL);
@@ -1138,7 +1546,8 @@ bench_connect_timeout(void)
 	for (i = 0; i < B.n_conns; i++) {
 		struct conn *c = &B.conns[i];
 
-		if (c->state == CONN_CONNECTING || c->state == CONN_HANDSHAKE) {
+		if (c->state == CONN_CONNECTING || c->state == CONN_TLS ||
+		    c->state == CONN_HANDSHAKE) {
 			conn_close(c, CONN_DEAD);
 			B.pending--;
 		} else if (c->state == CONN_FREE) {
@@ -1178,7 +1587,8 @@ tick_cb(evutil_socket_t fd, short what, void *arg)
 	/* Connects, handshakes and closes that take too long. */
 	while ((c = TAILQ_FIRST(&B.waiting)) != NULL && c->deadline <= now) {
 		static const char *const what_state[] = {
-			"", "connect", "handshake", "", "close", "",
+			"", "connect", "TLS handshake", "handshake", "",
+			"close", "",
 		};
 
 		conn_fail(c, E_TIMEOUT, "%s took longer than %llu s",
@@ -1202,10 +1612,109 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	bench_finish();
 }
 
+/* Payloads */
+
+static uint64_t
+splitmix(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+#define PICK(list, s)	((list)[splitmix(s) % (sizeof(list) / sizeof((list)[0]))])
+
+static const char *const json_words[] = {
+	"the", "a", "to", "and", "is", "it", "we", "you", "I", "that", "for",
+	"on", "this", "with", "but", "not", "just", "can", "will", "be", "at",
+	"deploy", "build", "merge", "review", "branch", "ticket", "release",
+	"today", "tomorrow", "tonight", "later", "now", "again", "maybe",
+	"thanks!", "lol", "ok", "sure,", "great", "sounds good", "agreed.",
+	"meeting", "standup", "lunch", "coffee", "demo", "customer", "server",
+	"latency", "dashboard", "alert", "rollback", "hotfix", "staging",
+	"production", "cache", "database", "query", "timeout", "retry",
+	"websocket", "gateway", "backend", "frontend", "mobile", "browser",
+	"https://example.com/pr/1234", "#general", "@alice", "@bob", "@carol",
+	"42", "3.14", "v2.7.1", "10:30", "Friday", "Q3", "p99", "1.2 ms",
+	"could", "should", "would", "did", "does", "has", "have", "had",
+	"looks", "works", "broke", "fixed", "shipped", "tested", "checked",
+	"please", "anyone", "everyone", "who", "what", "when", "why", "how",
+};
+static const char *const json_names[] = {
+	"alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
+	"ivan", "judy", "mallory", "niaj", "olivia", "peggy", "rupert",
+	"sybil", "trent", "victor", "walter", "yolanda",
+};
+static const char *const json_rooms[] = {
+	"general", "random", "engineering", "ops", "design", "sales",
+	"support", "incidents",
+};
+static const char *const json_status[] = {
+	"online", "away", "busy", "offline",
+};
+static const char *const json_emoji[] = {
+	"thumbsup", "heart", "joy", "tada", "eyes", "rocket", "fire", "100",
+};
+
+/*
+ * A chat-like JSON object of exactly size bytes whose first field is
+ * {"id":"ID", and whose other fields (names, room, status, reactions,
+ * numbers, and a "text" of words last) are drawn from (a, b): the same
+ * arguments make the same bytes.  Short sizes drop the optional fields.
+ * Returns -1 when size cannot hold even {"id":"ID","text":""}.
+ */
+static int
+json_fill(uint8_t *p, size_t size, const char *id, uint64_t a, uint64_t b)
+{
+	uint64_t s = a * 0x2545f4914f6cdd1dULL ^ (b + 1) * 0x9e3779b97f4a7c15ULL;
+	char head[640];
+	size_t n, pos, end, w;
+	const char *word;
+	int k;
+
+	k = snprintf(head, sizeof(head), "{\"id\":\"%s\",\"type\":\"message\","
+	    "\"room\":\"%s\",\"ts\":%" PRIu64 ",\"user\":{\"id\":%u,"
+	    "\"name\":\"%s\",\"status\":\"%s\"},\"reactions\":{\"%s\":%u,"
+	    "\"%s\":%u},\"reply_to\":%s,\"edited\":%s,\"text\":\"", id,
+	    PICK(json_rooms, &s),
+	    (uint64_t)1700000000000 + splitmix(&s) % (uint64_t)100000000000,
+	    (unsigned)(splitmix(&s) % 100000), PICK(json_names, &s),
+	    PICK(json_status, &s), PICK(json_emoji, &s),
+	    (unsigned)(splitmix(&s) % 20), PICK(json_emoji, &s),
+	    (unsigned)(splitmix(&s) % 5), splitmix(&s) % 3 ? "null" : "\"m17\"",
+	    splitmix(&s) % 4 ? "false" : "true");
+	if (k < 0 || (size_t)k + 2 + 16 > size)
+		k = snprintf(head, sizeof(head), "{\"id\":\"%s\",\"user\":\"%s\","
+		    "\"text\":\"", id, PICK(json_names, &s));
+	if (k < 0 || (size_t)k + 2 + 8 > size)
+		k = snprintf(head, sizeof(head), "{\"id\":\"%s\",\"text\":\"", id);
+	if (k < 0 || (size_t)k + 2 > size)
+		return -1;
+	n = (size_t)k;
+	memcpy(p, head, n);
+	end = size - 2;
+	for (pos = n; pos < end; pos += w) {
+		word = PICK(json_words, &s);
+		if (pos > n)
+			p[pos++] = ' ';
+		w = strlen(word);
+		if (w > end - pos)
+			w = end - pos;
+		memcpy(p + pos, word, w);
+	}
+	/* A word cut off may leave a trailing blank: fine in a string. */
+	p[end] = '"';
+	p[end + 1] = '}';
+	return 0;
+}
+
 /* Scenario: echo */
 
 /* The payload of message seq on connection idx: its identity, then a
- * pattern that shifts with both, so that no two messages are alike. */
+ * pattern that shifts with both, so that no two messages are alike (or,
+ * with --payload json, a JSON object drawn from both). */
 static void
 echo_fill(uint8_t *p, size_t size, unsigned idx, uint64_t seq)
 {
@@ -1213,6 +1722,9 @@ echo_fill(uint8_t *p, size_t size, unsigned idx, uint64_t seq)
 	size_t i, n;
 
 	n = (size_t)snprintf(id, sizeof(id), "%u:%" PRIu64 ":", idx, seq);
+	if (B.o.payload == PAYLOAD_JSON && json_fill(p, size, id, idx,
+	    seq) == 0)
+		return;
 	if (n > size)
 		n = size;
 	memcpy(p, id, n);
@@ -1367,6 +1879,22 @@ bcast_init(void)
 		    WSB_BCAST_HEAD);
 		return -1;
 	}
+	if (B.o.payload == PAYLOAD_JSON) {
+		char mark[WSB_BCAST_HEAD + 1];
+		uint8_t *probe = malloc(B.o.size);
+
+		memset(mark, '#', WSB_BCAST_HEAD);
+		mark[WSB_BCAST_HEAD] = '\0';
+		if (probe == NULL || json_fill(probe, B.o.size, mark, 0, 0)) {
+			fprintf(stderr, "wsbench: --payload json needs --size "
+			    "%d or more for broadcast\n", WSB_BCAST_HEAD + 17);
+			free(probe);
+			return -1;
+		}
+		B.mark_off = (size_t)((uint8_t *)memchr(probe, '#', B.o.size) -
+		    probe);
+		free(probe);
+	}
 	if (B.o.window == 0)
 		B.o.window = B.o.rate > 0 ? 65536 : 64;
 	B.cnt = calloc(B.o.window, sizeof(*B.cnt));
@@ -1424,9 +1952,18 @@ bcast_pump(void)
 	    B.sender->state == CONN_OPEN) {
 		p = frame_start(WS_OP_TEXT, B.o.size);
 		now = now_ns();
-		snprintf((char *)p, WSB_BCAST_HEAD + 1, "#B%016" PRIx64 " %016"
-		    PRIx64 "|", B.sent, now);
-		memset(p + WSB_BCAST_HEAD, 'x', B.o.size - WSB_BCAST_HEAD);
+		if (B.o.payload == PAYLOAD_JSON) {
+			char mark[WSB_BCAST_HEAD + 1];
+
+			snprintf(mark, sizeof(mark), "#B%016" PRIx64 " %016"
+			    PRIx64 "|", B.sent, now);
+			(void)json_fill(p, B.o.size, mark, B.sent, 1);
+		} else {
+			snprintf((char *)p, WSB_BCAST_HEAD + 1, "#B%016" PRIx64
+			    " %016" PRIx64 "|", B.sent, now);
+			memset(p + WSB_BCAST_HEAD, 'x', B.o.size -
+			    WSB_BCAST_HEAD);
+		}
 		B.sent++;
 		if (frame_send(B.sender) == -1)
 			return;
@@ -1511,9 +2048,9 @@ bcast_message(struct conn *c, const struct ws_frame_event *ev)
 			    "%.40s", (const char *)ev->data);
 		return;
 	}
-	if (rest != B.o.size || m[18] != ' ' || m[35] != '|') {
+	if (rest != B.o.size - B.mark_off || m[18] != ' ' || m[35] != '|') {
 		bench_error(E_MISMATCH, c, "malformed message (%zu bytes "
-		    "from its mark, %zu expected)", rest, B.o.size);
+		    "from its mark, %zu expected)", rest, B.o.size - B.mark_off);
 		return;
 	}
 	memcpy(num, m + 2, 16);
@@ -1633,6 +2170,9 @@ connect_init(void)
 		    "(%u) connections in parallel\n", B.o.max_pending);
 		return -1;
 	}
+	if (B.o.first_echo && (B.expect = malloc(B.o.size ? B.o.size : 1)) ==
+	    NULL)
+		return -1;
 	return 0;
 }
 
@@ -1654,6 +2194,13 @@ connect_start(void)
 static void
 connect_opened(struct conn *c)
 {
+	if (B.o.first_echo) {
+		/* Its echo ends the cycle (connect_message). */
+		echo_fill(frame_start(WS_OP_TEXT, B.o.size), B.o.size, c->idx,
+		    c->sent++);
+		frame_send(c);
+		return;
+	}
 	if (B.measuring) {
 		B.ops++;
 		hist_add(&B.lat, now_ns() - c->t_open);
@@ -1675,7 +2222,24 @@ connect_closed(struct conn *c)
 static void
 connect_message(struct conn *c, const struct ws_frame_event *ev)
 {
-	bench_error(E_UNEXPECTED, c, "a message on a new connection");
+	uint64_t seq;
+
+	if (!B.o.first_echo || c->rcvd == c->sent) {
+		bench_error(E_UNEXPECTED, c, "a message on a new connection");
+		return;
+	}
+	seq = c->rcvd++;
+	echo_fill(B.expect, B.o.size, c->idx, seq);
+	if (ev->opcode != WS_OP_TEXT || ev->len != B.o.size ||
+	    memcmp(ev->data, B.expect, B.o.size) != 0)
+		bench_error(E_MISMATCH, c, "first echo differs from the "
+		    "message sent (%zu bytes, %zu expected)", ev->len,
+		    B.o.size);
+	if (B.measuring) {
+		B.ops++;
+		hist_add(&B.lat, now_ns() - c->t_open);
+	}
+	conn_start_close(c);
 }
 
 static void
@@ -1925,6 +2489,18 @@ idle_report(void)
 	report_cpu();
 }
 
+/* --tls-resume measures resumed handshakes: say so when they were not. */
+static void
+connect_account(void)
+{
+	uint64_t full = B.tls_handshakes - B.tls_resumed;
+
+	if (B.o.tls_resume && full * 100 > B.tls_handshakes)
+		bench_error(E_HANDSHAKE, NULL, "%" PRIu64 " of %" PRIu64
+		    " measured TLS handshakes did not resume a session", full,
+		    B.tls_handshakes);
+}
+
 static void
 connect_report(void)
 {
@@ -1956,7 +2532,7 @@ static const struct driver drivers[] = {
 		.init = connect_init, .start = connect_start,
 		.opened = connect_opened, .message = connect_message,
 		.closed = connect_closed, .tick = connect_tick,
-		.report = connect_report,
+		.account = connect_account, .report = connect_report,
 	},
 };
 
@@ -2009,6 +2585,29 @@ report(void)
 	json_num("run_s", (double)(now_ns() - B.t_start) / 1e9);
 	json_end();
 	B.drv->report();
+	if (B.o.tls) {
+		json_begin("tls");
+		json_str("version", B.tls_version);
+		json_str("cipher", B.tls_cipher);
+		json_str("group", B.tls_group);
+		json_key("resume");
+		printf(B.o.tls_resume ? "true" : "false");
+		json_u64("handshakes", B.tls_handshakes);
+		json_u64("resumed", B.tls_resumed);
+		json_u64("tickets", B.tls_tickets);
+		json_end();
+	}
+	if (B.o.deflate) {
+		json_begin("deflate");
+		json_u64("sent_messages", B.z_tx_msgs);
+		json_num("sent_ratio", B.z_tx_wire ?
+		    (double)B.z_tx_plain / (double)B.z_tx_wire : NAN);
+		json_u64("received_compressed", B.z_rx_msgs);
+		json_u64("received_uncompressed", B.z_rx_uncompressed);
+		json_num("received_ratio", B.z_rx_wire ?
+		    (double)B.z_rx_plain / (double)B.z_rx_wire : NAN);
+		json_end();
+	}
 	json_begin("errors");
 	for (i = 0; i < E_COUNT; i++)
 		json_u64(err_names[i], B.errors[i]);
@@ -2050,6 +2649,14 @@ usage(FILE *f)
 "  --server-pid PID     sample the server's and its children's CPU time\n"
 "                       and memory from /proc\n"
 "  --allow-foreign      broadcast: ignore messages without our mark\n"
+"  --first-echo         connect: send one message and wait for its echo\n"
+"                       before closing each connection\n"
+"  --payload KIND       pattern (letters) or json (a chat-like JSON\n"
+"                       object) (pattern)\n"
+"  --tls                connect with TLS (no certificate check)\n"
+"  --tls-resume         --tls, resuming the session of the latest ticket\n"
+"  --deflate            offer permessage-deflate (no context takeover\n"
+"                       either way) and require it\n"
 "  --json               print one JSON object\n", WSB_MAX_PENDING);
 }
 
@@ -2112,6 +2719,11 @@ parse_opts(int argc, char **argv, struct opts *o)
 		{ "max-pending", required_argument, NULL, 'm' },
 		{ "server-pid", required_argument, NULL, 'x' },
 		{ "allow-foreign", no_argument, NULL, 'f' },
+		{ "first-echo", no_argument, NULL, 'F' },
+		{ "payload", required_argument, NULL, 'y' },
+		{ "tls", no_argument, NULL, 't' },
+		{ "tls-resume", no_argument, NULL, 'r' },
+		{ "deflate", no_argument, NULL, 'z' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, '?' },
 		{ NULL, 0, NULL, 0 },
@@ -2217,6 +2829,29 @@ parse_opts(int argc, char **argv, struct opts *o)
 		case 'f':
 			o->allow_foreign = true;
 			break;
+		case 'F':
+			o->first_echo = true;
+			break;
+		case 'y':
+			if (strcmp(optarg, "pattern") == 0)
+				o->payload = PAYLOAD_PATTERN;
+			else if (strcmp(optarg, "json") == 0)
+				o->payload = PAYLOAD_JSON;
+			else {
+				fprintf(stderr, "wsbench: --payload is pattern "
+				    "or json\n");
+				r = -1;
+			}
+			break;
+		case 't':
+			o->tls = true;
+			break;
+		case 'r':
+			o->tls = o->tls_resume = true;
+			break;
+		case 'z':
+			o->deflate = true;
+			break;
 		case 'j':
 			o->json = true;
 			break;
@@ -2229,6 +2864,10 @@ parse_opts(int argc, char **argv, struct opts *o)
 	}
 	if (optind != argc || !have_port || !have_scenario) {
 		usage(stderr);
+		return -1;
+	}
+	if (o->first_echo && o->scenario != SC_CONNECT) {
+		fprintf(stderr, "wsbench: --first-echo is for connect\n");
 		return -1;
 	}
 	if (o->scenario == SC_BROADCAST && !have_settle)
@@ -2276,6 +2915,41 @@ remote:
 	return -1;
 }
 
+/* The TLS context and the zlib streams the options ask for. */
+static int
+transport_init(void)
+{
+	if (B.o.deflate) {
+		/* Raw deflate (negative bits), a window of 32 KiB both ways:
+		 * we offered no client_max_window_bits. */
+		B.zd_ready = deflateInit2(&B.zd, WSB_ZLIB_LEVEL, Z_DEFLATED,
+		    -15, 8, Z_DEFAULT_STRATEGY) == Z_OK;
+		B.zi_ready = inflateInit2(&B.zi, -15) == Z_OK;
+		if (!B.zd_ready || !B.zi_ready) {
+			fprintf(stderr, "wsbench: zlib: out of memory\n");
+			return -1;
+		}
+	}
+	if (!B.o.tls)
+		return 0;
+	B.ssl_ctx = SSL_CTX_new(TLS_client_method());
+	if (B.ssl_ctx == NULL) {
+		fprintf(stderr, "wsbench: SSL_CTX_new: %s\n", tls_error(0));
+		return -1;
+	}
+	/* A benchmark against our own certificate: nothing to verify. */
+	SSL_CTX_set_verify(B.ssl_ctx, SSL_VERIFY_NONE, NULL);
+	SSL_CTX_set_mode(B.ssl_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* A reset after the close frames is no error, and an error would
+	 * make the session it used unresumable. */
+	SSL_CTX_set_options(B.ssl_ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	SSL_CTX_set_session_cache_mode(B.ssl_ctx, SSL_SESS_CACHE_CLIENT |
+	    SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(B.ssl_ctx, tls_new_session_cb);
+	return 0;
+}
+
 /* A human summary of the JSON, on stderr. */
 static void
 human_summary(void)
@@ -2320,7 +2994,7 @@ main(int argc, char **argv)
 		B.conns[i].idx = i;
 		B.conns[i].fd = -1;
 	}
-	if (B.drv->init() == -1)
+	if (B.drv->init() == -1 || transport_init() == -1)
 		return 2;
 	B.base = event_base_new();
 	if (B.base == NULL)
@@ -2359,6 +3033,15 @@ main(int argc, char **argv)
 	free(B.cnt);
 	free(B.tx);
 	free(B.expect);
+	free(B.ztx);
+	free(B.zrx);
+	if (B.zd_ready)
+		deflateEnd(&B.zd);
+	if (B.zi_ready)
+		inflateEnd(&B.zi);
+	if (B.session != NULL)
+		SSL_SESSION_free(B.session);
+	SSL_CTX_free(B.ssl_ctx);
 	event_free(B.tick);
 	event_free(B.sig[0]);
 	event_free(B.sig[1]);
