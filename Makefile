@@ -47,7 +47,7 @@ endif
 
 # The I/O-free modules: parsers, codecs, records, the config model.
 PURE        := utf8 ws_frame ws_deflate http_req handshake record cfg idmap env \
-               http_static metrics journal
+               http_static metrics journal blob
 # The I/O glue around one libevent loop.
 GLUE        := log stats conn tls listener client http admin room backend \
                server ctl main

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blob.h"
 #include "utf8.h"
 #include "ws_frame.h"
 
@@ -604,4 +605,96 @@ ws_frame_close_code_valid(unsigned code)
 	if (code >= 1007 && code <= 1014)
 		return true;
 	return code >= 3000 && code <= 4999;
+}
+
+/*
+ * The state is saved as input rather than as fields: the message so far,
+ * the header bytes of the frame at hand, and the payload of it received
+ * so far (unmasked).  Loading feeds the header and payload to the parser
+ * again, so that every check applies to them as to any input, and no
+ * field can come back in a state the parser could not reach.
+ */
+void
+ws_frame_parser_save(const struct ws_frame_parser *p, struct blob *b)
+{
+	bool in_payload = p->state == WS_FRAME_PAYLOAD;
+	bool control = in_payload && ws_frame_is_control(p->opcode);
+	/* A message's first frame opens it again as it is fed. */
+	bool first = in_payload && (p->opcode == WS_OP_TEXT ||
+	    p->opcode == WS_OP_BINARY);
+	bool in_message = p->in_message && !p->deliver_pending && !first;
+	size_t frame_have = in_payload ? (size_t)p->payload_have : 0;
+	size_t before = in_message ? p->message_len - (control ? 0 :
+	    frame_have) : 0;
+
+	blob_put_u8(b, in_message);
+	blob_put_u8(b, (uint8_t)p->message_opcode);
+	blob_put_u8(b, in_message && p->message_compressed);
+	blob_put_bytes(b, p->message, before);
+	blob_put_bytes(b, p->header, in_payload ? p->header_need :
+	    p->header_have);
+	if (control)
+		blob_put_bytes(b, p->control, frame_have);
+	else
+		blob_put_bytes(b, frame_have > 0 ? p->message + before : NULL,
+		    frame_have);
+}
+
+int
+ws_frame_parser_load(struct ws_frame_parser *p, struct blob *b)
+{
+	struct ws_frame_event ev;
+	const uint8_t *message, *header, *payload;
+	size_t message_len, header_len, payload_len, n;
+	uint64_t max_message = p->max_message_size;
+	uint8_t *masked;
+	bool in_message, compressed;
+	unsigned opcode;
+
+	in_message = blob_get_bool(b);
+	opcode = blob_get_u8(b);
+	compressed = blob_get_bool(b);
+	message = blob_get_bytes(b, &message_len, SIZE_MAX / 2);
+	header = blob_get_bytes(b, &header_len, WS_FRAME_MAX_HEADER);
+	payload = blob_get_bytes(b, &payload_len, SIZE_MAX / 2);
+	if (b->failed)
+		return -1;
+	if (compressed)
+		max_message += WS_FRAME_DEFLATE_SLACK(max_message);
+	if (in_message) {
+		if ((opcode != WS_OP_TEXT && opcode != WS_OP_BINARY) ||
+		    (compressed && !p->allow_rsv1) || message_len > max_message)
+			return -1;
+		p->in_message = true;
+		p->message_opcode = (enum ws_frame_opcode)opcode;
+		p->message_compressed = compressed;
+		if (message_len > 0) {
+			if ((p->message = malloc(message_len)) == NULL)
+				return -1;
+			memcpy(p->message, message, message_len);
+			p->message_cap = p->message_len = message_len;
+		}
+		if (opcode == WS_OP_TEXT && !compressed &&
+		    utf8_feed(&p->utf8, message, message_len) == -1)
+			return -1;
+	} else if (message_len > 0 || compressed) {
+		return -1;
+	}
+	/* The header: it must leave the parser waiting for more. */
+	if (header_len > 0 && (ws_frame_parse(p, header, header_len, &ev) !=
+	    header_len || ev.type != WS_EV_NONE))
+		return -1;
+	if (payload_len == 0)
+		return 0;
+	if (p->state != WS_FRAME_PAYLOAD || payload_len >= p->payload_len)
+		return -1;
+	/* The payload as it came: masked again with the frame's key. */
+	if ((masked = malloc(payload_len)) == NULL)
+		return -1;
+	memcpy(masked, payload, payload_len);
+	if (p->masked)
+		ws_frame_mask(masked, payload_len, p->mask, 0);
+	n = ws_frame_parse(p, masked, payload_len, &ev);
+	free(masked);
+	return n == payload_len && ev.type == WS_EV_NONE ? 0 : -1;
 }

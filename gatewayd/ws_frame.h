@@ -167,6 +167,24 @@ void ws_frame_parser_allow_rsv1(struct ws_frame_parser *p, bool allow);
  * ws_frame_parser_init. */
 void ws_frame_parser_free(struct ws_frame_parser *p);
 
+struct blob;
+
+/*
+ * Write where the parser is in its input (a frame begun, a fragmented
+ * message being reassembled) to b, for another process that carries the
+ * connection on: gatewayd's upgrade.  A failed parser is not saved.
+ */
+void ws_frame_parser_save(const struct ws_frame_parser *p, struct blob *b);
+
+/*
+ * Read what ws_frame_parser_save wrote into p, a parser fresh from
+ * ws_frame_parser_init (and ws_frame_parser_allow_rsv1), whose limits
+ * the state does not carry.  The saved bytes go through the parser again,
+ * checked as any input is.  0, or -1 when they are not a state the
+ * parser can be in (over p's limits, say): then free p.
+ */
+int ws_frame_parser_load(struct ws_frame_parser *p, struct blob *b);
+
 /*
  * Consume input from data[0..len) until one event completes or the input
  * runs out, and return how many bytes were consumed.  *ev tells which event

@@ -1456,6 +1456,74 @@ test_round_trip_rsv1(void)
 	allow_rsv1 = false;
 }
 
+/*
+ * Save a parser cut anywhere in a stream (inside a header, a payload, a
+ * fragmented message with a ping inside it) and load the state into a
+ * fresh one: fed the rest, both give the same events.
+ */
+static void
+test_save_load(void)
+{
+	static const char part1[] = "h\xc3\xa9llo \xe2\x82", part2[] =
+	    "\xac w\xc3\xb6rld";
+	uint8_t stream[1024], big[300];
+	struct ws_frame_parser a, b;
+	struct run ra, rb, prefix;
+	struct blob blob;
+	size_t len = 0, k;
+
+	memset(big, 'x', sizeof(big));
+	len += frame(stream + len, WS_OP_TEXT, false, part1,
+	    sizeof(part1) - 1, key);
+	len += frame(stream + len, WS_OP_PING, true, "p", 1, key);
+	len += frame(stream + len, WS_OP_CONTINUATION, true, part2,
+	    sizeof(part2) - 1, key);
+	len += frame(stream + len, WS_OP_BINARY, true, big, sizeof(big), key);
+	len += frame(stream + len, WS_OP_TEXT, true, "", 0, key);
+	for (k = 0; k <= len; k++) {
+		ws_frame_parser_init(&a, 1 << 20, 0, true);
+		CHECK(run_parse(&a, stream, k, 0, &prefix));
+		run_free(&prefix);
+		memset(&blob, 0, sizeof(blob));
+		ws_frame_parser_save(&a, &blob);
+		CHECK(!blob.failed);
+		blob_reader(&blob, blob.data, blob.len);
+		ws_frame_parser_init(&b, 1 << 20, 0, true);
+		CHECK_EQ_INT(ws_frame_parser_load(&b, &blob), 0);
+		CHECK(!blob.failed && blob.pos == blob.len);
+		free(blob.data);
+		CHECK(run_parse(&a, stream + k, len - k, 0, &ra));
+		CHECK(run_parse(&b, stream + k, len - k, 0, &rb));
+		if (!runs_equal(&ra, &rb))
+			fprintf(stderr, "  cut at %zu: loaded parser differs\n",
+			    k);
+		CHECK(runs_equal(&ra, &rb));
+		run_free(&ra);
+		run_free(&rb);
+		ws_frame_parser_free(&a);
+		ws_frame_parser_free(&b);
+	}
+
+	/* A state over the new parser's limits is refused. */
+	ws_frame_parser_init(&a, 1 << 20, 0, true);
+	k = frame(stream, WS_OP_BINARY, false, big, sizeof(big), key);
+	CHECK(run_parse(&a, stream, k, 0, &prefix));
+	run_free(&prefix);
+	memset(&blob, 0, sizeof(blob));
+	ws_frame_parser_save(&a, &blob);
+	blob_reader(&blob, blob.data, blob.len);
+	ws_frame_parser_init(&b, 100, 0, true);
+	CHECK_EQ_INT(ws_frame_parser_load(&b, &blob), -1);
+	ws_frame_parser_free(&b);
+	/* And so is a truncated one. */
+	blob_reader(&blob, blob.data, blob.len - 1);
+	ws_frame_parser_init(&b, 1 << 20, 0, true);
+	CHECK_EQ_INT(ws_frame_parser_load(&b, &blob), -1);
+	ws_frame_parser_free(&b);
+	free(blob.data);
+	ws_frame_parser_free(&a);
+}
+
 int
 main(void)
 {
@@ -1491,5 +1559,6 @@ main(void)
 	RUN(test_rsv1_limits);
 	RUN(test_header_encode_rsv1);
 	RUN(test_round_trip_rsv1);
+	RUN(test_save_load);
 	return check_summary();
 }
