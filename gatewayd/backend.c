@@ -259,6 +259,8 @@ backend_close_stderr(struct backend *b)
 static void
 backend_free(struct backend *b)
 {
+	if (b->former != NULL)
+		b->former->former = NULL;
 	LIST_REMOVE(b, entry);
 	backend_close_fd(b);
 	backend_close_stderr(b);
@@ -439,6 +441,10 @@ backend_forget_queued(struct backend *b)
 {
 	evbuffer_drain(b->out, evbuffer_get_length(b->out));
 	b->unjournaled = 0;
+	if (b->writing) {
+		event_del(b->write_event);
+		b->writing = false;
+	}
 }
 
 /*
@@ -519,9 +525,10 @@ backend_lost(struct backend *b, unsigned code)
 	room_backend_lost(r, code);	/* calls backend_stop(b) */
 }
 
-/* One line of a json backend: a command. */
+/* One line of a json backend: a command for room r. */
 static void
-backend_record(struct backend *b, const char *line, size_t len)
+backend_record(struct backend *b, struct room *r, const char *line,
+    size_t len)
 {
 	struct record_cmd cmd;
 	unsigned long suppressed;
@@ -530,7 +537,7 @@ backend_record(struct backend *b, const char *line, size_t len)
 	if (len == 0 || (len == 1 && line[0] == '\r'))
 		return;		/* blank lines are harmless */
 	if (record_decode(line, len, &cmd, err, sizeof(err)) == 0) {
-		room_command(b->room, &cmd);
+		room_command(r, &cmd);
 	} else {
 		stats.records_malformed++;
 		if (log_ratelimit(&b->log_budget, &suppressed))
@@ -580,7 +587,7 @@ backend_line(struct backend *b, const uint8_t *line, size_t len)
 	if (b->room->n_taps > 0)
 		admin_tap(b->room, '>', line, len, false);
 	if (b->format == CFG_FORMAT_JSON)
-		backend_record(b, (const char *)line, len);
+		backend_record(b, b->room, (const char *)line, len);
 	else
 		backend_message(b, line, len, false);
 }
@@ -780,13 +787,44 @@ backend_ended(struct backend *b, int err)
 	}
 }
 
-/* A stopping backend's output is read and dropped, so that it is not
- * blocked writing while it should be reading its last records. */
+/* The complete lines of a replaced backend: commands for its former
+ * room, which it still speaks for until it ends. */
+static void
+backend_former_lines(struct backend *b, const uint8_t *data, size_t len)
+{
+	const uint8_t *nl;
+	size_t start = 0, n;
+
+	if (backend_keep(b, data, len) == -1) {
+		b->in_len = 0;
+		return;
+	}
+	client_batch_begin();
+	while (b->former != NULL && (nl = memchr(b->in + start, '\n',
+	    b->in_len - start)) != NULL) {
+		n = (size_t)(nl - (b->in + start));
+		if (n <= b->line_max)
+			backend_record(b, b->former, (const char *)b->in + start,
+			    n);
+		start += n + 1;
+	}
+	client_batch_end();
+	memmove(b->in, b->in + start, b->in_len - start);
+	b->in_len -= start;
+	if (b->in_len > b->line_max)
+		b->in_len = 0;
+}
+
+/* A stopping backend's output is read, so that it is not blocked
+ * writing while it should be reading its last records: carried out if
+ * it was replaced in a reload (its room is still there), else dropped. */
 static void
 backend_read_detached(struct backend *b)
 {
 	ssize_t n = recv(b->fd, backend_read_buf, sizeof(backend_read_buf), 0);
 
+	if (n > 0 && b->former != NULL && b->format == CFG_FORMAT_JSON)
+		backend_former_lines(b, backend_read_buf, (size_t)n);
 	if (n > 0 || (n == -1 && (errno == EAGAIN || errno == EINTR)))
 		return;
 	/* EOF or an error: the connection is done with. */
@@ -853,7 +891,9 @@ backend_write_cb(evutil_socket_t fd, short events, void *arg)
 	struct backend *b = arg;
 	int n;
 
-	n = evbuffer_write(b->out, fd);
+	/* The queue may have been forgotten since (backend_forget_queued):
+	 * evbuffer_write says -1 for an empty one. */
+	n = evbuffer_get_length(b->out) > 0 ? evbuffer_write(b->out, fd) : 0;
 	if (n > 0)
 		backend_wrote(b, (size_t)n);
 	if (n == -1 && errno != EAGAIN && errno != EINTR) {
@@ -884,7 +924,7 @@ backend_write_cb(evutil_socket_t fd, short events, void *arg)
 		return;
 	}
 	/* Stopping: all is written. */
-	if (b->kind == CFG_BACKEND_UNIX) {
+	if (b->kind == CFG_BACKEND_UNIX && b->former == NULL) {
 		backend_close_fd(b);
 		backend_check_done(b);
 	} else if (!b->write_shut) {
@@ -977,10 +1017,16 @@ backend_stop(struct backend *b)
 		 * which backend_check_done stops. */
 		if (b->pid == 0 && b->kind == CFG_BACKEND_EXEC)
 			evbuffer_drain(b->out, evbuffer_get_length(b->out));
-		if (backend_queued(b) == 0) {
+		if (backend_queued(b) == 0 && b->former == NULL) {
 			backend_close_fd(b);
 			backend_check_done(b);
 			return;
+		}
+		/* A replaced one gets EOF instead, and is read until it
+		 * hangs up, since it still answers for its room. */
+		if (backend_queued(b) == 0 && b->fd != -1) {
+			b->write_shut = true;
+			shutdown(b->fd, SHUT_WR);
 		}
 		backend_timer_set(b, BACKEND_TIMER_FLUSH, b->stop_timeout_ms);
 		return;

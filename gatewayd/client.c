@@ -710,7 +710,7 @@ client_send_frame(struct client *c, struct shared_frame *f)
 			return;
 		}
 	}
-	stats.messages_out++;
+	stats.messages_out += !c->admin;	/* a tap's lines are not */
 	client_output_added(c);
 }
 
@@ -726,7 +726,7 @@ client_send_copy(struct client *c, enum ws_frame_opcode opcode, bool rsv1,
 	if (evbuffer_add(c->out, header, n) == -1 ||
 	    (len > 0 && evbuffer_add(c->out, payload, len) == -1))
 		return;
-	stats.messages_out++;
+	stats.messages_out += !c->admin;
 	client_output_added(c);
 }
 
@@ -1699,12 +1699,11 @@ client_admin_drop(struct client *c, const char *why)
 {
 	static const char *const gone = "room gone";
 
+	/* What it has not read stays queued, bounded (ADMIN_TAP_MAX) and
+	 * whole: the first frame may be written in part already, and the
+	 * close frame must come after it for the reader to see why.  No
+	 * more lines come to it, and close_timeout ends it. */
 	client_admin_leave(c);
-	if (strcmp(why, gone) != 0) {
-		/* Behind: what it has not read is dropped with it. */
-		evbuffer_drain(c->out, evbuffer_get_length(c->out));
-		client_account(c);
-	}
 	client_close(c, strcmp(why, gone) == 0 ? WS_CLOSE_GOING_AWAY :
 	    WS_CLOSE_POLICY, why, strlen(why));
 }
@@ -2083,6 +2082,10 @@ client_reload(struct client *c)
 	/* Its room's resource was re-pointed already (room_reload); a
 	 * client in no room is closing and needs only the defaults. */
 	c->opts = c->room != NULL ? &c->room->res->opts : NULL;
+	/* Its timeouts may have changed: looked at again (client_liveness,
+	 * from the loop, since it may close the client). */
+	if (c->state == CLIENT_OPEN)
+		server_timer_set(c->timer, 0);
 }
 
 void

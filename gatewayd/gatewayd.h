@@ -414,6 +414,8 @@ struct room {
 	bool paused;			/* the clients are not read */
 	LIST_HEAD(, client) taps;	/* admin clients tapping it */
 	size_t n_taps;
+	struct backend *former;		/* the backend a reload replaced,
+					 * while it ends */
 };
 
 /* The longest backoff between restarts is at least this, so that a
@@ -495,6 +497,8 @@ void room_reload(const struct cfg *cfg);
 
 struct backend {
 	struct room *room;		/* NULL once detached */
+	struct room *former;		/* replaced in a reload: the room it
+					 * still speaks for while it ends */
 	LIST_ENTRY(backend) entry;	/* server.backends */
 	uint64_t pid;			/* exec: its key in server.processes;
 					 * 0 once reaped (or never spawned) */

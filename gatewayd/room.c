@@ -189,6 +189,8 @@ room_free(struct room *r)
 		client_admin_drop(LIST_FIRST(&r->taps), "room gone");
 	if (r->backend != NULL)
 		backend_stop(r->backend);
+	if (r->former != NULL)
+		r->former->former = NULL;
 	journal_clear(&r->journal);
 	if (r->indexed) {
 		tdelete(r, &server.room_index, room_cmp);
@@ -934,13 +936,16 @@ room_replace_backend(struct room *r)
 	    r->res->backend);
 	evtimer_del(r->restart_timer);
 	if (b != NULL) {
-		/* The new one gets what the old one has not read, marked
-		 * redelivered if it may have read it. */
-		room_backend_trim(r);
-		r->backend = NULL;
-		backend_forget_queued(b);
+		/* The old one ends as a room's backend does when the room
+		 * stops: it gets what was queued for it, then EOF, and what
+		 * it answers meanwhile is carried out.  The new one starts
+		 * with the clients' opens and what comes next. */
+		if (r->former != NULL)
+			r->former->former = NULL;
+		r->former = b;
+		b->former = r;
 		backend_stop(b);
-		journal_rewind(&r->journal);
+		journal_clear(&r->journal);
 	}
 	r->restart_delay_ms = o->restart_delay_ms;
 	r->failures = 0;

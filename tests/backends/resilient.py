@@ -11,7 +11,9 @@ stdin/stdout, one room per connection (all of them recorded in the one
 file).  A text message from a client is:
 
     stall:SECONDS        the process sleeps that long without reading
-                         stdin (the record is logged first)
+                         stdin (the record is logged first); not when
+                         the record is marked redelivered (the process
+                         before may have stalled on it already)
     reader               the sender takes part in the pacing of flood
     ack:SEQ              a reader has received every flood message up to
                          SEQ
@@ -95,7 +97,8 @@ def serve(rfile, wfile, log, lock, echo):
         if text is None:
             continue
         if text.startswith("stall:"):
-            time.sleep(float(text[6:]))
+            if not record.get("redelivered"):
+                time.sleep(float(text[6:]))
         elif text == "reader" or text.startswith("ack:"):
             pass
         elif text.startswith("flood:"):
