@@ -50,7 +50,7 @@ PURE        := utf8 ws_frame ws_deflate http_req handshake record cfg idmap env 
                http_static metrics journal blob
 # The I/O glue around one libevent loop.
 GLUE        := log stats conn tls listener client http admin room backend \
-               server ctl main
+               server upgrade ctl main
 PURE_OBJS   := $(PURE:%=$(BUILD)/%.o)
 GLUE_OBJS   := $(GLUE:%=$(BUILD)/%.o)
 UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(wildcard tests/unit/test_*.c))
@@ -62,7 +62,8 @@ RUN_PACKAGES  := build-essential pkg-config libevent-dev libssl-dev \
     libinih-dev libjansson-dev zlib1g-dev libsystemd-dev python3 jq
 TEST_PACKAGES := clang-14 libclang-rt-14-dev valgrind python3-pytest \
     python3-websockets python3-pytest-asyncio python3-pytest-timeout \
-    python3-trustme python3-selenium chromium chromium-driver websocketd bc
+    python3-trustme python3-selenium chromium chromium-driver websocketd bc \
+    openssl prometheus
 DEBIAN_PACKAGES := $(RUN_PACKAGES) $(TEST_PACKAGES)
 
 .PHONY: all run test unit pytest stress fuzz fuzz-smoke fuzz-replay deps \

@@ -389,6 +389,34 @@ admin_room(const char *path, size_t len)
 	return NULL;
 }
 
+/*
+ * POST /upgrade: hand everything to a new process (upgrade.c), and say
+ * how it went.  This connection stays with the old process, which
+ * answers it and then stops.
+ */
+static void
+admin_upgrade(struct client *c, const struct http_req *req)
+{
+	char body[256];
+	const char *why;
+	bool ok;
+	int n;
+
+	if (req->method_len != 4 || memcmp(req->method, "POST", 4) != 0) {
+		admin_answer(c, req, 405, "text/plain; charset=utf-8",
+		    "POST /upgrade\n", 14);
+		return;
+	}
+	ok = upgrade_start(&why) == 0;
+	if (ok)
+		n = snprintf(body, sizeof(body), "upgraded: pid %d handed "
+		    "over to a new process\n", (int)getpid());
+	else
+		n = snprintf(body, sizeof(body), "upgrade failed: %s\n", why);
+	admin_answer(c, req, ok ? 200 : 500, "text/plain; charset=utf-8",
+	    body, (size_t)n);
+}
+
 void
 admin_serve(struct client *c, const struct http_req *req)
 {
@@ -416,6 +444,10 @@ admin_serve(struct client *c, const struct http_req *req)
 		admin_rooms(c, req);
 		return;
 	}
+	if (n == 8 && memcmp(p, "/upgrade", 8) == 0 && !upgrade) {
+		admin_upgrade(c, req);
+		return;
+	}
 	tap = n > 5 && memcmp(p, "/tap/", 5) == 0;
 	if (tap || (n > 8 && memcmp(p, "/inject/", 8) == 0)) {
 		if (!upgrade) {
@@ -433,8 +465,8 @@ admin_serve(struct client *c, const struct http_req *req)
 		return;
 	}
 	admin_answer(c, req, 404, "text/plain; charset=utf-8",
-	    "not found: /healthz, /metrics, /rooms, /tap/ROOM, "
-	    "/inject/ROOM\n", 63);
+	    "not found: /healthz, /metrics, /rooms, /upgrade, /tap/ROOM, "
+	    "/inject/ROOM\n", 73);
 }
 
 /*

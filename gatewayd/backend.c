@@ -38,6 +38,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -172,6 +173,9 @@ backend_spawn(struct backend *b, char **argv, char **envp,
 	posix_spawn_file_actions_adddup2(&fa, sv[1], 0);
 	posix_spawn_file_actions_adddup2(&fa, sv[1], 1);
 	posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+	/* Nothing else: not what gatewayd itself inherited without
+	 * close-on-exec, nor what an upgrade is handing over. */
+	posix_spawn_file_actions_addclosefrom_np(&fa, 3);
 	posix_spawnattr_init(&attr);
 	/* Its own process group: a terminal's ^C reaches gatewayd alone,
 	 * which then stops its rooms in order, and stopping signals the
@@ -268,6 +272,10 @@ backend_free(struct backend *b)
 		idmap_del(&server.processes, b->pid);
 		server.n_processes--;
 	}
+	if (b->pid_event != NULL)
+		event_free(b->pid_event);
+	if (b->pidfd != -1)
+		close(b->pidfd);
 	if (b->read_event != NULL)
 		event_free(b->read_event);
 	if (b->write_event != NULL)
@@ -298,7 +306,7 @@ backend_start(struct room *r, bool resumed, char **envp, struct refusal *rf)
 	if (b == NULL)
 		return NULL;
 	LIST_INSERT_HEAD(&server.backends, b, entry);
-	b->fd = b->err_fd = -1;
+	b->fd = b->err_fd = b->pidfd = -1;
 	b->kind = res->backend_kind;
 	b->format = res->opts.format;
 	b->binary = res->opts.binary;
@@ -1103,6 +1111,53 @@ backend_log_exit(struct backend *b, int status)
 		    strsignal(WTERMSIG(status)), ms);
 }
 
+/*
+ * The process exited, with status (waitpid's) when known: a process
+ * taken over from the process before an upgrade is not our child, and
+ * only its pidfd tells that it ended.
+ */
+static void
+backend_exited(struct backend *b, int status, bool known)
+{
+	if (known)
+		backend_log_exit(b, status);
+	else
+		(b->room != NULL ? log_warn : log_info)("%s: backend (pid %llu) "
+		    "exited; its status is unknown (it was started before "
+		    "the upgrade)", b->label, (unsigned long long)b->pid);
+	idmap_del(&server.processes, b->pid);
+	server.n_processes--;
+	b->pid = 0;
+	b->exited = true;
+	b->exit_status = status;
+	if (b->pid_event != NULL) {
+		event_free(b->pid_event);
+		b->pid_event = NULL;
+	}
+	if (b->pidfd != -1) {
+		close(b->pidfd);
+		b->pidfd = -1;
+	}
+	if (b->timer_does == BACKEND_TIMER_EXIT_WAIT)
+		evtimer_del(b->timer);
+	backend_stderr_drain(b);
+	if (b->room != NULL) {
+		/* Carry out what it wrote before it died, then fail the
+		 * room: its socket may be held open by a child of its own,
+		 * so EOF cannot be waited for. */
+		backend_read_rest(b);
+		backend_lost(b, !known || (WIFEXITED(status) &&
+		    WEXITSTATUS(status) == 0) ? WS_CLOSE_NORMAL :
+		    WS_CLOSE_INTERNAL_ERROR);
+	} else {
+		/* Stopping: its children go with it. */
+		if (b->timer_does != BACKEND_TIMER_KILL)
+			evtimer_del(b->timer);
+		backend_close_fd(b);
+		backend_check_done(b);
+	}
+}
+
 void
 backend_reap(void)
 {
@@ -1112,33 +1167,15 @@ backend_reap(void)
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
 		b = idmap_get(&server.processes, (uint64_t)pid);
-		if (b == NULL)
-			continue;
-		backend_log_exit(b, status);
-		idmap_del(&server.processes, b->pid);
-		server.n_processes--;
-		b->pid = 0;
-		b->exited = true;
-		b->exit_status = status;
-		if (b->timer_does == BACKEND_TIMER_EXIT_WAIT)
-			evtimer_del(b->timer);
-		backend_stderr_drain(b);
-		if (b->room != NULL) {
-			/* Carry out what it wrote before it died, then fail
-			 * the room: its socket may be held open by a child of
-			 * its own, so EOF cannot be waited for. */
-			backend_read_rest(b);
-			backend_lost(b, WIFEXITED(status) &&
-			    WEXITSTATUS(status) == 0 ? WS_CLOSE_NORMAL :
-			    WS_CLOSE_INTERNAL_ERROR);
-		} else {
-			/* Stopping: its children go with it. */
-			if (b->timer_does != BACKEND_TIMER_KILL)
-				evtimer_del(b->timer);
-			backend_close_fd(b);
-			backend_check_done(b);
-		}
+		if (b != NULL)
+			backend_exited(b, status, true);
 	}
+}
+
+static void
+backend_pidfd_cb(evutil_socket_t fd, short events, void *arg)
+{
+	backend_exited(arg, 0, false);
 }
 
 void
@@ -1269,4 +1306,175 @@ backend_stderr_drain(struct backend *b)
 	if (dropped > 0)
 		log_info("%s: backend: %lu more lines of stderr not logged",
 		    b->label, dropped);
+}
+
+/* The upgrade (upgrade.c): handing a room's backend to a new process. */
+
+bool
+backend_transferable(const struct backend *b)
+{
+	/* Up and doing nothing but its work: not failing or stopping. */
+	return b->room != NULL && b->fd != -1 && !b->eof && !b->exited &&
+	    !b->write_shut && b->timer_does == BACKEND_TIMER_NONE &&
+	    (b->kind != CFG_BACKEND_EXEC || b->pid != 0);
+}
+
+void
+backend_save(struct backend *b, struct blob *w)
+{
+	size_t out = evbuffer_get_length(b->out);
+	int pidfd = -1;
+
+	/* A pidfd made while the process is our unreaped child names it
+	 * and no other, whatever becomes of its pid. */
+	if (b->pid != 0)
+		pidfd = (int)syscall(SYS_pidfd_open, (pid_t)b->pid, 0);
+	blob_put_u32(w, (uint32_t)b->fd);
+	blob_put_u64(w, b->pid);
+	blob_put_u64(w, (uint64_t)b->pgid);
+	blob_put_u32(w, (uint32_t)b->err_fd);
+	blob_put_u32(w, (uint32_t)pidfd);
+	blob_put_u64(w, b->started_ms);
+	blob_put_u8(w, b->paused);
+	blob_put_u8(w, b->skipping);
+	blob_put_bytes(w, b->in, b->in_len);
+	blob_put_bytes(w, out > 0 ? evbuffer_pullup(b->out, -1) : NULL, out);
+	blob_put_u64(w, b->unjournaled);
+	blob_put_bytes(w, b->err_buf, b->err_len);
+	upgrade_pass(b->fd);
+	if (b->err_fd != -1)
+		upgrade_pass(b->err_fd);
+	if (pidfd != -1)
+		upgrade_pass_owned(pidfd);
+}
+
+struct backend *
+backend_load(struct room *r, struct blob *blob)
+{
+	const struct cfg_resource *res = r->res;
+	const uint8_t *in, *out, *err;
+	size_t in_len, out_len, err_len;
+	struct backend *b;
+
+	if ((b = calloc(1, sizeof(*b))) == NULL)
+		return NULL;
+	LIST_INSERT_HEAD(&server.backends, b, entry);
+	b->kind = res->backend_kind;
+	b->format = res->opts.format;
+	b->binary = res->opts.binary;
+	b->line_max = b->format == CFG_FORMAT_JSON ?
+	    RECORD_LINE_MAX(res->opts.max_message_size) :
+	    res->opts.max_message_size;
+	b->stop_timeout_ms = res->opts.stop_timeout_ms;
+	b->fd = (int)blob_get_u32(blob);
+	b->pid = blob_get_u64(blob);
+	b->pgid = (pid_t)blob_get_u64(blob);
+	b->err_fd = (int)blob_get_u32(blob);
+	b->pidfd = (int)blob_get_u32(blob);
+	b->started_ms = blob_get_u64(blob);
+	b->paused = blob_get_bool(blob);
+	b->skipping = blob_get_bool(blob);
+	in = blob_get_bytes(blob, &in_len, b->line_max + BACKEND_READ_MAX);
+	out = blob_get_bytes(blob, &out_len, SIZE_MAX);
+	b->unjournaled = blob_get_u64(blob);
+	err = blob_get_bytes(blob, &err_len, sizeof(b->err_buf));
+	if (r->solo != NULL)
+		b->label = strdup(r->solo->name);
+	else if (asprintf(&b->label, "room %s", r->path) == -1)
+		b->label = NULL;
+	b->timer = evtimer_new(server.base, backend_timer_cb, b);
+	b->more = evtimer_new(server.base, backend_more_cb, b);
+	b->out = evbuffer_new();
+	if (blob->failed || b->label == NULL || b->timer == NULL ||
+	    b->more == NULL || b->out == NULL || b->unjournaled > out_len ||
+	    evbuffer_add(b->out, out, out_len) == -1)
+		goto fail;
+	if (in_len > 0) {
+		if ((b->in = malloc(in_len)) == NULL)
+			goto fail;
+		memcpy(b->in, in, in_len);
+		b->in_len = b->in_cap = in_len;
+	}
+	memcpy(b->err_buf, err, err_len);
+	b->err_len = err_len;
+	/* Ours now: not to leak into the programs we spawn. */
+	(void)fcntl(b->fd, F_SETFD, FD_CLOEXEC);
+	if (b->err_fd != -1)
+		(void)fcntl(b->err_fd, F_SETFD, FD_CLOEXEC);
+	if (b->pidfd != -1)
+		(void)fcntl(b->pidfd, F_SETFD, FD_CLOEXEC);
+	b->read_event = event_new(server.base, b->fd, EV_READ | EV_PERSIST,
+	    backend_read_cb, b);
+	b->write_event = event_new(server.base, b->fd, EV_WRITE | EV_PERSIST,
+	    backend_write_cb, b);
+	if (b->read_event == NULL || b->write_event == NULL)
+		goto fail;
+	if (b->pid != 0) {
+		if (b->pidfd == -1 || idmap_put(&server.processes, b) == -1)
+			goto fail;
+		server.n_processes++;
+		b->pid_event = event_new(server.base, b->pidfd, EV_READ,
+		    backend_pidfd_cb, b);
+		if (b->pid_event == NULL)
+			goto fail;
+		event_add(b->pid_event, NULL);
+	}
+	if (b->err_fd != -1) {
+		b->err_event = event_new(server.base, b->err_fd,
+		    EV_READ | EV_PERSIST, backend_stderr_cb, b);
+		b->err_timer = evtimer_new(server.base,
+		    backend_stderr_timer_cb, b);
+		if (b->err_event == NULL || b->err_timer == NULL)
+			goto fail;
+		event_add(b->err_event, NULL);
+	}
+	b->room = r;
+	if (!b->paused) {
+		b->reading = true;
+		event_add(b->read_event, NULL);
+		if (b->in_len > 0)
+			backend_continue(b);
+	}
+	if (out_len > 0) {
+		b->writing = true;
+		event_add(b->write_event, NULL);
+	}
+	return b;
+fail:
+	/* Nothing of it is closed: the process may still give up, and
+	 * the old one then carries on with these descriptors. */
+	if (b->pid != 0 && idmap_get(&server.processes, b->pid) == b) {
+		idmap_del(&server.processes, b->pid);
+		server.n_processes--;
+	}
+	b->pid = 0;
+	b->fd = b->err_fd = b->pidfd = -1;
+	backend_free(b);
+	return NULL;
+}
+
+void
+backend_abandon(struct backend *b)
+{
+	/* The new process has it: its process keeps running, its socket
+	 * stays open there, and what it writes to stderr is read there. */
+	if (b->room != NULL) {
+		b->room->backend = NULL;
+		b->room = NULL;
+	}
+	if (b->pid != 0) {
+		idmap_del(&server.processes, b->pid);
+		server.n_processes--;
+		b->pid = 0;
+	}
+	if (b->err_fd != -1) {
+		if (b->err_event != NULL)
+			event_free(b->err_event);
+		if (b->err_timer != NULL)
+			event_free(b->err_timer);
+		b->err_event = b->err_timer = NULL;
+		close(b->err_fd);
+		b->err_fd = -1;
+	}
+	backend_free(b);
 }

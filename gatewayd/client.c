@@ -151,23 +151,38 @@ client_ip_cmp(const void *a, const void *b)
 	return memcmp(x->addr, y->addr, sizeof(x->addr));
 }
 
-/* Count one more connection from addr; NULL when it has too many. */
+/* Count one more connection from addr; NULL when it has too many (and
+ * refused is not NULL: else it is counted all the same). */
 static struct ip_count *
 client_ip_acquire(const struct sockaddr *addr, bool *refused)
 {
+	struct ip_count key;
+	const uint8_t *a = NULL;
+
+	memset(&key, 0, sizeof(key));
+	if (addr->sa_family == AF_INET)
+		a = (const uint8_t *)&((const struct sockaddr_in *)addr)->sin_addr;
+	else if (addr->sa_family == AF_INET6)
+		a = (const uint8_t *)&((const struct sockaddr_in6 *)addr)->sin6_addr;
+	return client_ip_count(addr->sa_family, a, refused);
+}
+
+struct ip_count *
+client_ip_count(int family, const uint8_t *addr, bool *refused)
+{
 	struct ip_count key, *ip, **found;
 
-	*refused = false;
+	if (refused != NULL)
+		*refused = false;
 	memset(&key, 0, sizeof(key));
-	key.family = addr->sa_family;
-	if (addr->sa_family == AF_INET)
-		memcpy(key.addr, &((const struct sockaddr_in *)addr)->sin_addr, 4);
-	else if (addr->sa_family == AF_INET6)
-		memcpy(key.addr, &((const struct sockaddr_in6 *)addr)->sin6_addr, 16);
+	key.family = family;
+	if (addr != NULL)
+		memcpy(key.addr, addr, family == AF_INET ? 4 : 16);
 	found = tfind(&key, &server.ip_index, client_ip_cmp);
 	if (found != NULL) {
 		ip = *found;
-		if (ip->count >= server.cfg->max_connections_per_ip) {
+		if (refused != NULL &&
+		    ip->count >= server.cfg->max_connections_per_ip) {
 			*refused = true;
 			return NULL;
 		}
@@ -2122,4 +2137,177 @@ client_go_away(struct client *c, const char *why)
 	case CLIENT_LINGERING:
 		break;
 	}
+}
+
+/* The upgrade (upgrade.c): handing open clients to a new process. */
+
+bool
+client_transferable(const struct client *c)
+{
+	/* TLS keeps its keys in this process, and a client's own zlib
+	 * streams cannot be written out: those go as a stop has them go. */
+	return c->state == CLIENT_OPEN && !c->gone && !c->admin &&
+	    c->conn.ssl == NULL && c->zlib == NULL && c->room != NULL &&
+	    c->parser.state != WS_FRAME_FAILED;
+}
+
+/* The bytes of an output or input buffer, into b. */
+static void
+client_save_buffer(struct evbuffer *buf, struct blob *b)
+{
+	size_t len = buf != NULL ? evbuffer_get_length(buf) : 0;
+
+	blob_put_bytes(b, len > 0 ? evbuffer_pullup(buf, -1) : NULL, len);
+}
+
+void
+client_save(const struct client *c, struct blob *b)
+{
+	upgrade_pass(c->conn.fd);
+	blob_put_u32(b, (uint32_t)c->conn.fd);
+	blob_put_u64(b, c->id);
+	blob_put_str(b, c->remote);
+	blob_put_bytes(b, c->open_line, c->open_len);
+	blob_put_u8(b, c->announced);
+	blob_put_u8(b, c->deflate);
+	blob_put_u8(b, c->deflate_bits);
+	blob_put_u8(b, c->inflate_bits);
+	ws_frame_parser_save(&c->parser, b);
+	client_save_buffer(c->in, b);
+	client_save_buffer(c->out, b);
+	blob_put_u8(b, c->ping_sent);
+	blob_put_u64(b, c->ping_sent_ms);
+	blob_put_u64(b, c->last_frame_ms);
+	blob_put_u64(b, c->last_message_ms + (c->reading ? 0 :
+	    server_now_ms() - c->unread_since_ms));
+	blob_put_u64(b, c->opened_ms);
+	blob_put_u64(b, c->bytes_in);
+	blob_put_u64(b, c->bytes_out);
+}
+
+/* A buffer of the bytes read from b; false when they cannot be had. */
+static bool
+client_load_buffer(struct evbuffer **buf, struct blob *b, size_t max)
+{
+	const uint8_t *p;
+	size_t len;
+
+	p = blob_get_bytes(b, &len, max);
+	if (b->failed)
+		return false;
+	if (len == 0)
+		return true;
+	if (*buf == NULL && (*buf = evbuffer_new()) == NULL)
+		return false;
+	return evbuffer_add(*buf, p, len) == 0;
+}
+
+struct client *
+client_load(struct blob *b, struct room *r)
+{
+	const struct cfg_room_opts *o = &r->res->opts;
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	const uint8_t *open;
+	struct client *c;
+	int fd;
+
+	fd = (int)blob_get_u32(b);
+	if (b->failed || getpeername(fd, (struct sockaddr *)&ss, &len) == -1)
+		return NULL;
+	c = calloc(1, sizeof(*c) + 3 * client_event_size());
+	if (c == NULL)
+		return NULL;
+	c->conn.fd = fd;
+	c->file_fd = -1;
+	c->state = CLIENT_OPEN;
+	c->opts = o;
+	c->read_event = (struct event *)c->event_space;
+	c->write_event = (struct event *)(c->event_space + client_event_size());
+	c->timer = (struct event *)(c->event_space + 2 * client_event_size());
+	event_assign(c->read_event, server.base, fd, EV_READ | EV_PERSIST,
+	    client_read_cb, c);
+	event_assign(c->write_event, server.base, fd, EV_WRITE | EV_PERSIST,
+	    client_write_cb, c);
+	evtimer_assign(c->timer, server.base, client_timer_cb, c);
+	c->id = blob_get_u64(b);
+	snprintf(c->name, sizeof(c->name), "c%llu", (unsigned long long)c->id);
+	c->remote = blob_get_str(b, CLIENT_REMOTE_MAX);
+	open = blob_get_bytes(b, &c->open_len, SIZE_MAX);
+	if (c->open_len > 0 && (c->open_line = malloc(c->open_len)) != NULL)
+		memcpy(c->open_line, open, c->open_len);
+	c->announced = blob_get_bool(b);
+	c->deflate = blob_get_u8(b);
+	c->deflate_bits = blob_get_u8(b);
+	c->inflate_bits = blob_get_u8(b);
+	ws_frame_parser_init(&c->parser, o->max_message_size,
+	    o->max_frame_size, true);
+	ws_frame_parser_allow_rsv1(&c->parser, c->deflate & CLIENT_DEFLATE_ON);
+	c->out = evbuffer_new();
+	if (b->failed || (c->open_len > 0 && c->open_line == NULL) ||
+	    c->out == NULL || c->deflate_bits > 15 || c->inflate_bits > 15 ||
+	    ws_frame_parser_load(&c->parser, b) == -1 ||
+	    !client_load_buffer(&c->in, b, SIZE_MAX) ||
+	    !client_load_buffer(&c->out, b, SIZE_MAX))
+		goto fail;
+	c->ping_sent = blob_get_bool(b);
+	c->ping_sent_ms = blob_get_u64(b);
+	c->last_frame_ms = blob_get_u64(b);
+	c->last_message_ms = blob_get_u64(b);
+	c->opened_ms = blob_get_u64(b);
+	c->bytes_in = blob_get_u64(b);
+	c->bytes_out = blob_get_u64(b);
+	if (b->failed || idmap_put(&server.client_index, c) == -1)
+		goto fail;
+	/* Counted as at accept, but never refused: it is here already. */
+	if (server.cfg->max_connections_per_ip > 0)
+		c->ip = client_ip_acquire((struct sockaddr *)&ss, NULL);
+	LIST_INSERT_HEAD(&server.clients, c, entry);
+	server.n_clients++;
+	if (c->id > server.next_client_id)
+		server.next_client_id = c->id;
+	c->reading = true;
+	event_add(c->read_event, NULL);
+	if (c->in != NULL)
+		event_active(c->read_event, EV_READ, 0);
+	/* Written once the loop runs: nothing goes out before the old
+	 * process has let go. */
+	client_account(c);
+	if (evbuffer_get_length(c->out) > 0)
+		event_add(c->write_event, NULL);
+	server_timer_set(c->timer, 0);		/* client_liveness */
+	return c;
+fail:
+	ws_frame_parser_free(&c->parser);
+	if (c->out != NULL)
+		evbuffer_free(c->out);
+	if (c->in != NULL)
+		evbuffer_free(c->in);
+	free(c->open_line);
+	free(c->remote);
+	free(c);
+	return NULL;
+}
+
+void
+client_abandon(struct client *c)
+{
+	/* Another process carries it on: no record, no frame, no FIN
+	 * (close only drops this process's reference to the socket). */
+	c->announced = false;
+	if (c->room != NULL) {
+		if (c->state == CLIENT_AUTHORIZING) {
+			TAILQ_REMOVE(&c->room->pending, c, room_entry);
+			c->room->n_pending--;
+		} else {
+			TAILQ_REMOVE(&c->room->members, c, room_entry);
+			c->room->n_members--;
+		}
+		if (c->room->solo == c)
+			c->room->solo = NULL;
+		c->room = NULL;
+	}
+	stats.clients_closed--;		/* it is not closed: client_free
+					 * counts it all the same */
+	client_free(c);
 }

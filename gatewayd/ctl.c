@@ -1,15 +1,18 @@
 /*
- * ctl: "gatewayd tap" and "gatewayd inject", the admin listener's room
- * tap from a shell.
+ * ctl: "gatewayd tap", "gatewayd inject" and "gatewayd upgrade": the
+ * admin listener from a shell.
  *
  *   gatewayd tap [-c FILE | -a ADMIN] ROOM
  *   gatewayd inject [-c FILE | -a ADMIN] ROOM RECORD
+ *   gatewayd upgrade [-c FILE | -a ADMIN]
  *
  * A small blocking WebSocket client (the gateway's own frame codec): tap
  * prints each record of the room as it flows, one per line ("< " towards
  * the backend, "> " from it), until the room or the daemon goes; inject
  * writes one command record into the room as if its backend had, and
- * prints the daemon's answer ("ok", or "error: why").  ADMIN is the
+ * prints the daemon's answer ("ok", or "error: why"); upgrade asks the
+ * daemon to hand its connections to a new process started from its
+ * binary (POST /upgrade) and prints how it went.  ADMIN is the
  * admin listener's address, HOST:PORT or a Unix socket path; by default
  * it is admin_listen of the configuration file.
  */
@@ -39,6 +42,7 @@ ctl_usage(FILE *out)
 	fprintf(out,
 	    "usage: gatewayd tap [-c FILE | -a ADMIN] ROOM\n"
 	    "       gatewayd inject [-c FILE | -a ADMIN] ROOM RECORD\n"
+	    "       gatewayd upgrade [-c FILE | -a ADMIN]\n"
 	    "  ROOM      a room's path, e.g. /chat\n"
 	    "  RECORD    a command record, e.g. "
 	    "'{\"type\":\"broadcast\",\"text\":\"hi\"}'\n"
@@ -279,12 +283,46 @@ ctl_admin(const char *addr, const char *file, struct cfg_listen *out,
 	return -1;
 }
 
+/* POST /upgrade, and print the answer's body: 0 when it says 200. */
+static int
+ctl_upgrade(int fd)
+{
+	static const char req[] = "POST /upgrade HTTP/1.1\r\nHost: gatewayd\r\n"
+	    "Content-Length: 0\r\nConnection: close\r\n\r\n";
+	char buf[4096], *body;
+	size_t have = 0;
+	ssize_t n;
+
+	if (ctl_send_all(fd, req, sizeof(req) - 1) == -1) {
+		fprintf(stderr, "gatewayd: cannot send the request: %s\n",
+		    strerror(errno));
+		return 1;
+	}
+	/* The answer comes once the new process is ready, or has failed. */
+	while (have < sizeof(buf) - 1 &&
+	    (n = recv(fd, buf + have, sizeof(buf) - 1 - have, 0)) != 0) {
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			break;
+		have += (size_t)n;
+	}
+	buf[have] = '\0';
+	if ((body = strstr(buf, "\r\n\r\n")) == NULL) {
+		fprintf(stderr, "gatewayd: no answer from the daemon\n");
+		return 1;
+	}
+	fputs(body + 4, stdout);
+	return strncmp(buf, "HTTP/1.1 200 ", 13) == 0 ? 0 : 1;
+}
+
 int
 ctl_main(int argc, char **argv)
 {
 	static uint8_t buf[65536];
 	const char *admin = NULL, *file = "/etc/gatewayd/gatewayd.ini";
 	bool tap = strcmp(argv[0], "tap") == 0;
+	bool upgrade = strcmp(argv[0], "upgrade") == 0;
 	struct cfg_listen ln;
 	struct cfg *cfg = NULL;
 	char path[4096];
@@ -305,17 +343,23 @@ ctl_main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (argc - i != (tap ? 1 : 2) || argv[i][0] != '/') {
+	if (upgrade ? argc != i : argc - i != (tap ? 1 : 2) ||
+	    argv[i][0] != '/') {
 		ctl_usage(stderr);
 		return 2;
 	}
-	snprintf(path, sizeof(path), "/%s%s", tap ? "tap" : "inject", argv[i]);
 	if (ctl_admin(admin, file, &ln, &cfg) == -1)
 		return 1;
 	fd = ctl_connect(&ln);
 	cfg_free(cfg);
 	if (fd == -1)
 		return 1;
+	if (upgrade) {
+		status = ctl_upgrade(fd);
+		close(fd);
+		return status;
+	}
+	snprintf(path, sizeof(path), "/%s%s", tap ? "tap" : "inject", argv[i]);
 	if (ctl_handshake(fd, path, buf, sizeof(buf), &left) == 0) {
 		if (tap) {
 			status = ctl_messages(fd, buf, sizeof(buf), left,

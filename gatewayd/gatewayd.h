@@ -23,6 +23,7 @@
 #include <event2/event.h>
 #include <event2/bufferevent.h>
 
+#include "blob.h"
 #include "cfg.h"
 #include "conn.h"
 #include "env.h"
@@ -58,7 +59,10 @@ refuse(struct refusal *rf, int status, const char *why)
 struct server {
 	struct event_base *base;
 	struct cfg *cfg;
-	struct event *signals[4];	/* TERM, INT, CHLD, HUP */
+	struct event *signals[5];	/* TERM, INT, CHLD, HUP, USR2 */
+	char **argv;			/* as started: an upgrade starts the
+					 * binary at exe with them again */
+	char *exe;			/* the binary's path at start */
 	struct event *shutdown_timer;
 	bool stopping;
 
@@ -93,6 +97,8 @@ extern struct server server;
 int server_start(struct cfg *cfg);
 /* Run the loop until a graceful stop has finished; returns the exit code. */
 int server_run(void);
+/* An upgrade handed everything it could over: stop with the rest. */
+void server_stop_after_upgrade(void);
 void server_free(void);
 /* Called whenever a client or backend goes away during a stop, to end the
  * loop once nothing is left. */
@@ -108,9 +114,12 @@ void server_output_over(void);
 
 /* listener.c */
 
-/* Bind (or take from systemd) a socket for every listen line of cfg.
- * Returns 0, or -1 (logged). */
-int listener_start(const struct cfg *cfg);
+/* Bind (or take from systemd, or from fds[0..n_fds) when not NULL: an
+ * upgrade's) a socket for every listen line of cfg.  Returns 0, or -1
+ * (logged). */
+int listener_start(const struct cfg *cfg, const int *fds, size_t n_fds);
+/* The listening sockets, at most max of them, into fds; their count. */
+size_t listener_fds(int *fds, size_t max);
 /* Match the sockets to cfg's lines: keep those it names, bind the new
  * ones, close the rest; all or nothing.  Returns 0, or -1 (logged) with
  * nothing changed. */
@@ -346,6 +355,19 @@ int http_open_statics(const struct cfg *cfg, int *fds);
  * the handshake answers it. */
 bool http_serve(struct client *c, const struct http_req *req);
 
+/* The upgrade: an open client on plain TCP (not TLS) without zlib streams
+ * of its own can be handed to the new process: saved, loaded there as a
+ * member of r, and let go of here without a word. */
+bool client_transferable(const struct client *c);
+void client_save(const struct client *c, struct blob *b);
+struct client *client_load(struct blob *b, struct room *r);
+void client_abandon(struct client *c);
+/* Count one more connection or room from an address (family, and the
+ * address's 4 or 16 bytes); refused, when not NULL, applies
+ * max_connections_per_ip and tells whether it did. */
+struct ip_count *client_ip_count(int family, const uint8_t *addr,
+    bool *refused);
+
 /* Close an open client with a close frame (code, reason) and report the
  * close to its room's backend. */
 void client_close(struct client *c, unsigned code, const char *reason,
@@ -487,6 +509,13 @@ void room_command(struct room *r, const struct record_cmd *cmd);
 void room_backend_lost(struct room *r, unsigned code);
 /* Server stop: close clients, stop the backend, free the room. */
 void room_shutdown(struct room *r);
+/* The upgrade: whether r goes to the new process; write it (its journal,
+ * backend and the clients that go) to b; take over such a room (NULL
+ * with *why); let go of one that went, closing nothing it handed over. */
+bool room_transferable(const struct room *r);
+void room_save(struct room *r, struct blob *b);
+struct room *room_load(struct blob *b, const char **why);
+void room_abandon(struct room *r);
 /* A reload: serve every room from cfg's resource of the same pattern,
  * restarting (through the resume path) the backends that changed;
  * close the rooms whose resource is gone (1001); start the new exact
@@ -515,6 +544,10 @@ struct backend {
 	bool exited;
 	int exit_status;		/* waitpid's, once exited */
 	int fd;				/* the socket; -1 once closed */
+	int pidfd;			/* exec, taken over in an upgrade: it
+					 * tells the exit of a process that is
+					 * not our child; else -1 */
+	struct event *pid_event;
 	struct event *read_event;
 	struct event *write_event;
 	struct evbuffer *out;		/* records not yet written */
@@ -579,6 +612,37 @@ void backend_write_data(struct backend *b, const uint8_t *data, size_t len,
 void backend_set_reading(struct backend *b, bool reading);
 /* SIGCHLD: reap exited processes. */
 void backend_reap(void);
+/* The upgrade: whether b (up and working) can be handed over; write it
+ * to w; take one over for room r; let go of one handed over (its process
+ * keeps running). */
+bool backend_transferable(const struct backend *b);
+void backend_save(struct backend *b, struct blob *w);
+struct backend *backend_load(struct room *r, struct blob *w);
+void backend_abandon(struct backend *b);
+
+/* upgrade.c */
+
+/*
+ * Hand every listener, client and backend that can go to a new gatewayd
+ * started from server.exe with server.argv, and wait (blocking, at most
+ * UPGRADE_TIMEOUT_MS) until it has taken them.  0: it has, and this
+ * process stops with what could not go (TLS clients, handshakes); -1:
+ * nothing changed (*why says why, logged).
+ */
+#define UPGRADE_TIMEOUT_MS 10000
+int upgrade_start(const char **why);
+/* While saving: fd goes to the new process (kept open across its exec);
+ * an owned one is closed here once it has gone. */
+void upgrade_pass(int fd);
+void upgrade_pass_owned(int fd);
+/* In the new process: true when started by upgrade_start (reads the
+ * state's header: -1 on a bad one, logged). */
+int upgrade_open(bool *upgrading);
+/* The listening sockets handed over. */
+const int *upgrade_listeners(size_t *n);
+/* Take over the rooms and clients, then tell the old process: 0, or -1
+ * (logged), when the process must _exit at once. */
+int upgrade_take(void);
 /* Server stop deadline: kill every process group still running. */
 void backend_kill_all(void);
 

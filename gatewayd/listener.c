@@ -245,23 +245,23 @@ listener_addr_text(const struct sockaddr_storage *ss, char *buf, size_t size)
 }
 
 /*
- * The sockets systemd passed (LISTEN_FDS): each must serve a listen line
- * of cfg, matched by address; used[i] marks the lines served.  Returns 0,
- * or -1 (logged) for a socket no line names.
+ * Inherited sockets (systemd's LISTEN_FDS, or an upgrade's, from says
+ * which): each must serve a listen line of cfg, matched by address;
+ * used[i] marks the lines served.  Returns 0, or -1 (logged) for a socket
+ * no line names.
  */
 static int
-listener_inherit(const struct cfg *cfg, bool *used)
+listener_inherit(const struct cfg *cfg, const int *fds, size_t n_fds,
+    const char *from, bool *used)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
 	char text[sizeof(struct sockaddr_un) + 16];
-	int n, fd, bad = 0;
-	size_t i;
+	int fd, bad = 0;
+	size_t i, k;
 
-	n = sd_listen_fds(1);
-	if (n <= 0)
-		return 0;
-	for (fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; fd++) {
+	for (k = 0; k < n_fds; k++) {
+		fd = fds[k];
 		len = sizeof(ss);
 		memset(&ss, 0, sizeof(ss));
 		if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1) {
@@ -289,9 +289,9 @@ listener_inherit(const struct cfg *cfg, bool *used)
 			continue;
 		}
 		used[i] = true;
-		log_info("listening on %s%s (from systemd)", cfg->listens[i].text,
+		log_info("listening on %s%s (from %s)", cfg->listens[i].text,
 		    cfg->listens[i].tls ? " (tls)" : cfg->listens[i].admin ?
-		    " (admin)" : "");
+		    " (admin)" : "", from);
 	}
 	return bad;
 }
@@ -317,11 +317,12 @@ listener_open(const struct cfg *cfg, const struct cfg_listen *ln)
 }
 
 int
-listener_start(const struct cfg *cfg)
+listener_start(const struct cfg *cfg, const int *fds, size_t n_fds)
 {
+	int *systemd;
 	bool *used;
 	size_t i;
-	int r = 0;
+	int r = 0, n;
 
 	listener_spare_open();
 	listener_retry = evtimer_new(server.base, listener_enable_all, NULL);
@@ -330,8 +331,22 @@ listener_start(const struct cfg *cfg)
 		free(used);
 		return -1;
 	}
-	if (listener_inherit(cfg, used) == -1)
-		r = -1;
+	if (fds != NULL) {
+		if (listener_inherit(cfg, fds, n_fds, "the old process",
+		    used) == -1)
+			r = -1;
+	} else if ((n = sd_listen_fds(1)) > 0) {
+		if ((systemd = calloc((size_t)n, sizeof(*systemd))) == NULL) {
+			free(used);
+			return -1;
+		}
+		for (i = 0; i < (size_t)n; i++)
+			systemd[i] = SD_LISTEN_FDS_START + (int)i;
+		if (listener_inherit(cfg, systemd, (size_t)n, "systemd",
+		    used) == -1)
+			r = -1;
+		free(systemd);
+	}
 	for (i = 0; i < cfg->n_listens && r == 0; i++)
 		if (!used[i] && listener_open(cfg, &cfg->listens[i]) == -1)
 			r = -1;
@@ -414,6 +429,18 @@ listener_all_up(void)
 	LIST_FOREACH(l, &listeners, entry)
 		n += !l->ln->admin;
 	return n > 0;
+}
+
+size_t
+listener_fds(int *fds, size_t max)
+{
+	struct listener *l;
+	size_t n = 0;
+
+	LIST_FOREACH(l, &listeners, entry)
+		if (n < max)
+			fds[n++] = evconnlistener_get_fd(l->evl);
+	return n;
 }
 
 void

@@ -164,8 +164,12 @@ main(int argc, char **argv)
 
 	memset(&cmd, 0, sizeof(cmd));
 	if (argc > 1 && (strcmp(argv[1], "tap") == 0 ||
-	    strcmp(argv[1], "inject") == 0))
+	    strcmp(argv[1], "inject") == 0 || strcmp(argv[1], "upgrade") == 0))
 		return ctl_main(argc - 1, argv + 1);
+	/* An upgrade starts the binary found at this path now (it may
+	 * have been replaced meanwhile) with these arguments. */
+	server.argv = argv;
+	server.exe = realpath("/proc/self/exe", NULL);
 	/* '+': options end at the first operand, the command. */
 	while ((opt = getopt_long(argc, argv, "+c:thVl:", main_options,
 	    NULL)) != -1) {
@@ -299,6 +303,7 @@ main(int argc, char **argv)
 	server_free();
 	cfg_free(cfg);
 out:
+	free(server.exe);
 	free(errors);
 	free(text);
 	for (i = 0; i < sizeof(owned) / sizeof(owned[0]); i++)

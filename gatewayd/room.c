@@ -69,7 +69,7 @@ room_res_index(const struct cfg_resource *res)
 
 static struct room *
 room_new(const char *path, size_t len, const struct cfg_resource *res,
-    struct client *solo)
+    bool is_solo)
 {
 	struct room *r;
 
@@ -78,8 +78,7 @@ room_new(const char *path, size_t len, const struct cfg_resource *res,
 		return NULL;
 	r->path = strndup(path, len);
 	r->res = res;
-	r->solo = solo;
-	r->is_solo = solo != NULL;
+	r->is_solo = is_solo;
 	TAILQ_INIT(&r->members);
 	TAILQ_INIT(&r->pending);
 	LIST_INIT(&r->taps);
@@ -405,6 +404,18 @@ room_hold_timeout_cb(evutil_socket_t fd, short events, void *arg)
 /* A new pattern room may be made for c: 0, or -1 with *rf what to refuse
  * c with.  The room is charged to c's address, if addresses are counted,
  * until it stops: see docs/POLICY.md. */
+/* The shared room of res at path, or NULL. */
+static struct room *
+room_find(const struct cfg_resource *res, const char *path)
+{
+	struct room key, **found;
+
+	key.res = res;
+	key.path = (char *)(uintptr_t)path;
+	found = tfind(&key, &server.room_index, room_cmp);
+	return found != NULL ? *found : NULL;
+}
+
 static int
 room_may_create(const struct cfg_resource *res, struct client *c,
     struct refusal *rf)
@@ -437,8 +448,9 @@ room_get(const char *path, size_t len, const struct cfg_resource *res,
 	refuse(rf, 503, "out of memory");
 	if (res->opts.mode == CFG_MODE_CLIENT) {
 		/* Its own room, with its own backend, started now. */
-		if ((r = room_new(path, len, res, c)) == NULL)
+		if ((r = room_new(path, len, res, true)) == NULL)
 			return NULL;
+		r->solo = c;
 		if (room_start_backend(r, envp, rf) != 0) {
 			room_free(r);
 			return NULL;
@@ -456,7 +468,7 @@ room_get(const char *path, size_t len, const struct cfg_resource *res,
 	} else {
 		if (room_may_create(res, c, rf) != 0)
 			return NULL;
-		if ((r = room_new(path, len, res, NULL)) == NULL)
+		if ((r = room_new(path, len, res, false)) == NULL)
 			return NULL;
 		created = true;
 		if (c->ip != NULL) {
@@ -505,7 +517,9 @@ room_start_exact(void)
 
 		if (res->is_prefix || res->opts.mode == CFG_MODE_CLIENT)
 			continue;
-		r = room_new(res->pattern, strlen(res->pattern), res, NULL);
+		if (room_find(res, res->pattern) != NULL)
+			continue;	/* taken over in an upgrade */
+		r = room_new(res->pattern, strlen(res->pattern), res, false);
 		if (r == NULL)
 			return -1;
 		/* An unreachable backend is no reason not to start: the
@@ -1042,4 +1056,242 @@ room_reload(const struct cfg *cfg)
 			room_schedule_restart(r);
 		}
 	}
+}
+
+/* The upgrade (upgrade.c): handing rooms to a new process. */
+
+bool
+room_transferable(const struct room *r)
+{
+	/* A shared room always goes (its clients that cannot are reported
+	 * gone to its backend there); a solo room goes with its client. */
+	if (!r->is_solo)
+		return true;
+	return r->solo != NULL && client_transferable(r->solo) &&
+	    r->backend != NULL && backend_transferable(r->backend);
+}
+
+void
+room_save(struct room *r, struct blob *w)
+{
+	const struct journal_entry *e;
+	bool up = r->backend != NULL && backend_transferable(r->backend);
+	bool reached = false, sent;
+	struct client *c;
+	uint32_t n;
+
+	blob_put_str(w, r->path);
+	blob_put_str(w, r->res->pattern);
+	blob_put_str(w, r->res->backend);
+	blob_put_u8(w, r->is_solo);
+	blob_put_u8(w, r->ever_up);
+	blob_put_u32(w, r->failures);
+	blob_put_u8(w, r->ip != NULL);
+	if (r->ip != NULL) {
+		blob_put_u32(w, (uint32_t)r->ip->family);
+		blob_put_bytes(w, r->ip->addr, sizeof(r->ip->addr));
+	}
+	/* The journal; without a backend to take over, as a failure would
+	 * leave it: whatever was sent may have been read. */
+	blob_put_u64(w, r->journal.next_seq);
+	blob_put_u32(w, (uint32_t)r->journal.n);
+	for (e = r->journal.head; e != NULL; e = e->next) {
+		if (e == r->journal.unsent)
+			reached = true;
+		/* Written, in whole or in part. */
+		sent = !reached || (e == r->journal.unsent &&
+		    r->journal.unsent_off > 0);
+		blob_put_bytes(w, e->line, e->len);
+		blob_put_u64(w, e->client);
+		blob_put_u64(w, e->seq);
+		blob_put_u8(w, (uint8_t)e->kind);
+		blob_put_u8(w, e->maybe_read || (!up && sent));
+		blob_put_u8(w, e->marked);
+	}
+	blob_put_u64(w, up ? r->journal.sent_bytes : 0);
+	blob_put_u8(w, up);
+	if (up)
+		backend_save(r->backend, w);
+	n = 0;
+	TAILQ_FOREACH(c, &r->members, room_entry)
+		n += client_transferable(c);
+	blob_put_u32(w, n);
+	TAILQ_FOREACH(c, &r->members, room_entry)
+		if (client_transferable(c))
+			client_save(c, w);
+	/* The rest leave as the new process starts: its backend learns. */
+	n = (uint32_t)r->n_pending;
+	TAILQ_FOREACH(c, &r->members, room_entry)
+		n += !client_transferable(c) && c->announced;
+	blob_put_u32(w, n);
+	TAILQ_FOREACH(c, &r->members, room_entry)
+		if (!client_transferable(c) && c->announced)
+			blob_put_str(w, c->name);
+	TAILQ_FOREACH(c, &r->pending, room_entry)
+		blob_put_str(w, c->name);
+}
+
+/*
+ * Take over a room written by room_save, with its backend and clients.
+ * NULL, with *why set, when it cannot be; the process then gives up the
+ * upgrade as it stands (and exits without freeing: nothing of what it
+ * took is closed).
+ */
+struct room *
+room_load(struct blob *w, const char **why)
+{
+	const struct cfg_resource *res;
+	struct journal_entry *e;
+	const uint8_t *line, *addr = NULL;
+	char *path, *pattern, *backend, *copy, *name;
+	bool is_solo, ever_up, up, maybe_read, marked;
+	uint32_t failures, n, i, family = 0;
+	uint64_t client, seq, sent;
+	size_t len, addr_len;
+	struct client *c;
+	struct room *r;
+	uint8_t kind;
+
+	*why = "the state is damaged";
+	path = blob_get_str(w, 1 << 20);
+	pattern = blob_get_str(w, 1 << 20);
+	backend = blob_get_str(w, 1 << 20);
+	is_solo = blob_get_bool(w);
+	ever_up = blob_get_bool(w);
+	failures = blob_get_u32(w);
+	if (blob_get_bool(w)) {
+		family = blob_get_u32(w);
+		addr = blob_get_bytes(w, &addr_len, 16);
+		if (addr_len != 16)
+			w->failed = true;
+	}
+	if (w->failed || path == NULL || pattern == NULL || backend == NULL)
+		return NULL;
+	res = cfg_find_resource(server.cfg, pattern);
+	if (res == NULL || (res->opts.mode == CFG_MODE_CLIENT) != is_solo ||
+	    strcmp(res->backend, backend) != 0) {
+		log_error("upgrade: room %s: its resource %s is not the same in "
+		    "%s", path, pattern, server.cfg->file);
+		*why = "the configuration changed: reload it (SIGHUP) first";
+		return NULL;
+	}
+	*why = "out of memory";
+	if ((r = room_new(path, strlen(path), res, is_solo)) == NULL)
+		return NULL;
+	r->ever_up = ever_up;
+	r->failures = failures;
+	if (addr != NULL)
+		r->ip = client_ip_count((int)family, addr, NULL);
+	*why = "the state is damaged";
+	r->journal.next_seq = blob_get_u64(w);
+	n = blob_get_u32(w);
+	for (i = 0; i < n && !w->failed; i++) {
+		line = blob_get_bytes(w, &len, SIZE_MAX);
+		client = blob_get_u64(w);
+		seq = blob_get_u64(w);
+		kind = blob_get_u8(w);
+		maybe_read = blob_get_bool(w);
+		marked = blob_get_bool(w);
+		if (w->failed || kind > JOURNAL_CLOSE || len == 0 ||
+		    (copy = malloc(len)) == NULL)
+			return NULL;
+		memcpy(copy, line, len);
+		e = journal_append(&r->journal, copy, len,
+		    (enum journal_kind)kind, client, seq);
+		if (e == NULL)
+			return NULL;
+		e->maybe_read = maybe_read;
+		e->marked = marked;
+	}
+	sent = blob_get_u64(w);
+	up = blob_get_bool(w);
+	if (w->failed || sent > r->journal.bytes || (sent > 0 && !up))
+		return NULL;
+	journal_sent(&r->journal, sent);
+	if (up) {
+		if ((r->backend = backend_load(r, w)) == NULL)
+			return NULL;
+		r->backend_since_ms = server_now_ms();
+	}
+	n = blob_get_u32(w);
+	for (i = 0; i < n && !w->failed; i++) {
+		if ((c = client_load(w, r)) == NULL)
+			return NULL;
+		TAILQ_INSERT_TAIL(&r->members, c, room_entry);
+		r->n_members++;
+		c->room = r;
+		if (is_solo)
+			r->solo = c;
+	}
+	if (w->failed || (is_solo && (r->solo == NULL || r->backend == NULL)))
+		return NULL;
+	if (r->backend != NULL && is_solo)
+		free(r->backend->label), r->backend->label = strdup(r->solo->name);
+	/* The clients the old process could not hand over: gone, for the
+	 * backend, as the upgrade closes them (1001). */
+	n = blob_get_u32(w);
+	for (i = 0; i < n && !w->failed; i++) {
+		name = blob_get_str(w, 64);
+		if (name == NULL || name[0] != 'c')
+			return NULL;
+		line = (const uint8_t *)record_close(name, WS_CLOSE_GOING_AWAY,
+		    "server upgrading", strlen("server upgrading"), &len);
+		if (line != NULL)
+			room_record(r, JOURNAL_CLOSE, strtoull(name + 1, NULL,
+			    10), (char *)(uintptr_t)line, len);
+		free(name);
+	}
+	if (w->failed)
+		return NULL;
+	free(path);
+	free(pattern);
+	free(backend);
+	if (r->backend == NULL) {
+		/* Its backend was failing or stopping: a new one, resumed,
+		 * after the usual backoff. */
+		if (r->res->opts.on_backend_down == CFG_BACKEND_DOWN_HOLD &&
+		    r->n_members > 0)
+			room_hold(r);
+		room_schedule_restart(r);
+	}
+	room_update_pause(r);
+	return r;
+}
+
+void
+room_abandon(struct room *r)
+{
+	struct client *c, *next;
+	struct backend *b = r->backend;
+
+	if (b != NULL) {
+		if (backend_transferable(b)) {
+			backend_abandon(b);
+		} else {
+			/* Another one starts in the new process. */
+			r->backend = NULL;
+			backend_forget_queued(b);
+			backend_stop(b);
+		}
+	}
+	for (c = TAILQ_FIRST(&r->members); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, room_entry);
+		if (client_transferable(c)) {
+			client_abandon(c);
+			continue;
+		}
+		/* Closed by this process's stop; its close record went. */
+		c->announced = false;
+		TAILQ_REMOVE(&r->members, c, room_entry);
+		r->n_members--;
+		c->room = NULL;
+	}
+	while ((c = TAILQ_FIRST(&r->pending)) != NULL) {
+		c->announced = false;
+		TAILQ_REMOVE(&r->pending, c, room_entry);
+		r->n_pending--;
+		c->room = NULL;
+	}
+	r->solo = NULL;
+	room_free(r);
 }

@@ -291,36 +291,66 @@ server_drop_privileges(const struct cfg *cfg)
 	return 0;
 }
 
+/* Close every room and client (1001, or 503 in a handshake, with why),
+ * and wait for them and the backends, at most shutdown_timeout. */
 static void
-server_stop(int sig)
+server_wind_down(const char *why)
 {
 	struct room *r;
 	struct client *c, *next;
 	uint64_t ms = server.cfg->shutdown_timeout_ms;
 
-	if (server.stopping) {
-		log_warn("%s again: stopping now", strsignal(sig));
-		backend_kill_all();
-		event_base_loopexit(server.base, NULL);
-		return;
-	}
 	server.stopping = true;
-	server_notify("STOPPING=1");
-	log_info("%s: stopping (%zu clients, waiting up to %llu ms)",
-	    strsignal(sig), server.n_clients, (unsigned long long)ms);
 	listener_stop_clients();
 	while ((r = LIST_FIRST(&server.rooms)) != NULL)
 		room_shutdown(r);
 	/* Clients still in their handshake belong to no room. */
 	for (c = LIST_FIRST(&server.clients); c != NULL; c = next) {
 		next = LIST_NEXT(c, entry);
-		client_shutdown(c);
+		client_go_away(c, why);
 	}
 	server.shutdown_timer = evtimer_new(server.base,
 	    server_shutdown_timeout_cb, NULL);
 	if (server.shutdown_timer != NULL)
 		server_timer_set(server.shutdown_timer, ms);
 	server_check_stopped();
+}
+
+static void
+server_stop(int sig)
+{
+	if (server.stopping) {
+		log_warn("%s again: stopping now", strsignal(sig));
+		backend_kill_all();
+		event_base_loopexit(server.base, NULL);
+		return;
+	}
+	server_notify("STOPPING=1");
+	log_info("%s: stopping (%zu clients, waiting up to %llu ms)",
+	    strsignal(sig), server.n_clients,
+	    (unsigned long long)server.cfg->shutdown_timeout_ms);
+	server_wind_down("server shutting down");
+}
+
+static void
+server_upgraded_cb(evutil_socket_t fd, short events, void *arg)
+{
+	log_info("upgrade: closing the %zu connections that stayed",
+	    server.n_clients);
+	server_wind_down("server upgrading");
+}
+
+void
+server_stop_after_upgrade(void)
+{
+	static const struct timeval now = { 0, 0 };
+
+	/* Not inside the caller (an admin request being answered): the
+	 * stop closes connections. */
+	server.stopping = true;
+	if (event_base_once(server.base, -1, EV_TIMEOUT, server_upgraded_cb,
+	    NULL, &now) == -1)
+		server_upgraded_cb(-1, 0, NULL);
 }
 
 static void
@@ -337,6 +367,13 @@ server_signal_cb(evutil_socket_t sig, short events, void *arg)
 	case SIGHUP:
 		if (!server.stopping)
 			server_reload();
+		break;
+	case SIGUSR2:
+		if (!server.stopping) {
+			const char *why;
+
+			(void)upgrade_start(&why);
+		}
 		break;
 	}
 }
@@ -388,10 +425,13 @@ server_watchdog_cb(evutil_socket_t fd, short events, void *arg)
 int
 server_start(struct cfg *cfg)
 {
-	static const int signals[] = { SIGTERM, SIGINT, SIGCHLD, SIGHUP };
+	static const int signals[] = { SIGTERM, SIGINT, SIGCHLD, SIGHUP,
+	    SIGUSR2 };
 	struct event_config *evcfg;
 	uint64_t watchdog_usec;
-	size_t i;
+	const int *listeners;
+	size_t i, n_listeners = 0;
+	bool upgrading;
 
 	server.cfg = cfg;
 	admin_init();
@@ -450,13 +490,20 @@ server_start(struct cfg *cfg)
 		log_info("watchdog: WATCHDOG=1 every %llu ms",
 		    (unsigned long long)server.watchdog_ms);
 	}
-	if (listener_start(cfg) == -1)
+	if (upgrade_open(&upgrading) == -1)
+		return -1;
+	listeners = upgrading ? upgrade_listeners(&n_listeners) : NULL;
+	if (listener_start(cfg, listeners, n_listeners) == -1)
 		return -1;
 	/* Everything that needs root is done: the listeners are bound,
 	 * the keys read and the static directories open.  Nothing is
 	 * spawned or connected before this. */
 	if (server_drop_privileges(cfg) == -1)
 		return -1;
+	/* Taken over, the rooms must not be touched by a failure: the old
+	 * process carries on with them. */
+	if (upgrading && upgrade_take() == -1)
+		_exit(1);
 	if (room_start_exact() == -1)
 		return -1;
 	return 0;
