@@ -31,9 +31,12 @@ MAN_PAGES = ["usr/local/share/man/man8/gatewayd.8",
 def make(*args):
     """Run make in the project root; its output, or a failure with it.
     The MAKEFLAGS of a make that runs this suite (SANITIZE=1, say) stay
-    out: it is the plain build that gets installed."""
+    out, and so do the variables it exports (make exports a variable
+    given on its command line): it is the plain build that gets
+    installed."""
     env = {k: v for k, v in os.environ.items()
-           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "SANITIZE",
+                        "BUILD")}
     r = subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT,
                        env=env, capture_output=True, text=True)
     assert r.returncode == 0, f"make {' '.join(args)}:\n{r.stdout}{r.stderr}"

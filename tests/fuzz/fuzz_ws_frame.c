@@ -12,7 +12,8 @@
  * whole and in pieces, and checks:
  *   - consumed <= the piece; a piece is used up when no event comes; any
  *     event but an error consumes something;
- *   - MESSAGE: TEXT or BINARY, non-NULL data, within max_message_size,
+ *   - MESSAGE: TEXT or BINARY, non-NULL data, within max_message_size
+ *     (and the deflate slack for a compressed one),
  *     uncompressed text is valid UTF-8, compressed only when RSV1 is
  *     allowed; the buffer never outgrows the limit nor twice
  *     the bytes received (beyond WS_FRAME_FIRST_BUFFER), and is released
@@ -103,7 +104,11 @@ check_event(const struct ws_frame_parser *p, const struct ws_frame_event *ev,
 		require(ev->opcode == WS_OP_TEXT || ev->opcode == WS_OP_BINARY,
 		    "message opcode is text or binary");
 		require(ev->data != NULL, "message data is not NULL");
-		require(ev->len <= max, "message within max_message_size");
+		/* A compressed message may pass the limit by the slack
+		 * deflate needs (ws_frame.h): it bounds the inflated size. */
+		require(ev->len <= (ev->compressed ? max +
+		    WS_FRAME_DEFLATE_SLACK(max) : max),
+		    "message within max_message_size");
 		require(!ev->compressed || p->allow_rsv1,
 		    "compressed only when RSV1 is allowed");
 		if (ev->opcode == WS_OP_TEXT && !ev->compressed)
@@ -134,15 +139,18 @@ check_event(const struct ws_frame_parser *p, const struct ws_frame_event *ev,
 	case WS_EV_NONE:
 		break;
 	}
-	require(p->message_cap <= max, "buffer within max_message_size");
+	require(p->message_cap <= (p->allow_rsv1 ? max +
+	    WS_FRAME_DEFLATE_SLACK(max) : max),
+	    "buffer within max_message_size");
 	require(p->message_len <= p->message_cap, "message within buffer");
 	require(p->message_cap <= WS_FRAME_FIRST_BUFFER ||
 	    p->message_cap <= 2 * p->message_len,
 	    "buffer within twice the bytes received");
 	if (p->state == WS_FRAME_PAYLOAD && !(p->opcode & 0x08) &&
 	    p->max_frame_size != 0)
-		require(p->payload_len <= p->max_frame_size,
-		    "data frame within max_frame_size");
+		require(p->payload_len <= p->max_frame_size +
+		    (p->allow_rsv1 ? WS_FRAME_DEFLATE_SLACK(p->max_frame_size) :
+		    0), "data frame within max_frame_size");
 }
 
 /* Encode a delivered event again and parse it back. */
