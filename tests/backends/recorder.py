@@ -2,20 +2,23 @@
 line each, and echoes each message back to its sender.
 
     recorder.py RECORD_FILE [--authorize accept|reject|ignore] [--listen PATH]
+                [--delay SECONDS]
 
 --authorize decides what it answers to an open with "authorize": true
 (accept, reject with 403 and reason "go away", or nothing at all).  With
 --listen it serves a Unix socket (one connection per room) instead of
-stdin/stdout.
+stdin/stdout.  --delay makes it take that long over each message before
+it echoes it, as a backend with work to do.
 """
 import argparse
 import json
 import sys
+import time
 
 from unixserve import serve_unix
 
 
-def serve(rfile, wfile, record_file, authorize):
+def serve(rfile, wfile, record_file, authorize, delay=0.0):
     with open(record_file, "a", buffering=1) as log:
         for line in rfile:
             log.write(line if line.endswith("\n") else line + "\n")
@@ -23,6 +26,8 @@ def serve(rfile, wfile, record_file, authorize):
             record = json.loads(line)
             out = None
             if record["type"] == "message":
+                if delay:
+                    time.sleep(delay)
                 out = {"type": "send", "client": record["client"]}
                 for key in ("text", "binary"):
                     if key in record:
@@ -44,9 +49,11 @@ def main():
     parser.add_argument("--authorize", default="accept",
                         choices=["accept", "reject", "ignore"])
     parser.add_argument("--listen")
+    parser.add_argument("--delay", type=float, default=0.0)
     args = parser.parse_args()
     if not args.listen:
-        serve(sys.stdin, sys.stdout, args.record_file, args.authorize)
+        serve(sys.stdin, sys.stdout, args.record_file, args.authorize,
+              args.delay)
         return
 
     def connection(conn):
@@ -54,7 +61,7 @@ def main():
         # had read ahead.
         rfile = conn.makefile("r", encoding="utf-8", newline="\n")
         wfile = conn.makefile("w", encoding="utf-8", newline="\n")
-        serve(rfile, wfile, args.record_file, args.authorize)
+        serve(rfile, wfile, args.record_file, args.authorize, args.delay)
 
     serve_unix(args.listen, connection)
 
