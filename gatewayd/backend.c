@@ -264,7 +264,7 @@ static void
 backend_free(struct backend *b)
 {
 	if (b->former != NULL)
-		b->former->former = NULL;
+		room_former_ended(b->former);
 	LIST_REMOVE(b, entry);
 	backend_close_fd(b);
 	backend_close_stderr(b);

@@ -507,6 +507,8 @@ void room_command(struct room *r, const struct record_cmd *cmd);
  * hold or close the clients, schedule a restart, or stop a pattern room
  * that has no clients; a solo room's client is closed with code. */
 void room_backend_lost(struct room *r, unsigned code);
+/* The backend a reload replaced has ended: start its successor. */
+void room_former_ended(struct room *r);
 /* Server stop: close clients, stop the backend, free the room. */
 void room_shutdown(struct room *r);
 /* The upgrade: whether r goes to the new process; write it (its journal,

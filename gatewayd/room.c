@@ -352,6 +352,15 @@ room_restart_cb(evutil_socket_t fd, short events, void *arg)
 	room_schedule_restart(r);
 }
 
+void
+room_former_ended(struct room *r)
+{
+	r->former = NULL;
+	/* Its successor now (room_replace_backend). */
+	if (r->backend == NULL && !evtimer_pending(r->restart_timer, NULL))
+		server_timer_set(r->restart_timer, 0);
+}
+
 /* Hold the room's clients while its backend is down, until hold_timeout
  * after the outage began. */
 static void
@@ -477,7 +486,7 @@ room_get(const char *path, size_t len, const struct cfg_resource *res,
 		}
 	}
 	if (r->backend == NULL && !evtimer_pending(r->restart_timer, NULL) &&
-	    room_start_backend(r, NULL, rf) != 0) {
+	    r->former == NULL && room_start_backend(r, NULL, rf) != 0) {
 		r->failures++;
 		room_schedule_restart(r);
 	}
@@ -486,8 +495,8 @@ room_get(const char *path, size_t len, const struct cfg_resource *res,
 		 * away, as does one that closes its clients when its backend
 		 * fails; a held room takes the client in, to wait with the
 		 * others. */
-		if (!r->ever_up || res->opts.on_backend_down !=
-		    CFG_BACKEND_DOWN_HOLD) {
+		if (r->former == NULL && (!r->ever_up ||
+		    res->opts.on_backend_down != CFG_BACKEND_DOWN_HOLD)) {
 			if (created || (res->is_prefix &&
 			    r->n_members + r->n_pending == 0))
 				room_free(r);
@@ -935,9 +944,13 @@ room_shutdown(struct room *r)
 }
 
 /*
- * The room's backend changed (a reload): start the new one through the
- * resume path, as after a failure, so that it learns of every client
- * and gets what the old one had not been sent; clients notice nothing.
+ * The room's backend changed (a reload).  The old one ends as a room's
+ * backend does when the room stops: it gets what was queued for it, then
+ * EOF, and what it answers meanwhile is carried out.  The new one starts
+ * once the old one has ended (backend_free), through the resume path, so
+ * that it learns of every client and gets what came meanwhile, held as
+ * during a restart: the answers of the two never interleave, and clients
+ * notice nothing but the pause.
  */
 static void
 room_replace_backend(struct room *r)
@@ -946,23 +959,25 @@ room_replace_backend(struct room *r)
 	struct backend *b = r->backend;
 	struct refusal rf;
 
-	log_info("room %s: backend is now %s: starting it", r->path,
-	    r->res->backend);
 	evtimer_del(r->restart_timer);
+	r->restart_delay_ms = o->restart_delay_ms;
+	r->failures = 0;
 	if (b != NULL) {
-		/* The old one ends as a room's backend does when the room
-		 * stops: it gets what was queued for it, then EOF, and what
-		 * it answers meanwhile is carried out.  The new one starts
-		 * with the clients' opens and what comes next. */
+		log_info("room %s: backend is now %s: starting it once the "
+		    "old one has ended", r->path, r->res->backend);
 		if (r->former != NULL)
 			r->former->former = NULL;
 		r->former = b;
 		b->former = r;
 		backend_stop(b);
 		journal_clear(&r->journal);
+		if (r->n_members + r->n_pending > 0)
+			room_hold(r);
+		room_update_pause(r);
+		return;
 	}
-	r->restart_delay_ms = o->restart_delay_ms;
-	r->failures = 0;
+	log_info("room %s: backend is now %s: starting it", r->path,
+	    r->res->backend);
 	if (room_start_backend(r, NULL, &rf) == 0)
 		return;
 	r->failures++;

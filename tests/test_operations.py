@@ -679,9 +679,9 @@ backend = {recorder("added")}
 async def test_reload_changes_a_busy_backend(daemon, tmp_path):
     """The smallest case of a backend changed by a reload: the old one is
     behind (1 ms a message, with 500 KB to read) when the reload comes.
-    What it had read it answers after its EOF; what it had not read goes
-    to the new one.  Each message is written to one backend, and answered,
-    in order: the member notices nothing."""
+    It gets what was queued for it, then EOF, and answers it all; the new
+    one starts once the old one has ended.  Each message is written to
+    one backend, and answered, in order: the member notices nothing."""
     old_rec, new_rec = tmp_path / "old.jsonl", tmp_path / "new.jsonl"
     config = """[gateway]
 listen = 127.0.0.1:{port}
@@ -711,13 +711,16 @@ backend = {backend}
         except AssertionError:
             pass
         receiver.cancel()
+        # The new backend starts once the old one has ended.
+        await wait_until(lambda: len(whole_records(new_rec)) >= 2, 10,
+                         "the new backend's hello and open")
         old, new = whole_records(old_rec), whole_records(new_rec)
         client = [r for r in old if r["type"] == "open"][0]["client"]
         assert new[:2] == [
             {"type": "hello", "room": "/busy", "version": 1, "resumed": True},
             dict([r for r in old if r["type"] == "open"][0], resumed=True)]
         to_old, to_new = texts_of(old, client), texts_of(new, client)
-        assert to_old and to_new, (len(to_old), len(to_new))
+        assert to_old, (len(to_old), len(to_new))
         missing = sorted(set(sent) - set(to_old + to_new))
         assert to_old + to_new == sent, (
             f"{len(to_old)} messages written to the old backend, "
