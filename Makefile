@@ -47,7 +47,7 @@ endif
 
 # The I/O-free modules: parsers, codecs, records, the config model.
 PURE        := utf8 ws_frame ws_deflate http_req handshake record cfg idmap env \
-               http_static metrics journal blob
+               http_static metrics journal blob proxy_header
 # The I/O glue around one libevent loop.
 GLUE        := log stats conn tls listener client http admin room backend \
                server upgrade ctl main
@@ -63,7 +63,7 @@ RUN_PACKAGES  := build-essential pkg-config libevent-dev libssl-dev \
 TEST_PACKAGES := clang-14 libclang-rt-14-dev valgrind python3-pytest \
     python3-websockets python3-pytest-asyncio python3-pytest-timeout \
     python3-trustme python3-selenium chromium chromium-driver websocketd bc \
-    openssl prometheus
+    openssl prometheus haproxy
 DEBIAN_PACKAGES := $(RUN_PACKAGES) $(TEST_PACKAGES)
 
 .PHONY: all run test unit pytest stress fuzz fuzz-smoke fuzz-replay deps \

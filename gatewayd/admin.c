@@ -123,7 +123,8 @@ static void
 admin_metrics(struct client *c, const struct http_req *req)
 {
 	static const char *const states[] = {
-		[CLIENT_TLS] = "tls", [CLIENT_HANDSHAKE] = "handshake",
+		[CLIENT_PROXY] = "proxy", [CLIENT_TLS] = "tls",
+		[CLIENT_HANDSHAKE] = "handshake",
 		[CLIENT_HTTP] = "http", [CLIENT_AUTHORIZING] = "authorizing",
 		[CLIENT_OPEN] = "open", [CLIENT_CLOSING] = "closing",
 		[CLIENT_LINGERING] = "lingering",
@@ -290,6 +291,8 @@ static const char *
 admin_state_name(enum client_state s)
 {
 	switch (s) {
+	case CLIENT_PROXY:
+		return "proxy";
 	case CLIENT_TLS:
 		return "tls";
 	case CLIENT_HANDSHAKE:

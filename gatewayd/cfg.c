@@ -1242,12 +1242,12 @@ cfg_add_listen(struct cfg_parser *p, const char *value, int line, bool admin)
 	socklen_t len;
 	const char *why = NULL, *flags;
 	char *addr;
-	bool tls = false;
+	bool tls = false, proxy = false;
 	size_t i, n;
 
 	if (!admin)
 		p->listen_seen = true;
-	/* The address, then flags: "127.0.0.1:8443 tls". */
+	/* The address, then flags: "127.0.0.1:8443 tls proxy". */
 	n = strcspn(value, CFG_LIST_SEP);
 	if ((addr = strndup(value, n)) == NULL) {
 		p->oom = true;
@@ -1258,10 +1258,12 @@ cfg_add_listen(struct cfg_parser *p, const char *value, int line, bool admin)
 		n = strcspn(flags, CFG_LIST_SEP);
 		if (!admin && n == 3 && strncmp(flags, "tls", 3) == 0) {
 			tls = true;
+		} else if (!admin && n == 5 && strncmp(flags, "proxy", 5) == 0) {
+			proxy = true;
 		} else {
 			cfg_error(p, line, "%s: unknown flag '%.*s'%s", admin ?
 			    "admin_listen" : "listen", (int)n, flags, admin ?
-			    "" : " (expected tls)");
+			    "" : " (expected tls or proxy)");
 			free(addr);
 			return;
 		}
@@ -1320,6 +1322,7 @@ cfg_add_listen(struct cfg_parser *p, const char *value, int line, bool admin)
 	l->addr_len = len;
 	l->line = line;
 	l->tls = tls;
+	l->proxy = proxy;
 	l->admin = admin;
 	l->text = addr;
 	cfg->has_tls |= tls;

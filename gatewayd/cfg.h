@@ -113,6 +113,8 @@ struct cfg_listen {
 	char *text;		/* the address as written, for messages */
 	int line;
 	bool tls;		/* "ADDR:PORT tls": wss:// and https:// */
+	bool proxy;		/* "ADDR:PORT proxy": a PROXY protocol header
+				 * (v1 or v2) comes first, before TLS */
 	bool admin;		/* admin_listen: /metrics, /healthz, the tap */
 };
 

@@ -34,6 +34,7 @@
 #include "gatewayd.h"
 #include "http_req.h"
 #include "log.h"
+#include "proxy_header.h"
 #include "stats.h"
 #include "tls.h"
 
@@ -47,6 +48,7 @@ static int client_send_file(struct client *c);
 static void client_http_done(struct client *c);
 static void client_read_head(struct client *c);
 static void client_check_http_input(struct client *c);
+static void client_proxy_read(struct client *c);
 
 /* Bytes read from a client at a time, into one buffer for all of them:
  * the frame parser keeps what it needs, so an open client has no input
@@ -243,7 +245,8 @@ client_refusal_why(int status)
 #define CLIENT_TLS_REFUSALS_MAX 64
 
 void
-client_accept(int fd, const struct sockaddr *addr, bool tls, bool admin)
+client_accept(int fd, const struct sockaddr *addr, bool tls, bool proxy,
+    bool admin)
 {
 	char remote[CLIENT_REMOTE_MAX];
 	struct ip_count *ip = NULL;
@@ -255,7 +258,9 @@ client_accept(int fd, const struct sockaddr *addr, bool tls, bool admin)
 	if (server.stopping ||
 	    server.n_clients - server.n_refusing >= server.cfg->max_connections)
 		refusal = 503;
-	else if (server.cfg->max_connections_per_ip > 0) {
+	else if (server.cfg->max_connections_per_ip > 0 && !proxy) {
+		/* (behind a proxy, the header's address counts:
+		 * client_proxy_take) */
 		ip = client_ip_acquire(addr, &refused);
 		if (refused)
 			refusal = 429;
@@ -321,7 +326,7 @@ client_accept(int fd, const struct sockaddr *addr, bool tls, bool admin)
 		c->refusal = (short)refusal;
 		server.n_refusing++;
 	}
-	c->state = tls ? CLIENT_TLS : CLIENT_HANDSHAKE;
+	c->state = proxy ? CLIENT_PROXY : tls ? CLIENT_TLS : CLIENT_HANDSHAKE;
 	c->admin = admin;
 	server.n_admin += admin;
 	client_set_read_event(c, true);
@@ -1812,6 +1817,7 @@ client_input(struct client *c, const uint8_t *data, size_t len)
 		/* What waited for the verdict went first (client_read_cb). */
 		client_read_frames(c, data, len);
 		break;
+	case CLIENT_PROXY:	/* never: client_read_cb reads the header */
 	case CLIENT_TLS:	/* never: client_read_cb does the handshake */
 	case CLIENT_LINGERING:
 		break;		/* dropped */
@@ -1828,6 +1834,10 @@ client_read_cb(evutil_socket_t fd, short events, void *arg)
 
 	if (c->gone) {
 		client_free(c);
+		return;
+	}
+	if (c->state == CLIENT_PROXY) {
+		client_proxy_read(c);
 		return;
 	}
 	if (c->state == CLIENT_TLS) {
@@ -1906,6 +1916,150 @@ client_write_cb(evutil_socket_t fd, short events, void *arg)
 	client_flush(c);
 }
 
+/*
+ * The PROXY protocol, on a proxy listener: the load balancer in front
+ * sends a header naming the client before anything else, and nothing else
+ * is read until a valid one has come whole.  The socket is peeked at and
+ * only the header's bytes are taken off it, so that what follows (the
+ * request head, or the ClientHello that OpenSSL reads from the socket
+ * itself) stays there for the next state.  The part of a header that came
+ * in pieces waits in c->in.  The header, the TLS handshake and the
+ * request head share handshake_timeout.
+ */
+
+/* No valid header: the connection is closed without an answer, as its
+ * peer speaks no HTTP to us yet (or nothing we serve), and counted as
+ * refused. */
+static void
+client_proxy_fail(struct client *c, const char *why)
+{
+	stats.connections_refused++;
+	log_debug("%s: no valid PROXY header: %s", c->name, why);
+	client_free(c);
+}
+
+/* Over max_connections_per_ip by the header's address: 429, as a plain
+ * listener answers at accept (and a tls one after its handshake).
+ * Returns 0 when the client goes on to answer its request over TLS. */
+static int
+client_proxy_refuse(struct client *c)
+{
+	char answer[256];
+	size_t n;
+
+	stats.connections_refused++;
+	if (c->conn.ssl != NULL &&
+	    server.n_refusing < CLIENT_TLS_REFUSALS_MAX) {
+		c->refusal = 429;
+		server.n_refusing++;
+		return 0;
+	}
+	stats.http_status[429]++;
+	log_debug("%s: 429 %s", c->name, client_refusal_why(429));
+	if (c->conn.ssl != NULL) {
+		client_free(c);
+		return -1;
+	}
+	n = handshake_response_error(answer, sizeof(answer), 429,
+	    client_refusal_why(429));
+	if (evbuffer_add(c->out, answer, n) == 0)
+		client_output_added(c);
+	client_linger(c);
+	return -1;
+}
+
+/* A valid header is in: the client is whom it names (or, for a LOCAL
+ * header and the like, the connection's own peer), for the log, the open
+ * record, the CGI variables and max_connections_per_ip.  Returns -1 when
+ * the client was closed or refused. */
+static int
+client_proxy_take(struct client *c, const struct proxy_header *ph)
+{
+	char remote[CLIENT_REMOTE_MAX], *copy;
+	struct sockaddr_storage peer;
+	socklen_t peer_len = sizeof(peer);
+	const struct sockaddr *addr;
+	bool refused;
+
+	if (ph->proxied) {
+		addr = (const struct sockaddr *)&ph->src;
+		client_format_remote(remote, sizeof(remote), addr);
+		if ((copy = strdup(remote)) == NULL) {
+			client_proxy_fail(c, "out of memory");
+			return -1;
+		}
+		log_debug("%s: PROXY v%d header: from %s", c->name,
+		    ph->version, remote);
+		free(c->remote);
+		c->remote = copy;
+	} else {
+		addr = (const struct sockaddr *)&peer;
+		log_debug("%s: PROXY %s header: keeping %s", c->name, ph->why,
+		    c->remote);
+	}
+	c->state = c->conn.ssl != NULL ? CLIENT_TLS : CLIENT_HANDSHAKE;
+	if (c->refusal != 0 || server.cfg->max_connections_per_ip == 0)
+		return 0;
+	/* A health check may have closed (with a reset) right after its
+	 * header: then the socket has no peer any more, and is let go. */
+	if (!ph->proxied && getpeername(c->conn.fd, (struct sockaddr *)&peer,
+	    &peer_len) == -1) {
+		log_debug("%s: gone after its PROXY header: %s", c->name,
+		    strerror(errno));
+		client_free(c);
+		return -1;
+	}
+	c->ip = client_ip_acquire(addr, &refused);
+	if (refused)
+		return client_proxy_refuse(c);
+	return 0;
+}
+
+/* Read on at the header.  Its end leaves what came behind it in the
+ * socket, which stays readable: the next state reads it on the next
+ * turn. */
+static void
+client_proxy_read(struct client *c)
+{
+	static uint8_t buf[PROXY_HEADER_MAX];
+	enum proxy_header_status st;
+	struct proxy_header ph;
+	size_t have = c->in != NULL ? evbuffer_get_length(c->in) : 0, take;
+	ssize_t n;
+
+	/* (MORE only below PROXY_HEADER_MAX: there is room) */
+	if (have > 0)
+		evbuffer_copyout(c->in, buf, have);
+	n = recv(c->conn.fd, buf + have, sizeof(buf) - have, MSG_PEEK);
+	if (n == -1 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		client_proxy_fail(c, n == 0 ? "connection closed" :
+		    strerror(errno));
+		return;
+	}
+	st = proxy_header_parse(&ph, buf, have + (size_t)n);
+	if (st == PROXY_HEADER_INVALID) {
+		client_proxy_fail(c, ph.why);
+		return;
+	}
+	/* MORE: all of it is the header's; DONE: up to its end. */
+	take = st == PROXY_HEADER_MORE ? (size_t)n : ph.len - have;
+	if (recv(c->conn.fd, buf + have, take, 0) != (ssize_t)take) {
+		client_proxy_fail(c, "the socket took back what it had");
+		return;
+	}
+	c->bytes_in += take;
+	stats.bytes_in += take;
+	if (st == PROXY_HEADER_MORE) {
+		if (client_keep_input(c, buf + have, take) == -1)
+			client_proxy_fail(c, "out of memory");
+		return;
+	}
+	client_drop_input(c);
+	client_proxy_take(c, &ph);
+}
+
 /* A step of the TLS handshake of a client of a tls listener. */
 static void
 client_tls_handshake(struct client *c)
@@ -1940,6 +2094,9 @@ client_timer_cb(evutil_socket_t fd, short events, void *arg)
 	struct client *c = arg;
 
 	switch (c->state) {
+	case CLIENT_PROXY:
+		client_proxy_fail(c, "timed out");
+		break;
 	case CLIENT_TLS:
 		stats.tls_failures++;
 		log_debug("%s: TLS handshake timed out", c->name);
@@ -2113,6 +2270,7 @@ void
 client_go_away(struct client *c, const char *why)
 {
 	switch (c->state) {
+	case CLIENT_PROXY:
 	case CLIENT_TLS:
 		client_end(c);
 		break;
@@ -2183,6 +2341,12 @@ client_save(const struct client *c, struct blob *b)
 	blob_put_u64(b, c->opened_ms);
 	blob_put_u64(b, c->bytes_in);
 	blob_put_u64(b, c->bytes_out);
+	/* The address it is counted against: a PROXY header's, maybe. */
+	blob_put_u8(b, c->ip != NULL);
+	if (c->ip != NULL) {
+		blob_put_u32(b, (uint32_t)c->ip->family);
+		blob_put_bytes(b, c->ip->addr, sizeof(c->ip->addr));
+	}
 }
 
 /* A buffer of the bytes read from b; false when they cannot be had. */
@@ -2208,7 +2372,9 @@ client_load(struct blob *b, struct room *r)
 	const struct cfg_room_opts *o = &r->res->opts;
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
-	const uint8_t *open;
+	const uint8_t *open, *addr = NULL;
+	size_t addr_len;
+	uint32_t family = 0;
 	struct client *c;
 	int fd;
 
@@ -2257,11 +2423,17 @@ client_load(struct blob *b, struct room *r)
 	c->opened_ms = blob_get_u64(b);
 	c->bytes_in = blob_get_u64(b);
 	c->bytes_out = blob_get_u64(b);
+	if (blob_get_bool(b)) {
+		family = blob_get_u32(b);
+		addr = blob_get_bytes(b, &addr_len, 16);
+		if (addr_len != 16)
+			b->failed = true;
+	}
 	if (b->failed || idmap_put(&server.client_index, c) == -1)
 		goto fail;
 	/* Counted as at accept, but never refused: it is here already. */
-	if (server.cfg->max_connections_per_ip > 0)
-		c->ip = client_ip_acquire((struct sockaddr *)&ss, NULL);
+	if (addr != NULL && server.cfg->max_connections_per_ip > 0)
+		c->ip = client_ip_count((int)family, addr, NULL);
 	LIST_INSERT_HEAD(&server.clients, c, entry);
 	server.n_clients++;
 	if (c->id > server.next_client_id)

@@ -138,6 +138,8 @@ void listener_free_all(void);
 #define CLIENT_DEFLATE_CLIENT_RESET	0x4	/* client_no_context_takeover */
 
 enum client_state {
+	CLIENT_PROXY,		/* reading its PROXY protocol header (a proxy
+				 * listener); nothing else is read before */
 	CLIENT_TLS,		/* in its TLS handshake (a tls listener) */
 	CLIENT_HANDSHAKE,	/* reading the request head */
 	CLIENT_HTTP,		/* a plain HTTP answer going out (a file) */
@@ -245,8 +247,10 @@ struct client {
  * state. */
 void client_refuse(int fd, int status, const char *body);
 
-/* Take a freshly accepted connection. */
-void client_accept(int fd, const struct sockaddr *addr, bool tls, bool admin);
+/* Take a freshly accepted connection: from a tls listener, a proxy
+ * listener (a PROXY protocol header first), the admin listener. */
+void client_accept(int fd, const struct sockaddr *addr, bool tls, bool proxy,
+    bool admin);
 
 /* Bytes queued to the client and not yet written. */
 size_t client_queued(const struct client *c);

@@ -65,7 +65,18 @@ listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
 {
 	const struct listener *l = arg;
 
-	client_accept(fd, addr, l->ln->tls, l->ln->admin);
+	client_accept(fd, addr, l->ln->tls, l->ln->proxy, l->ln->admin);
+}
+
+/* A listen line's role, for the log: "", " (tls)", " (tls, proxy)"... */
+static const char *
+listener_role(const struct cfg_listen *ln)
+{
+	if (ln->admin)
+		return " (admin)";
+	if (ln->tls)
+		return ln->proxy ? " (tls, proxy)" : " (tls)";
+	return ln->proxy ? " (proxy)" : "";
 }
 
 static void
@@ -290,8 +301,7 @@ listener_inherit(const struct cfg *cfg, const int *fds, size_t n_fds,
 		}
 		used[i] = true;
 		log_info("listening on %s%s (from %s)", cfg->listens[i].text,
-		    cfg->listens[i].tls ? " (tls)" : cfg->listens[i].admin ?
-		    " (admin)" : "", from);
+		    listener_role(&cfg->listens[i]), from);
 	}
 	return bad;
 }
@@ -311,8 +321,7 @@ listener_open(const struct cfg *cfg, const struct cfg_listen *ln)
 		close(fd);
 		return -1;
 	}
-	log_info("listening on %s%s", ln->text, ln->tls ? " (tls)" :
-	    ln->admin ? " (admin)" : "");
+	log_info("listening on %s%s", ln->text, listener_role(ln));
 	return 0;
 }
 

@@ -1232,6 +1232,73 @@ test_parse_listen(void)
 	CHECK_EQ_STR(why, "port out of range 1..65535");
 }
 
+/* The flags after a listen address: tls and proxy, in any order,
+ * separated as list items are; nothing else, and none on admin_listen. */
+static void
+test_listen_flags(void)
+{
+	struct cfg *cfg;
+	char *errors = NULL;
+
+	cfg = parse(
+	    "[gateway]\n"
+	    "listen = 127.0.0.1:8080\n"
+	    "listen = 127.0.0.1:8081 proxy\n"
+	    "listen = 127.0.0.1:8443 tls proxy\n"
+	    "listen = [::1]:8443 proxy\ttls\n"
+	    "listen = 127.0.0.1:8444 tls\n"
+	    "admin_listen = 127.0.0.1:9090\n"
+	    "tls_certificate = /etc/gatewayd/cert.pem\n"
+	    "tls_key = /etc/gatewayd/key.pem\n"
+	    "[resource /echo]\n"
+	    "backend = exec:room.sh\n", &errors);
+	CHECK(cfg != NULL);
+	if (errors != NULL)
+		fprintf(stderr, "%s", errors);
+	free(errors);
+	if (cfg != NULL) {
+		CHECK_EQ_INT(cfg->n_listens, 6);
+		CHECK(!cfg->listens[0].tls && !cfg->listens[0].proxy);
+		CHECK(!cfg->listens[1].tls && cfg->listens[1].proxy);
+		CHECK_EQ_INT(port_of(&cfg->listens[1]), 8081);
+		CHECK_EQ_STR(cfg->listens[1].text, "127.0.0.1:8081");
+		CHECK(cfg->listens[2].tls && cfg->listens[2].proxy);
+		CHECK(cfg->listens[3].tls && cfg->listens[3].proxy);
+		CHECK_EQ_INT(cfg->listens[3].addr.ss_family, AF_INET6);
+		CHECK(cfg->listens[4].tls && !cfg->listens[4].proxy);
+		CHECK(cfg->listens[5].admin && !cfg->listens[5].proxy);
+		CHECK(cfg->has_tls);
+	}
+	cfg_free(cfg);
+
+	/* a proxy listener alone needs no certificate */
+	errors = NULL;
+	cfg = parse("[gateway]\nlisten = 127.0.0.1:8080 proxy\n"
+	    "[resource /echo]\nbackend = exec:room.sh\n", &errors);
+	CHECK(cfg != NULL);
+	if (cfg != NULL)
+		CHECK(cfg->listens[0].proxy && !cfg->has_tls);
+	free(errors);
+	cfg_free(cfg);
+
+	/* anything else is an error, with its line */
+	CHECK_ONE_ERROR("[gateway]\nlisten = 127.0.0.1:8080 proxyx\n"
+	    "[resource /echo]\nbackend = exec:room.sh\n",
+	    "t.ini:2: listen: unknown flag 'proxyx' (expected tls or proxy)");
+	CHECK_ONE_ERROR("[gateway]\nlisten = 127.0.0.1:8080 PROXY\n"
+	    "[resource /echo]\nbackend = exec:room.sh\n",
+	    "t.ini:2: listen: unknown flag 'PROXY' (expected tls or proxy)");
+	CHECK_ONE_ERROR(RES_FIRST "listen = 127.0.0.1:8081 proxy send-proxy\n",
+	    "t.ini:5: listen: unknown flag 'send-proxy' (expected tls or "
+	    "proxy)");
+	CHECK_ONE_ERROR(RES_FIRST "admin_listen = 127.0.0.1:9090 proxy\n",
+	    "t.ini:5: admin_listen: unknown flag 'proxy'");
+	/* tls proxy is still tls: it needs the certificate */
+	CHECK_ONE_ERROR(RES_FIRST "listen = 127.0.0.1:8443 proxy tls\n",
+	    "t.ini:5: listen 127.0.0.1:8443 tls needs tls_certificate and "
+	    "tls_key in [gateway]");
+}
+
 /* Split cmd and compare with the NULL-terminated want. */
 static void
 check_argv(const char *cmd, const char *const *want)
@@ -1581,6 +1648,7 @@ main(void)
 	RUN(test_parse_duration);
 	RUN(test_parse_bool);
 	RUN(test_parse_listen);
+	RUN(test_listen_flags);
 	RUN(test_split_argv);
 	RUN(test_match);
 	RUN(test_reference_config);
