@@ -234,6 +234,12 @@ admin_metrics(struct client *c, const struct http_req *req)
 	    "Bytes of messages held for a backend that is down.", held_bytes);
 	metrics_one(&m, "gatewayd_held_messages_total", "counter",
 	    "Messages that ever waited for a backend.", stats.records_held);
+	metrics_one(&m, "gatewayd_hold_timeouts_total", "counter",
+	    "Times a room's hold_timeout passed with no backend up.",
+	    stats.hold_timeouts);
+	metrics_one(&m, "gatewayd_authorize_timeouts_total", "counter",
+	    "Clients whose backend gave no verdict within authorize_timeout.",
+	    stats.authorize_timeouts);
 	metrics_one(&m, "gatewayd_held_messages_discarded_total", "counter",
 	    "Held records dropped by hold_timeout.", stats.records_discarded);
 	metrics_one(&m, "gatewayd_backend_unconfirmed_bytes", "gauge",

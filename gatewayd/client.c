@@ -244,6 +244,10 @@ client_refusal_why(int status)
  */
 #define CLIENT_TLS_REFUSALS_MAX 64
 
+/* Connections to the admin listener at once: they do not count against
+ * max_connections, so that a full gateway can still be looked at. */
+#define CLIENT_ADMIN_MAX 64
+
 void
 client_accept(int fd, const struct sockaddr *addr, bool tls, bool proxy,
     bool admin)
@@ -255,8 +259,13 @@ client_accept(int fd, const struct sockaddr *addr, bool tls, bool proxy,
 	int refusal = 0;
 
 	stats.connections_accepted++;
-	if (server.stopping ||
-	    server.n_clients - server.n_refusing >= server.cfg->max_connections)
+	if (admin) {
+		/* The operator's view of a full or stopping gateway: not
+		 * counted with the clients, bounded on its own. */
+		if (server.n_admin >= CLIENT_ADMIN_MAX)
+			refusal = 503;
+	} else if (server.stopping || server.n_clients - server.n_refusing -
+	    server.n_admin >= server.cfg->max_connections)
 		refusal = 503;
 	else if (server.cfg->max_connections_per_ip > 0 && !proxy) {
 		/* (behind a proxy, the header's address counts:
@@ -268,8 +277,8 @@ client_accept(int fd, const struct sockaddr *addr, bool tls, bool proxy,
 	if (refusal != 0 && (!tls ||
 	    server.n_refusing >= CLIENT_TLS_REFUSALS_MAX)) {
 		if (tls) {
+			/* Unanswered: not an HTTP error. */
 			stats.connections_refused++;
-			stats.http_status[refusal]++;
 			close(fd);
 		} else {
 			client_refuse(fd, refusal, client_refusal_why(refusal));

@@ -89,10 +89,12 @@ listener_enable_all(evutil_socket_t fd, short events, void *arg)
 }
 
 /* Out of descriptors: spend the spare one on each waiting client, to
- * answer it 503 and close it. */
+ * answer it 503 and close it; on a tls or proxy listener, where the peer
+ * does not read plain HTTP first, just to close it. */
 static void
-listener_shed(struct evconnlistener *evl)
+listener_shed(struct evconnlistener *evl, const struct listener *l)
 {
+	bool answer = !l->ln->tls && !l->ln->proxy;
 	int fd, n = 0;
 
 	while (listener_spare_fd != -1 && n < 64) {
@@ -102,7 +104,12 @@ listener_shed(struct evconnlistener *evl)
 		    SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd != -1) {
 			stats.connections_accepted++;
-			client_refuse(fd, 503, "out of file descriptors");
+			if (answer) {
+				client_refuse(fd, 503, "out of file descriptors");
+			} else {
+				stats.connections_refused++;
+				close(fd);
+			}
 			n++;
 		}
 		listener_spare_open();
@@ -118,6 +125,7 @@ listener_shed(struct evconnlistener *evl)
 static void
 listener_error_cb(struct evconnlistener *evl, void *arg)
 {
+	const struct listener *self = arg;
 	static time_t logged;
 	int err = EVUTIL_SOCKET_ERROR();
 	struct listener *l;
@@ -129,7 +137,7 @@ listener_error_cb(struct evconnlistener *evl, void *arg)
 		    strerror(err), server.n_clients, server.n_processes);
 	}
 	if (err == EMFILE || err == ENFILE)
-		listener_shed(evl);
+		listener_shed(evl, self);
 	LIST_FOREACH(l, &listeners, entry)
 		evconnlistener_disable(l->evl);
 	server_timer_set(listener_retry, 100);

@@ -452,7 +452,7 @@ room_get(const char *path, size_t len, const struct cfg_resource *res,
     struct client *c, char **envp, struct refusal *rf)
 {
 	struct room key, *r, **found;
-	bool created = false;
+	bool created = false, start_failed = false;
 
 	refuse(rf, 503, "out of memory");
 	if (res->opts.mode == CFG_MODE_CLIENT) {
@@ -489,6 +489,7 @@ room_get(const char *path, size_t len, const struct cfg_resource *res,
 	    r->former == NULL && room_start_backend(r, NULL, rf) != 0) {
 		r->failures++;
 		room_schedule_restart(r);
+		start_failed = true;	/* *rf says why */
 	}
 	if (r->backend == NULL) {
 		/* Down.  A room whose backend was never up turns clients
@@ -500,7 +501,11 @@ room_get(const char *path, size_t len, const struct cfg_resource *res,
 			if (created || (res->is_prefix &&
 			    r->n_members + r->n_pending == 0))
 				room_free(r);
-			if (res->opts.on_backend_down == CFG_BACKEND_DOWN_HOLD)
+			if (start_failed)
+				;	/* max_processes, a program that cannot
+					 * run: the start's own answer */
+			else if (res->opts.on_backend_down ==
+			    CFG_BACKEND_DOWN_HOLD)
 				refuse(rf, 503, "the room's backend is not "
 				    "running");
 			else
@@ -1001,6 +1006,11 @@ room_backend_changed(const struct cfg_resource *a, const struct cfg_resource *b)
 	for (i = 0; a->opts.env[i] != NULL || b->opts.env[i] != NULL; i++)
 		if (a->opts.env[i] == NULL || b->opts.env[i] == NULL ||
 		    strcmp(a->opts.env[i], b->opts.env[i]) != 0)
+			return true;
+	for (i = 0; a->opts.passenv[i] != NULL || b->opts.passenv[i] != NULL;
+	    i++)
+		if (a->opts.passenv[i] == NULL || b->opts.passenv[i] == NULL ||
+		    strcmp(a->opts.passenv[i], b->opts.passenv[i]) != 0)
 			return true;
 	return false;
 }

@@ -147,6 +147,14 @@ server_status(void)
 	    server.stopping ? ", stopping" : "");
 }
 
+static bool
+server_same_text(const struct cfg_text *a, const struct cfg_text *b)
+{
+	if (a->value == NULL || b->value == NULL)
+		return a->value == b->value;
+	return strcmp(a->value, b->value) == 0;
+}
+
 /*
  * SIGHUP: read the configuration again and apply it, or change nothing
  * at all.  Everything that can fail comes first (parsing, the programs
@@ -199,6 +207,10 @@ server_reload(void)
 		goto fail;
 	}
 	/* From here on, nothing fails. */
+	if (!server_same_text(&old->user, &cfg->user) ||
+	    !server_same_text(&old->group, &cfg->group))
+		log_warn("reload: user and group apply at the next start, not "
+		    "now: this process stays who it is");
 	tls_use(tls);
 	for (i = 0; i < old->n_statics; i++)
 		close(server.static_fds[i]);

@@ -806,6 +806,20 @@ backend = {backend_cmd("scripted.py")}
     await c.close()
 
 
+def test_max_processes_says_why(gateway):
+    """A new pattern room that cannot have its process at max_processes
+    is refused with the reason, not as a room whose backend is down."""
+    g = gateway(f"""[gateway]
+max_processes = 1
+[resource /room/*]
+backend = {backend_cmd("scripted.py")}
+""")
+    with wsraw.open_raw(g.port, "/room/1"):
+        r = wsraw.http_request(g.port, wsraw.handshake_request("/room/2"))
+        assert r.status == 503
+        assert b"too many backend processes" in r.body, r.body
+
+
 async def test_program_made_not_executable(gateway, tmp_path):
     prog = program(tmp_path, "prog.sh", "echo hello\n")
     g = gateway(f"""[gateway]

@@ -1329,3 +1329,31 @@ def read_to_close(sock):
         if frame.payload[:2] not in (b"< ", b"> "):
             return (f"frame {frames} is not a tap line: "
                     f"{frame.payload[:40]!r}")
+
+
+async def test_admin_listener_answers_a_full_gateway(daemon, tmp_path):
+    """At max_connections, clients get 503, but the admin listener still
+    answers: its connections are counted apart."""
+    port, admin = free_port(), f"127.0.0.1:{free_port()}"
+    g = daemon(f"""[gateway]
+listen = 127.0.0.1:{port}
+admin_listen = {admin}
+max_connections = 2
+[resource /echo]
+backend = exec:cat
+mode = client
+""")
+    async with ws_connect(port, "/echo"), ws_connect(port, "/echo"):
+        r = wsraw.http_request(port, wsraw.handshake_request("/echo"))
+        assert r.status == 503 and b"too many connections" in r.body
+        status, body = await http_get(admin, "/healthz")
+        assert status == 200 and body == b"ok\n"
+        status, body = await http_get(admin, "/metrics")
+        assert status == 200
+        m = parse_metrics(body.decode())
+        assert m["gatewayd_connections_refused_total"] >= 1
+        for name in ("gatewayd_hold_timeouts_total",
+                     "gatewayd_authorize_timeouts_total",
+                     "gatewayd_records_redelivered_total",
+                     "gatewayd_backend_unconfirmed_bytes"):
+            assert name in m, name
