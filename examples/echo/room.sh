@@ -10,8 +10,8 @@
 #
 # -c writes each record on one line and --unbuffered flushes every line at
 # once, as gatewayd needs.  jq stops at input that is not JSON (gatewayd then
-# closes the room's clients with 1011 and starts the room afresh); gatewayd
-# only ever writes valid JSON.  jq -R with fromjson? would survive bad lines,
+# holds the room's clients and starts the program again, as after any
+# failure); gatewayd only ever writes valid JSON.  jq -R with fromjson? would survive bad lines,
 # but jq 1.6 -R corrupts characters that straddle its 4 KiB read buffer.
 exec jq -c --unbuffered '
   objects | select(.type == "message")
