@@ -55,9 +55,12 @@
 #define BACKEND_READ_MAX 65536
 
 /* Deliveries (frames queued to clients) one backend may cause in one loop
- * turn before the rest of its input waits for the next turn: a few ms of
- * work, so that a burst to a big room keeps other rooms' latency. */
-#define BACKEND_WORK_MAX 4096
+ * turn before the rest of its input waits for the next turn, so that a
+ * burst to a big room keeps other rooms' latency: about 10 to 25 ms of
+ * work.  Less makes each client's write carry fewer frames, and
+ * broadcasts of small messages cost twice the CPU (docs/PERFORMANCE.md);
+ * a client's queue stays small all the same (CLIENT_BATCH_WRITE). */
+#define BACKEND_WORK_MAX 65536
 
 /* The process is gone: what it left in the socket is read up to this,
  * which bounds what a child that inherited the socket can make us read. */

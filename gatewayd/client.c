@@ -554,10 +554,16 @@ client_output_added(struct client *c)
 	client_account(c);
 	if (client_batch_depth == 0) {
 		client_flush(c);
-	} else if (!c->flush_listed) {
+		return;
+	}
+	if (!c->flush_listed) {
 		c->flush_listed = true;
 		LIST_INSERT_HEAD(&client_flush_list, c, flush_entry);
 	}
+	/* A long batch (many broadcasts read at once) writes as it goes
+	 * once a client has a socket's worth: its queue stays small. */
+	if (evbuffer_get_length(c->out) >= CLIENT_BATCH_WRITE)
+		client_flush(c);
 }
 
 void

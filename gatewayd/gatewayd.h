@@ -300,9 +300,13 @@ void client_deflate_free(void);
  * bigger ones are shared between recipients (see client_send), and so
  * are those of CLIENT_SHARE_MIN bytes or more to a client with
  * CLIENT_BEHIND bytes queued already. */
-#define CLIENT_COPY_MAX 2048
+#define CLIENT_COPY_MAX 512
 #define CLIENT_SHARE_MIN 256
 #define CLIENT_BEHIND 65536
+
+/* In a batch, a client's output is written once this much is queued,
+ * rather than at the batch's end. */
+#define CLIENT_BATCH_WRITE 65536
 
 /* Close the clients with the most queued output until it is below 90% of
  * max_output_memory. */

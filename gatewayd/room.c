@@ -501,9 +501,9 @@ room_get(const char *path, size_t len, const struct cfg_resource *res,
 			if (created || (res->is_prefix &&
 			    r->n_members + r->n_pending == 0))
 				room_free(r);
-			if (start_failed)
-				;	/* max_processes, a program that cannot
-					 * run: the start's own answer */
+			if (start_failed && rf->status == 503)
+				;	/* max_processes, out of resources: the
+					 * start's own reason */
 			else if (res->opts.on_backend_down ==
 			    CFG_BACKEND_DOWN_HOLD)
 				refuse(rf, 503, "the room's backend is not "

@@ -446,6 +446,12 @@ server_start(struct cfg *cfg)
 	bool upgrading;
 
 	server.cfg = cfg;
+	/* Output buffers come and go by the thousand in a broadcast: from
+	 * the heap, not from mmap, and not given back on every free (the
+	 * housekeeping trims after a spike), else the page faults cost
+	 * more than the copies. */
+	mallopt(M_MMAP_THRESHOLD, 4 << 20);
+	mallopt(M_TRIM_THRESHOLD, 64 << 20);
 	admin_init();
 	server_fit_limits(cfg);
 	idmap_init(&server.client_index, offsetof(struct client, id));

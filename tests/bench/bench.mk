@@ -38,10 +38,10 @@ $(BENCH_BUILD):
 # The generator links the gateway's own frame codec and handshake.
 $(BENCH_BUILD)/wsbench: tests/bench/wsbench.c $(BUILD)/ws_frame.o \
     $(BUILD)/utf8.o $(BUILD)/handshake.o $(BUILD)/http_req.o \
-    gatewayd/*.h | $(BENCH_BUILD)
+    $(BUILD)/blob.o gatewayd/*.h | $(BENCH_BUILD)
 	$(CC) $(ALL_CFLAGS) $(LDSAN) $(LDFLAGS) -o $@ $< \
 	    $(BUILD)/ws_frame.o $(BUILD)/utf8.o $(BUILD)/handshake.o \
-	    $(BUILD)/http_req.o $(PKG_LIBS) -lm
+	    $(BUILD)/http_req.o $(BUILD)/blob.o $(PKG_LIBS) -lm
 
 $(BENCH_BUILD)/bench_room: tests/bench/bench_room.c | $(BENCH_BUILD)
 	$(CC) $(ALL_CFLAGS) $(LDSAN) $(LDFLAGS) -o $@ $<
