@@ -27,6 +27,7 @@
  * then backend_stop detaches it and winds it down, and it is freed once
  * its connection is closed and its process group gone.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -94,6 +95,8 @@ static void backend_stderr_timer_cb(evutil_socket_t fd, short events,
 static void backend_stderr_drain(struct backend *b);
 static void backend_check_done(struct backend *b);
 static void backend_ended(struct backend *b, int err);
+static void backend_wrote(struct backend *b, size_t n);
+static bool backend_group_alive(pid_t pgid);
 
 static uint8_t backend_read_buf[BACKEND_READ_MAX];
 
@@ -132,15 +135,19 @@ backend_connect(struct backend *b, const char *path)
 }
 
 /*
- * Spawn the program; returns the socket to it, or -1 with *rf set: 503
- * at max_processes, 500 when it cannot be run.
+ * Spawn the program; returns the socket to it, or with pipes the pipe
+ * from its stdout (*wfd the one to its stdin), or -1 with *rf set: 503
+ * at max_processes, 500 when it cannot be run.  A client's own program
+ * gets pipes, as websocketd gives it: a program reading and writing
+ * pipes costs less than one on a socket.  A room's backend gets a
+ * socket, whose unread bytes the journal asks for (backend_unread).
  */
 static int
 backend_spawn(struct backend *b, char **argv, char **envp,
-    const char *search_path, struct refusal *rf)
+    const char *search_path, bool pipes, int *wfd, struct refusal *rf)
 {
 	static struct log_ratelimit budget;
-	int sv[2] = { -1, -1 }, err[2] = { -1, -1 }, e;
+	int sv[2] = { -1, -1 }, err[2] = { -1, -1 }, in[2] = { -1, -1 }, e;
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
 	unsigned long suppressed;
@@ -165,7 +172,11 @@ backend_spawn(struct backend *b, char **argv, char **envp,
 		    strerror(e));
 		return -1;
 	}
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1 ||
+	/* sv[0] is ours to read (and write, a socket), sv[1] the child's
+	 * stdout (and stdin); with pipes, in[1] ours to write, in[0] its
+	 * stdin. */
+	if ((pipes ? pipe2(sv, O_CLOEXEC) == -1 || pipe2(in, O_CLOEXEC) == -1 :
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1) ||
 	    pipe2(err, O_CLOEXEC) == -1) {
 		log_error("%s: cannot spawn backend: %s", b->label,
 		    strerror(errno));
@@ -173,7 +184,7 @@ backend_spawn(struct backend *b, char **argv, char **envp,
 		goto fail;
 	}
 	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, sv[1], 0);
+	posix_spawn_file_actions_adddup2(&fa, pipes ? in[0] : sv[1], 0);
 	posix_spawn_file_actions_adddup2(&fa, sv[1], 1);
 	posix_spawn_file_actions_adddup2(&fa, err[1], 2);
 	/* Nothing else: not what gatewayd itself inherited without
@@ -197,6 +208,10 @@ backend_spawn(struct backend *b, char **argv, char **envp,
 	close(sv[1]);
 	close(err[1]);
 	sv[1] = err[1] = -1;
+	if (in[0] != -1) {
+		close(in[0]);
+		in[0] = -1;
+	}
 	if (e != 0) {
 		log_warn("%s: cannot run backend %s: %s", b->label, file,
 		    strerror(e));
@@ -218,6 +233,11 @@ backend_spawn(struct backend *b, char **argv, char **envp,
 	 * makes it wait rather than fail. */
 	evutil_make_socket_nonblocking(sv[0]);
 	evutil_make_socket_nonblocking(err[0]);
+	*wfd = sv[0];
+	if (in[1] != -1) {
+		evutil_make_socket_nonblocking(in[1]);
+		*wfd = in[1];
+	}
 	b->err_fd = err[0];
 	b->err_event = event_new(server.base, err[0], EV_READ | EV_PERSIST,
 	    backend_stderr_cb, b);
@@ -233,6 +253,8 @@ fail:
 			close(sv[i]);
 		if (err[i] != -1)
 			close(err[i]);
+		if (in[i] != -1)
+			close(in[i]);
 	}
 	return -1;
 }
@@ -244,8 +266,24 @@ backend_close_fd(struct backend *b)
 		return;
 	event_del(b->read_event);
 	event_del(b->write_event);
+	if (b->wfd != b->fd && b->wfd != -1)
+		close(b->wfd);
 	close(b->fd);
-	b->fd = -1;
+	b->fd = b->wfd = -1;
+}
+
+/* EOF to the backend: its socket's write side, or its stdin pipe. */
+static void
+backend_shut_write(struct backend *b)
+{
+	b->write_shut = true;
+	if (b->wfd == b->fd) {
+		shutdown(b->fd, SHUT_WR);
+		return;
+	}
+	event_del(b->write_event);
+	close(b->wfd);
+	b->wfd = -1;
 }
 
 static void
@@ -302,14 +340,14 @@ backend_start(struct room *r, bool resumed, char **envp, struct refusal *rf)
 	struct backend *b;
 	char *hello = NULL;
 	size_t len;
-	int fd;
+	int fd, wfd = -1;
 
 	refuse(rf, 503, "out of resources");
 	b = calloc(1, sizeof(*b));
 	if (b == NULL)
 		return NULL;
 	LIST_INSERT_HEAD(&server.backends, b, entry);
-	b->fd = b->err_fd = b->pidfd = -1;
+	b->fd = b->wfd = b->err_fd = b->pidfd = -1;
 	b->kind = res->backend_kind;
 	b->format = res->opts.format;
 	b->binary = res->opts.binary;
@@ -331,17 +369,18 @@ backend_start(struct room *r, bool resumed, char **envp, struct refusal *rf)
 		return NULL;
 	}
 	if (b->kind == CFG_BACKEND_UNIX) {
-		fd = backend_connect(b, res->unix_path);
+		fd = wfd = backend_connect(b, res->unix_path);
 		refuse(rf, 502, "the room's backend is unavailable");
 	} else {
 		fd = backend_spawn(b, res->argv, envp,
-		    cfg_backend_path(&res->opts), rf);
+		    cfg_backend_path(&res->opts), r->is_solo, &wfd, rf);
 	}
 	if (fd != -1) {
 		b->fd = fd;
+		b->wfd = wfd;
 		b->read_event = event_new(server.base, fd, EV_READ | EV_PERSIST,
 		    backend_read_cb, b);
-		b->write_event = event_new(server.base, fd,
+		b->write_event = event_new(server.base, wfd,
 		    EV_WRITE | EV_PERSIST, backend_write_cb, b);
 	}
 	if (b->format == CFG_FORMAT_JSON)
@@ -365,14 +404,25 @@ backend_start(struct room *r, bool resumed, char **envp, struct refusal *rf)
 
 /* Output was queued: it is written when the loop next finds the socket
  * writable, so that what many clients sent in one turn goes in one
- * write. */
+ * write.  A client's own program has one client: written now, which
+ * saves turning the write event on and off for every message. */
 static void
 backend_output_added(struct backend *b)
 {
-	if (b->fd != -1 && !b->writing && !b->write_shut) {
-		b->writing = true;
-		event_add(b->write_event, NULL);
+	int n;
+
+	if (b->wfd == -1 || b->writing || b->write_shut)
+		return;
+	if (b->room != NULL && b->room->is_solo) {
+		n = evbuffer_write(b->out, b->wfd);
+		if (n > 0)
+			backend_wrote(b, (size_t)n);
+		if (evbuffer_get_length(b->out) == 0)
+			return;
+		/* The rest, or the error, in backend_write_cb. */
 	}
+	b->writing = true;
+	event_add(b->write_event, NULL);
 }
 
 static void
@@ -464,7 +514,7 @@ backend_forget_queued(struct backend *b)
  * payload, so a safe bound; 0 only when all is read, or when the peer
  * has closed and dropped what it had not read (shared/NOTES.md).  The
  * poll after it tells the two apart: a peer still there after the ioctl
- * was there during it, and so had read everything.
+ * was there during it, and its count was true.
  */
 int
 backend_unread(const struct backend *b, size_t *unread)
@@ -474,7 +524,9 @@ backend_unread(const struct backend *b, size_t *unread)
 
 	if (b->fd == -1 || ioctl(b->fd, SIOCOUTQ, &queued) == -1)
 		return -1;
-	if (queued == 0 && poll(&p, 1, 0) != 0)
+	/* After, always: a peer that dies hangs up first, then frees its
+	 * unread buffers, so any count read meanwhile may be too small. */
+	if (poll(&p, 1, 0) != 0)
 		return -1;	/* hung up (or poll failed): unknown */
 	*unread = queued > 0 ? (size_t)queued : 0;
 	return 0;
@@ -832,7 +884,7 @@ backend_former_lines(struct backend *b, const uint8_t *data, size_t len)
 static void
 backend_read_detached(struct backend *b)
 {
-	ssize_t n = recv(b->fd, backend_read_buf, sizeof(backend_read_buf), 0);
+	ssize_t n = read(b->fd, backend_read_buf, sizeof(backend_read_buf));
 
 	if (n > 0 && b->former != NULL && b->format == CFG_FORMAT_JSON)
 		backend_former_lines(b, backend_read_buf, (size_t)n);
@@ -868,7 +920,7 @@ backend_read_cb(evutil_socket_t fd, short events, void *arg)
 		client_batch_end();
 		return;
 	}
-	n = recv(fd, backend_read_buf, sizeof(backend_read_buf), 0);
+	n = read(fd, backend_read_buf, sizeof(backend_read_buf));
 	err = errno;
 	/* It answers: it has likely read what it answers, which the
 	 * journal need not keep any more. */
@@ -940,8 +992,7 @@ backend_write_cb(evutil_socket_t fd, short events, void *arg)
 		backend_check_done(b);
 	} else if (!b->write_shut) {
 		/* EOF on stdin asks the program to finish. */
-		b->write_shut = true;
-		shutdown(b->fd, SHUT_WR);
+		backend_shut_write(b);
 	}
 }
 
@@ -962,8 +1013,8 @@ backend_read_rest(struct backend *b)
 	while (b->in_len > 0 && b->room != NULL && !backend_input(b, NULL, 0))
 		;
 	while (got < BACKEND_REST_MAX && b->room != NULL &&
-	    (n = recv(b->fd, backend_read_buf, sizeof(backend_read_buf),
-	    0)) > 0) {
+	    (n = read(b->fd, backend_read_buf, sizeof(backend_read_buf)))
+	    > 0) {
 		got += (size_t)n;
 		if (!backend_input(b, backend_read_buf, (size_t)n))
 			while (b->room != NULL && !backend_input(b, NULL, 0))
@@ -979,10 +1030,49 @@ backend_signal_group(struct backend *b, int sig)
 {
 	if (b->pgid <= 0)
 		return false;
+	/* A group taken over in an upgrade may hold dead processes nobody
+	 * has reaped yet (we are not their parent): they answer kill(0),
+	 * and do not count. */
+	if (sig == 0 && b->adopted && !backend_group_alive(b->pgid)) {
+		b->pgid = 0;
+		return false;
+	}
 	if (kill(-b->pgid, sig) == 0)
 		return true;
 	b->pgid = 0;	/* ESRCH: nobody left */
 	return false;
+}
+
+/* Whether a process of group pgid lives (is not a zombie), from /proc. */
+static bool
+backend_group_alive(pid_t pgid)
+{
+	char path[300], buf[512], *p, state;
+	struct dirent *d;
+	long pgrp, ppid;
+	bool alive = false;
+	DIR *dir;
+	FILE *f;
+
+	if ((dir = opendir("/proc")) == NULL)
+		return true;	/* cannot tell: as kill says */
+	while (!alive && (d = readdir(dir)) != NULL) {
+		if (d->d_name[0] < '1' || d->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/stat", d->d_name);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		/* "pid (comm) state ppid pgrp ...": comm may hold anything,
+		 * so the fields after its last ')'. */
+		if (fgets(buf, sizeof(buf), f) != NULL &&
+		    (p = strrchr(buf, ')')) != NULL &&
+		    sscanf(p + 1, " %c %ld %ld", &state, &ppid, &pgrp) == 3 &&
+		    pgrp == pgid && state != 'Z' && state != 'X')
+			alive = true;
+		fclose(f);
+	}
+	closedir(dir);
+	return alive;
 }
 
 /* A detached backend is done when its connection is closed and nothing
@@ -1036,15 +1126,13 @@ backend_stop(struct backend *b)
 		/* A replaced one gets EOF instead, and is read until it
 		 * hangs up, since it still answers for its room. */
 		if (backend_queued(b) == 0 && b->fd != -1) {
-			b->write_shut = true;
-			shutdown(b->fd, SHUT_WR);
+			backend_shut_write(b);
 		}
 		backend_timer_set(b, BACKEND_TIMER_FLUSH, b->stop_timeout_ms);
 		return;
 	}
 	if (b->fd != -1 && backend_queued(b) == 0 && !b->write_shut) {
-		b->write_shut = true;
-		shutdown(b->fd, SHUT_WR);
+		backend_shut_write(b);
 	}
 	/* else backend_write_cb shuts stdin once the output drains */
 	backend_timer_set(b, BACKEND_TIMER_TERM, b->stop_timeout_ms);
@@ -1333,6 +1421,7 @@ backend_save(struct backend *b, struct blob *w)
 	if (b->pid != 0)
 		pidfd = (int)syscall(SYS_pidfd_open, (pid_t)b->pid, 0);
 	blob_put_u32(w, (uint32_t)b->fd);
+	blob_put_u32(w, (uint32_t)b->wfd);
 	blob_put_u64(w, b->pid);
 	blob_put_u64(w, (uint64_t)b->pgid);
 	blob_put_u32(w, (uint32_t)b->err_fd);
@@ -1345,6 +1434,8 @@ backend_save(struct backend *b, struct blob *w)
 	blob_put_u64(w, b->unjournaled);
 	blob_put_bytes(w, b->err_buf, b->err_len);
 	upgrade_pass(b->fd);
+	if (b->wfd != b->fd)
+		upgrade_pass(b->wfd);
 	if (b->err_fd != -1)
 		upgrade_pass(b->err_fd);
 	if (pidfd != -1)
@@ -1365,11 +1456,13 @@ backend_load(struct room *r, struct blob *blob)
 	b->kind = res->backend_kind;
 	b->format = res->opts.format;
 	b->binary = res->opts.binary;
+	b->adopted = true;
 	b->line_max = b->format == CFG_FORMAT_JSON ?
 	    RECORD_LINE_MAX(res->opts.max_message_size) :
 	    res->opts.max_message_size;
 	b->stop_timeout_ms = res->opts.stop_timeout_ms;
 	b->fd = (int)blob_get_u32(blob);
+	b->wfd = (int)blob_get_u32(blob);
 	b->pid = blob_get_u64(blob);
 	b->pgid = (pid_t)blob_get_u64(blob);
 	b->err_fd = (int)blob_get_u32(blob);
@@ -1402,13 +1495,14 @@ backend_load(struct room *r, struct blob *blob)
 	b->err_len = err_len;
 	/* Ours now: not to leak into the programs we spawn. */
 	(void)fcntl(b->fd, F_SETFD, FD_CLOEXEC);
+	(void)fcntl(b->wfd, F_SETFD, FD_CLOEXEC);
 	if (b->err_fd != -1)
 		(void)fcntl(b->err_fd, F_SETFD, FD_CLOEXEC);
 	if (b->pidfd != -1)
 		(void)fcntl(b->pidfd, F_SETFD, FD_CLOEXEC);
 	b->read_event = event_new(server.base, b->fd, EV_READ | EV_PERSIST,
 	    backend_read_cb, b);
-	b->write_event = event_new(server.base, b->fd, EV_WRITE | EV_PERSIST,
+	b->write_event = event_new(server.base, b->wfd, EV_WRITE | EV_PERSIST,
 	    backend_write_cb, b);
 	if (b->read_event == NULL || b->write_event == NULL)
 		goto fail;
@@ -1451,7 +1545,7 @@ fail:
 		server.n_processes--;
 	}
 	b->pid = 0;
-	b->fd = b->err_fd = b->pidfd = -1;
+	b->fd = b->wfd = b->err_fd = b->pidfd = -1;
 	backend_free(b);
 	return NULL;
 }

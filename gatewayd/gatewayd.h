@@ -523,7 +523,7 @@ void room_shutdown(struct room *r);
  * backend and the clients that go) to b; take over such a room (NULL
  * with *why); let go of one that went, closing nothing it handed over. */
 bool room_transferable(const struct room *r);
-void room_save(struct room *r, struct blob *b);
+size_t room_save(struct room *r, struct blob *b);	/* clients that go */
 struct room *room_load(struct blob *b, const char **why);
 void room_abandon(struct room *r);
 /* A reload: serve every room from cfg's resource of the same pattern,
@@ -553,7 +553,14 @@ struct backend {
 	bool skipping;			/* discarding an over-long line */
 	bool exited;
 	int exit_status;		/* waitpid's, once exited */
-	int fd;				/* the socket; -1 once closed */
+	int fd;				/* the socket, or the pipe from a
+					 * client's own program; -1 once
+					 * closed */
+	int wfd;			/* where records go: fd, or the pipe
+					 * to the program's stdin; -1 once
+					 * shut */
+	bool adopted;			/* taken over in an upgrade: its
+					 * process is not our child */
 	int pidfd;			/* exec, taken over in an upgrade: it
 					 * tells the exit of a process that is
 					 * not our child; else -1 */

@@ -1096,7 +1096,7 @@ room_transferable(const struct room *r)
 	    r->backend != NULL && backend_transferable(r->backend);
 }
 
-void
+size_t
 room_save(struct room *r, struct blob *w)
 {
 	const struct journal_entry *e;
@@ -1104,6 +1104,7 @@ room_save(struct room *r, struct blob *w)
 	bool reached = false, sent;
 	struct client *c;
 	uint32_t n;
+	size_t moved;
 
 	blob_put_str(w, r->path);
 	blob_put_str(w, r->res->pattern);
@@ -1140,6 +1141,7 @@ room_save(struct room *r, struct blob *w)
 	n = 0;
 	TAILQ_FOREACH(c, &r->members, room_entry)
 		n += client_transferable(c);
+	moved = n;
 	blob_put_u32(w, n);
 	TAILQ_FOREACH(c, &r->members, room_entry)
 		if (client_transferable(c))
@@ -1154,6 +1156,7 @@ room_save(struct room *r, struct blob *w)
 			blob_put_str(w, c->name);
 	TAILQ_FOREACH(c, &r->pending, room_entry)
 		blob_put_str(w, c->name);
+	return moved;
 }
 
 /*

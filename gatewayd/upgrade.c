@@ -153,12 +153,9 @@ upgrade_save(struct blob *b, size_t *n_rooms, size_t *n_clients)
 	LIST_FOREACH(r, &server.rooms, entry)
 		*n_rooms += room_transferable(r);
 	blob_put_u32(b, (uint32_t)*n_rooms);
-	LIST_FOREACH(r, &server.rooms, entry) {
-		if (!room_transferable(r))
-			continue;
-		room_save(r, b);
-		*n_clients += r->n_members;
-	}
+	LIST_FOREACH(r, &server.rooms, entry)
+		if (room_transferable(r))
+			*n_clients += room_save(r, b);
 	return !b->failed && !upgrade_out.failed;
 }
 
