@@ -1404,7 +1404,11 @@ backend_stderr_drain(struct backend *b)
 bool
 backend_transferable(const struct backend *b)
 {
-	/* Up and doing nothing but its work: not failing or stopping. */
+	/* Up and doing nothing but its work: not failing or stopping; and
+	 * a process only to a process we start, since systemd kills the
+	 * unit's processes when it keeps the descriptors. */
+	if (b->kind == CFG_BACKEND_EXEC && upgrade_storing())
+		return false;
 	return b->room != NULL && b->fd != -1 && !b->eof && !b->exited &&
 	    !b->write_shut && b->timer_does == BACKEND_TIMER_NONE &&
 	    (b->kind != CFG_BACKEND_EXEC || b->pid != 0);
@@ -1443,7 +1447,7 @@ backend_save(struct backend *b, struct blob *w)
 }
 
 struct backend *
-backend_load(struct room *r, struct blob *blob)
+backend_load(struct room *r, struct blob *blob, bool *gone)
 {
 	const struct cfg_resource *res = r->res;
 	const uint8_t *in, *out, *err;
@@ -1461,12 +1465,13 @@ backend_load(struct room *r, struct blob *blob)
 	    RECORD_LINE_MAX(res->opts.max_message_size) :
 	    res->opts.max_message_size;
 	b->stop_timeout_ms = res->opts.stop_timeout_ms;
-	b->fd = (int)blob_get_u32(blob);
-	b->wfd = (int)blob_get_u32(blob);
+	*gone = false;
+	b->fd = upgrade_fd(blob_get_u32(blob));
+	b->wfd = upgrade_fd(blob_get_u32(blob));
 	b->pid = blob_get_u64(blob);
 	b->pgid = (pid_t)blob_get_u64(blob);
-	b->err_fd = (int)blob_get_u32(blob);
-	b->pidfd = (int)blob_get_u32(blob);
+	b->err_fd = upgrade_fd(blob_get_u32(blob));
+	b->pidfd = upgrade_fd(blob_get_u32(blob));
 	b->started_ms = blob_get_u64(blob);
 	b->paused = blob_get_bool(blob);
 	b->skipping = blob_get_bool(blob);
@@ -1481,6 +1486,12 @@ backend_load(struct room *r, struct blob *blob)
 	b->timer = evtimer_new(server.base, backend_timer_cb, b);
 	b->more = evtimer_new(server.base, backend_more_cb, b);
 	b->out = evbuffer_new();
+	if (!blob->failed && (b->fd == -1 || b->wfd == -1)) {
+		/* Its connection went while nobody held it: the room
+		 * starts another. */
+		*gone = true;
+		goto fail;
+	}
 	if (blob->failed || b->label == NULL || b->timer == NULL ||
 	    b->more == NULL || b->out == NULL || b->unjournaled > out_len ||
 	    evbuffer_add(b->out, out, out_len) == -1)

@@ -2382,20 +2382,17 @@ client_load_buffer(struct evbuffer **buf, struct blob *b, size_t max)
 }
 
 struct client *
-client_load(struct blob *b, struct room *r)
+client_load(struct blob *b, struct room *r, uint64_t *gone)
 {
 	const struct cfg_room_opts *o = &r->res->opts;
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
 	const uint8_t *open, *addr = NULL;
 	size_t addr_len;
 	uint32_t family = 0;
 	struct client *c;
 	int fd;
 
-	fd = (int)blob_get_u32(b);
-	if (b->failed || getpeername(fd, (struct sockaddr *)&ss, &len) == -1)
-		return NULL;
+	*gone = 0;
+	fd = upgrade_fd(blob_get_u32(b));
 	c = calloc(1, sizeof(*c) + 3 * client_event_size());
 	if (c == NULL)
 		return NULL;
@@ -2444,7 +2441,15 @@ client_load(struct blob *b, struct room *r)
 		if (addr_len != 16)
 			b->failed = true;
 	}
-	if (b->failed || idmap_put(&server.client_index, c) == -1)
+	if (b->failed)
+		goto fail;
+	if (fd == -1) {
+		/* It went while no process held its connection (the fd
+		 * store drops one that hangs up): gone, for its backend. */
+		*gone = c->id;
+		goto fail;
+	}
+	if (idmap_put(&server.client_index, c) == -1)
 		goto fail;
 	/* Counted as at accept, but never refused: it is here already. */
 	if (addr != NULL && server.cfg->max_connections_per_ip > 0)

@@ -115,11 +115,13 @@ void server_output_over(void);
 /* listener.c */
 
 /* Bind (or take from systemd, or from fds[0..n_fds) when not NULL: an
- * upgrade's) a socket for every listen line of cfg.  Returns 0, or -1
- * (logged). */
-int listener_start(const struct cfg *cfg, const int *fds, size_t n_fds);
-/* The listening sockets, at most max of them, into fds; their count. */
-size_t listener_fds(int *fds, size_t max);
+ * upgrade's, from where from says) a socket for every listen line of
+ * cfg.  Returns 0, or -1 (logged). */
+int listener_start(const struct cfg *cfg, const int *fds, size_t n_fds,
+    const char *from);
+/* The listening sockets, at most max of them, into fds (own: not those
+ * a socket unit of systemd's holds); their count. */
+size_t listener_fds(int *fds, size_t max, bool own);
 /* Match the sockets to cfg's lines: keep those it names, bind the new
  * ones, close the rest; all or nothing.  Returns 0, or -1 (logged) with
  * nothing changed. */
@@ -368,7 +370,7 @@ bool http_serve(struct client *c, const struct http_req *req);
  * member of r, and let go of here without a word. */
 bool client_transferable(const struct client *c);
 void client_save(const struct client *c, struct blob *b);
-struct client *client_load(struct blob *b, struct room *r);
+struct client *client_load(struct blob *b, struct room *r, uint64_t *gone);
 void client_abandon(struct client *c);
 /* Count one more connection or room from an address (family, and the
  * address's 4 or 16 bytes); refused, when not NULL, applies
@@ -634,7 +636,7 @@ void backend_reap(void);
  * keeps running). */
 bool backend_transferable(const struct backend *b);
 void backend_save(struct backend *b, struct blob *w);
-struct backend *backend_load(struct room *r, struct blob *w);
+struct backend *backend_load(struct room *r, struct blob *w, bool *gone);
 void backend_abandon(struct backend *b);
 
 /* upgrade.c */
@@ -655,8 +657,19 @@ void upgrade_pass_owned(int fd);
 /* In the new process: true when started by upgrade_start (reads the
  * state's header: -1 on a bad one, logged). */
 int upgrade_open(bool *upgrading);
-/* The listening sockets handed over. */
-const int *upgrade_listeners(size_t *n);
+/* The listening sockets handed over, and where they came from. */
+const int *upgrade_listeners(size_t *n, const char **from);
+/* The descriptor that was old in the old process: the same (SIGUSR2), or
+ * the one systemd gave back for it (the fd store); -1 when it is gone. */
+int upgrade_fd(uint32_t old);
+/* True while saving for systemd's fd store, where spawned backends do not
+ * survive (systemd kills the unit's processes). */
+bool upgrade_storing(void);
+/* SIGTERM under systemd with GATEWAYD_FDSTORE set: when systemd is
+ * restarting the unit, put every listener, client and backend connection
+ * and the state in its fd store for the next process, and stop with the
+ * rest.  0 when done; -1 to stop as usual. */
+int upgrade_store(void);
 /* Take over the rooms and clients, then tell the old process: 0, or -1
  * (logged), when the process must _exit at once. */
 int upgrade_take(void);

@@ -43,7 +43,8 @@ struct listener {
 					 * (or the cfg being applied) */
 	struct sockaddr_storage addr;	/* as bound */
 	socklen_t addr_len;
-	bool inherited;			/* from systemd */
+	bool inherited;			/* from systemd or an upgrade */
+	bool from_systemd;		/* a socket unit's: systemd keeps it */
 	bool keep;			/* reload: a new line names it */
 	bool fresh;			/* reload: bound for the new cfg */
 };
@@ -276,6 +277,7 @@ listener_inherit(const struct cfg *cfg, const int *fds, size_t n_fds,
 	struct sockaddr_storage ss;
 	socklen_t len;
 	char text[sizeof(struct sockaddr_un) + 16];
+	struct listener *l;
 	int fd, bad = 0;
 	size_t i, k;
 
@@ -294,6 +296,17 @@ listener_inherit(const struct cfg *cfg, const int *fds, size_t n_fds,
 			    &cfg->listens[i].addr, cfg->listens[i].addr_len))
 				break;
 		if (i == cfg->n_listens) {
+			for (i = 0; i < cfg->n_listens; i++)
+				if (listener_same_addr(&ss, len,
+				    &cfg->listens[i].addr,
+				    cfg->listens[i].addr_len))
+					break;
+			if (i < cfg->n_listens) {
+				/* The same socket twice (a socket unit's, and
+				 * the fd store's copy of it): one will do. */
+				close(fd);
+				continue;
+			}
 			log_error("inherited socket %s (descriptor %d) matches "
 			    "no listen line of %s", listener_addr_text(&ss,
 			    text, sizeof(text)), fd, cfg->file);
@@ -303,10 +316,11 @@ listener_inherit(const struct cfg *cfg, const int *fds, size_t n_fds,
 		(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
 		evutil_make_socket_nonblocking(fd);
 		listener_options(fd, cfg, ss.ss_family);
-		if (listener_new(fd, &cfg->listens[i], true) == NULL) {
+		if ((l = listener_new(fd, &cfg->listens[i], true)) == NULL) {
 			bad = -1;
 			continue;
 		}
+		l->from_systemd = strcmp(from, "systemd") == 0;
 		used[i] = true;
 		log_info("listening on %s%s (from %s)", cfg->listens[i].text,
 		    listener_role(&cfg->listens[i]), from);
@@ -334,7 +348,8 @@ listener_open(const struct cfg *cfg, const struct cfg_listen *ln)
 }
 
 int
-listener_start(const struct cfg *cfg, const int *fds, size_t n_fds)
+listener_start(const struct cfg *cfg, const int *fds, size_t n_fds,
+    const char *from)
 {
 	int *systemd;
 	bool *used;
@@ -349,7 +364,7 @@ listener_start(const struct cfg *cfg, const int *fds, size_t n_fds)
 		return -1;
 	}
 	if (fds != NULL) {
-		if (listener_inherit(cfg, fds, n_fds, "the old process",
+		if (listener_inherit(cfg, fds, n_fds, from,
 		    used) == -1)
 			r = -1;
 	} else if ((n = sd_listen_fds(1)) > 0) {
@@ -449,13 +464,13 @@ listener_all_up(void)
 }
 
 size_t
-listener_fds(int *fds, size_t max)
+listener_fds(int *fds, size_t max, bool own)
 {
 	struct listener *l;
 	size_t n = 0;
 
 	LIST_FOREACH(l, &listeners, entry)
-		if (n < max)
+		if (n < max && !(own && l->from_systemd))
 			fds[n++] = evconnlistener_get_fd(l->evl);
 	return n;
 }

@@ -1159,6 +1159,22 @@ room_save(struct room *r, struct blob *w)
 	return moved;
 }
 
+/* Client id left while no process held its connection: its backend
+ * learns it as a close record (code, reason). */
+static void
+room_gone_while_away(struct room *r, uint64_t id, unsigned code,
+    const char *reason)
+{
+	char name[24];
+	size_t len;
+	char *line;
+
+	snprintf(name, sizeof(name), "c%llu", (unsigned long long)id);
+	line = record_close(name, code, reason, strlen(reason), &len);
+	if (line != NULL)
+		room_record(r, JOURNAL_CLOSE, id, line, len);
+}
+
 /*
  * Take over a room written by room_save, with its backend and clients.
  * NULL, with *why set, when it cannot be; the process then gives up the
@@ -1172,9 +1188,9 @@ room_load(struct blob *w, const char **why)
 	struct journal_entry *e;
 	const uint8_t *line, *addr = NULL;
 	char *path, *pattern, *backend, *copy, *name;
-	bool is_solo, ever_up, up, maybe_read, marked;
+	bool is_solo, ever_up, up, maybe_read, marked, gone;
 	uint32_t failures, n, i, family = 0;
-	uint64_t client, seq, sent;
+	uint64_t client, seq, sent, gone_id;
 	size_t len, addr_len;
 	struct client *c;
 	struct room *r;
@@ -1237,24 +1253,38 @@ room_load(struct blob *w, const char **why)
 		return NULL;
 	journal_sent(&r->journal, sent);
 	if (up) {
-		if ((r->backend = backend_load(r, w)) == NULL)
+		if ((r->backend = backend_load(r, w, &gone)) == NULL && !gone)
 			return NULL;
+		if (r->backend == NULL)
+			journal_rewind(&r->journal);	/* as after a failure */
 		r->backend_since_ms = server_now_ms();
 	}
 	n = blob_get_u32(w);
 	for (i = 0; i < n && !w->failed; i++) {
-		if ((c = client_load(w, r)) == NULL)
+		if ((c = client_load(w, r, &gone_id)) == NULL && gone_id == 0)
 			return NULL;
+		if (c == NULL) {
+			room_gone_while_away(r, gone_id, WS_CLOSE_ABNORMAL, "");
+			continue;
+		}
 		TAILQ_INSERT_TAIL(&r->members, c, room_entry);
 		r->n_members++;
 		c->room = r;
 		if (is_solo)
 			r->solo = c;
 	}
-	if (w->failed || (is_solo && (r->solo == NULL || r->backend == NULL)))
+	/* A solo room goes only with both (backend_transferable: never to
+	 * the fd store, whose keeper kills the programs); its client may
+	 * have gone meanwhile, and its program goes with it, from the
+	 * loop (nothing is done before). */
+	if (w->failed || (is_solo && r->backend == NULL))
 		return NULL;
-	if (r->backend != NULL && is_solo)
-		free(r->backend->label), r->backend->label = strdup(r->solo->name);
+	if (is_solo && r->solo == NULL)
+		server_timer_set(r->linger_timer, 0);
+	if (r->backend != NULL && is_solo) {
+		free(r->backend->label);
+		r->backend->label = strdup(r->solo->name);
+	}
 	/* The clients the old process could not hand over: gone, for the
 	 * backend, as the upgrade closes them (1001). */
 	n = blob_get_u32(w);
@@ -1262,11 +1292,8 @@ room_load(struct blob *w, const char **why)
 		name = blob_get_str(w, 64);
 		if (name == NULL || name[0] != 'c')
 			return NULL;
-		line = (const uint8_t *)record_close(name, WS_CLOSE_GOING_AWAY,
-		    "server upgrading", strlen("server upgrading"), &len);
-		if (line != NULL)
-			room_record(r, JOURNAL_CLOSE, strtoull(name + 1, NULL,
-			    10), (char *)(uintptr_t)line, len);
+		room_gone_while_away(r, strtoull(name + 1, NULL, 10),
+		    WS_CLOSE_GOING_AWAY, "server upgrading");
 		free(name);
 	}
 	if (w->failed)

@@ -338,6 +338,11 @@ server_stop(int sig)
 		return;
 	}
 	server_notify("STOPPING=1");
+	/* systemd restarting us, with the fd store: clients wait there. */
+	if (sig == SIGTERM && upgrade_store() == 0) {
+		server_wind_down("server restarting");
+		return;
+	}
 	log_info("%s: stopping (%zu clients, waiting up to %llu ms)",
 	    strsignal(sig), server.n_clients,
 	    (unsigned long long)server.cfg->shutdown_timeout_ms);
@@ -442,6 +447,7 @@ server_start(struct cfg *cfg)
 	struct event_config *evcfg;
 	uint64_t watchdog_usec;
 	const int *listeners;
+	const char *from = NULL;
 	size_t i, n_listeners = 0;
 	bool upgrading;
 
@@ -510,8 +516,8 @@ server_start(struct cfg *cfg)
 	}
 	if (upgrade_open(&upgrading) == -1)
 		return -1;
-	listeners = upgrading ? upgrade_listeners(&n_listeners) : NULL;
-	if (listener_start(cfg, listeners, n_listeners) == -1)
+	listeners = upgrading ? upgrade_listeners(&n_listeners, &from) : NULL;
+	if (listener_start(cfg, listeners, n_listeners, from) == -1)
 		return -1;
 	/* Everything that needs root is done: the listeners are bound,
 	 * the keys read and the static directories open.  Nothing is

@@ -21,6 +21,16 @@
  * If the new process fails before it is ready (a bad configuration, a
  * state it cannot read, UPGRADE_TIMEOUT_MS passing), the old one carries
  * on as if nothing had happened, and logs why.
+ *
+ * Under systemd, "systemctl restart" goes the same way through the fd
+ * store: on SIGTERM, when the unit sets GATEWAYD_FDSTORE and systemd says
+ * the unit is restarting, the state and every descriptor it names go to
+ * systemd (FDSTORE=1, each named "gw" and its number here, the state
+ * "gatewayd-state"), and the next process finds them in LISTEN_FDS by
+ * name.  Spawned backends do not survive that (systemd kills the unit's
+ * processes): their rooms start new ones, resumed.  A connection that
+ * hangs up meanwhile is dropped from the store: its client is reported
+ * gone (1006).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -36,6 +46,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <systemd/sd-bus.h>
 #include <systemd/sd-daemon.h>
 
 #include "gatewayd.h"
@@ -45,6 +56,8 @@
 /* The layout of the state: a process reads only its own version. */
 #define UPGRADE_VERSION	1
 #define UPGRADE_ENV	"GATEWAYD_UPGRADE"
+#define UPGRADE_FDSTORE_ENV "GATEWAYD_FDSTORE"
+#define UPGRADE_STATE_NAME "gatewayd-state"
 #define UPGRADE_LISTENERS_MAX 256
 
 /* The old process: descriptors going to the new one. */
@@ -64,9 +77,40 @@ static struct {
 	pid_t old;
 	int listeners[UPGRADE_LISTENERS_MAX];
 	size_t n_listeners;
+	/* From the fd store: the old numbers and what they are now. */
+	bool from_store;
+	uint32_t *store_old;
+	int *store_fd;
+	size_t store_n;
 } upgrade_in = { .ready_fd = -1 };
 
+/* Saving for the fd store rather than for a process we start. */
+static bool upgrade_saving_for_store;
+
+bool
+upgrade_storing(void)
+{
+	return upgrade_saving_for_store;
+}
+
+int
+upgrade_fd(uint32_t old)
+{
+	size_t i;
+
+	if (old == UINT32_MAX || old > INT32_MAX)
+		return -1;
+	if (!upgrade_in.from_store)
+		return (int)old;
+	for (i = 0; i < upgrade_in.store_n; i++)
+		if (upgrade_in.store_old[i] == old)
+			return upgrade_in.store_fd[i];
+	return -1;
+}
+
 extern char **environ;
+
+static void upgrade_store_clear(void);
 
 static void
 upgrade_push(int fd, bool owned)
@@ -143,7 +187,8 @@ upgrade_save(struct blob *b, size_t *n_rooms, size_t *n_clients)
 	blob_put_u32(b, UPGRADE_VERSION);
 	blob_put_u64(b, (uint64_t)getpid());
 	blob_put_u64(b, server.next_client_id);
-	n = listener_fds(fds, UPGRADE_LISTENERS_MAX);
+	/* Those of a socket unit stay with systemd anyway: not stored. */
+	n = listener_fds(fds, UPGRADE_LISTENERS_MAX, upgrade_saving_for_store);
 	blob_put_u32(b, (uint32_t)n);
 	for (i = 0; i < n; i++) {
 		blob_put_u32(b, (uint32_t)fds[i]);
@@ -328,6 +373,55 @@ fail:
 	return -1;
 }
 
+/*
+ * A start by systemd after a restart that went through the fd store:
+ * LISTEN_FDS holds the state (by its name), the descriptors it names
+ * ("gwN"), and the sockets of a socket unit, if any (other names; they
+ * go to the listeners).  Returns the state's descriptor, or -1 when
+ * there is none (a plain start).
+ */
+static int
+upgrade_open_store(void)
+{
+	char **names = NULL;
+	int n, i, state = -1;
+	unsigned long old;
+	char *end;
+
+	if ((n = sd_listen_fds_with_names(0, &names)) <= 0)
+		return -1;
+	for (i = 0; i < n; i++)
+		if (strcmp(names[i], UPGRADE_STATE_NAME) == 0)
+			state = SD_LISTEN_FDS_START + i;
+	if (state != -1) {
+		upgrade_in.store_old = calloc((size_t)n, sizeof(uint32_t));
+		upgrade_in.store_fd = calloc((size_t)n, sizeof(int));
+	}
+	for (i = 0; i < n && state != -1; i++) {
+		int fd = SD_LISTEN_FDS_START + i;
+
+		if (strncmp(names[i], "gw", 2) == 0 &&
+		    (old = strtoul(names[i] + 2, &end, 10), *end == '\0') &&
+		    upgrade_in.store_fd != NULL && upgrade_in.store_old != NULL) {
+			upgrade_in.store_old[upgrade_in.store_n] = (uint32_t)old;
+			upgrade_in.store_fd[upgrade_in.store_n++] = fd;
+		} else if (fd != state &&
+		    upgrade_in.n_listeners < UPGRADE_LISTENERS_MAX) {
+			upgrade_in.listeners[upgrade_in.n_listeners++] = fd;
+		}
+	}
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	if (state != -1) {
+		upgrade_in.from_store = true;
+		unsetenv("LISTEN_FDS");
+		unsetenv("LISTEN_PID");
+		unsetenv("LISTEN_FDNAMES");
+	}
+	return state;
+}
+
 int
 upgrade_open(bool *upgrading)
 {
@@ -338,9 +432,11 @@ upgrade_open(bool *upgrading)
 	struct stat st;
 
 	*upgrading = false;
-	if (env == NULL)
-		return 0;
-	if (sscanf(env, "%d,%d", &state, &ready) != 2 || state < 0 ||
+	if (env == NULL) {
+		if ((state = upgrade_open_store()) == -1)
+			return 0;	/* a plain start */
+		ready = -1;
+	} else if (sscanf(env, "%d,%d", &state, &ready) != 2 || state < 0 ||
 	    ready < 0) {
 		log_error("upgrade: %s=%s is not STATE_FD,READY_FD",
 		    UPGRADE_ENV, env);
@@ -348,7 +444,8 @@ upgrade_open(bool *upgrading)
 	}
 	unsetenv(UPGRADE_ENV);
 	*upgrading = true;
-	(void)fcntl(ready, F_SETFD, FD_CLOEXEC);
+	if (ready != -1)
+		(void)fcntl(ready, F_SETFD, FD_CLOEXEC);
 	upgrade_in.ready_fd = ready;
 	if (fstat(state, &st) == -1 || st.st_size <= 0 ||
 	    (upgrade_in.map = mmap(NULL, (size_t)st.st_size, PROT_READ,
@@ -375,23 +472,32 @@ upgrade_open(bool *upgrading)
 	if (n > UPGRADE_LISTENERS_MAX)
 		b->failed = true;
 	for (i = 0; i < n && !b->failed; i++) {
-		upgrade_in.listeners[i] = (int)blob_get_u32(b);
+		int fd = upgrade_fd(blob_get_u32(b));
+
+		if (fd == -1 || upgrade_in.n_listeners == UPGRADE_LISTENERS_MAX)
+			continue;
 		/* Ours now: not to leak into what we spawn. */
-		(void)fcntl(upgrade_in.listeners[i], F_SETFD, FD_CLOEXEC);
+		(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+		upgrade_in.listeners[upgrade_in.n_listeners++] = fd;
 	}
-	upgrade_in.n_listeners = n;
 	if (b->failed) {
 		log_error("upgrade: the state is damaged");
 		return -1;
 	}
-	log_info("upgrade: taking over from pid %d", (int)upgrade_in.old);
+	if (upgrade_in.from_store)
+		log_info("restart: taking over from systemd's fd store (pid %d "
+		    "before)", (int)upgrade_in.old);
+	else
+		log_info("upgrade: taking over from pid %d",
+		    (int)upgrade_in.old);
 	return 0;
 }
 
 const int *
-upgrade_listeners(size_t *n)
+upgrade_listeners(size_t *n, const char **from)
 {
 	*n = upgrade_in.n_listeners;
+	*from = upgrade_in.from_store ? "systemd's fd store" : "the old process";
 	return upgrade_in.listeners;
 }
 
@@ -414,6 +520,10 @@ upgrade_take(void)
 	}
 	if (i < n || b->failed || b->pos != b->len) {
 		log_error("upgrade: cannot take over: %s", why);
+		/* From the store, nobody carries on: empty it, so that the
+		 * next start (Restart=) is a plain one. */
+		if (upgrade_in.from_store)
+			upgrade_store_clear();
 		return -1;
 	}
 	/* Descriptors taken over are ours: not to leak into programs. */
@@ -421,14 +531,186 @@ upgrade_take(void)
 		(void)fcntl(c->conn.fd, F_SETFD, FD_CLOEXEC);
 	if (server.next_client_id < next_id)
 		server.next_client_id = next_id;
-	if (write(upgrade_in.ready_fd, "R", 1) != 1)
-		log_warn("upgrade: the old process did not hear that we are "
-		    "ready: %s", strerror(errno));
-	close(upgrade_in.ready_fd);
-	upgrade_in.ready_fd = -1;
+	if (upgrade_in.ready_fd != -1) {
+		if (write(upgrade_in.ready_fd, "R", 1) != 1)
+			log_warn("upgrade: the old process did not hear that "
+			    "we are ready: %s", strerror(errno));
+		close(upgrade_in.ready_fd);
+		upgrade_in.ready_fd = -1;
+	}
 	munmap(upgrade_in.map, upgrade_in.len);
 	upgrade_in.map = NULL;
+	if (upgrade_in.from_store) {
+		/* systemd would keep its copies: a connection we close
+		 * would stay open there. */
+		upgrade_store_clear();
+		log_info("restart: took over %zu clients in %u rooms from "
+		    "systemd's fd store", n_clients, n);
+		return 0;
+	}
 	log_info("upgrade: took over %zu clients in %u rooms from pid %d",
 	    n_clients, n, (int)upgrade_in.old);
 	return 0;
+}
+
+/* Whether fd is one a taken-over object holds. */
+static bool
+upgrade_fd_used(int fd)
+{
+	int fds[UPGRADE_LISTENERS_MAX];
+	struct client *c;
+	struct backend *b;
+	size_t i, n;
+
+	LIST_FOREACH(c, &server.clients, entry)
+		if (c->conn.fd == fd)
+			return true;
+	LIST_FOREACH(b, &server.backends, entry)
+		if (b->fd == fd || b->wfd == fd || b->err_fd == fd ||
+		    b->pidfd == fd)
+			return true;
+	n = listener_fds(fds, UPGRADE_LISTENERS_MAX, false);
+	for (i = 0; i < n; i++)
+		if (fds[i] == fd)
+			return true;
+	return false;
+}
+
+/* Take everything out of systemd's fd store, and close what nothing
+ * took (a backend's stderr whose socket went, say). */
+static void
+upgrade_store_clear(void)
+{
+	char msg[64];
+	size_t i;
+
+	for (i = 0; i < upgrade_in.store_n; i++) {
+		snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=gw%u",
+		    upgrade_in.store_old[i]);
+		(void)sd_notify(0, msg);
+		if (!upgrade_fd_used(upgrade_in.store_fd[i]))
+			close(upgrade_in.store_fd[i]);
+	}
+	(void)sd_notify(0, "FDSTOREREMOVE=1\nFDNAME=" UPGRADE_STATE_NAME);
+	free(upgrade_in.store_old);
+	free(upgrade_in.store_fd);
+	upgrade_in.store_old = NULL;
+	upgrade_in.store_fd = NULL;
+	upgrade_in.store_n = 0;
+	upgrade_in.from_store = false;
+}
+
+/* Whether systemd is restarting our unit (rather than stopping it): the
+ * type of the unit's job, asked on the system bus (a second at most). */
+static bool
+upgrade_restarting(void)
+{
+	sd_bus_error err = SD_BUS_ERROR_NULL;
+	sd_bus_message *unit_reply = NULL, *job_reply = NULL;
+	const char *unit, *job;
+	char *type = NULL;
+	bool restarting = false;
+	uint32_t id;
+	sd_bus *bus;
+
+	if (sd_bus_open_system(&bus) < 0)
+		return false;
+	(void)sd_bus_set_method_call_timeout(bus, 1000000);
+	if (sd_bus_call_method(bus, "org.freedesktop.systemd1",
+	    "/org/freedesktop/systemd1", "org.freedesktop.systemd1.Manager",
+	    "GetUnitByPID", &err, &unit_reply, "u", (uint32_t)getpid()) < 0 ||
+	    sd_bus_message_read(unit_reply, "o", &unit) < 0 ||
+	    sd_bus_get_property(bus, "org.freedesktop.systemd1", unit,
+	    "org.freedesktop.systemd1.Unit", "Job", &err, &job_reply,
+	    "(uo)") < 0 ||
+	    sd_bus_message_read(job_reply, "(uo)", &id, &job) < 0 || id == 0 ||
+	    sd_bus_get_property_string(bus, "org.freedesktop.systemd1", job,
+	    "org.freedesktop.systemd1.Job", "JobType", &err, &type) < 0) {
+		if (sd_bus_error_is_set(&err))
+			log_info("restart: cannot ask systemd what it is doing "
+			    "(%s): stopping", err.message);
+		goto out;
+	}
+	restarting = strstr(type, "restart") != NULL;
+out:
+	free(type);
+	sd_bus_error_free(&err);
+	sd_bus_message_unref(unit_reply);
+	sd_bus_message_unref(job_reply);
+	sd_bus_flush_close_unref(bus);
+	return restarting;
+}
+
+/* Take back what went to the store, by name: a store left half made. */
+static void
+upgrade_unstore(size_t n)
+{
+	char msg[64];
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		snprintf(msg, sizeof(msg), "FDSTOREREMOVE=1\nFDNAME=gw%d",
+		    upgrade_out.fds[i]);
+		(void)sd_notify(0, msg);
+	}
+}
+
+int
+upgrade_store(void)
+{
+	const char *mode = getenv(UPGRADE_FDSTORE_ENV);
+	struct blob b = { 0 };
+	size_t n_rooms, n_clients, i;
+	struct room *r, *next;
+	char msg[64];
+	int state = -1;
+
+	if (mode == NULL || getenv("NOTIFY_SOCKET") == NULL ||
+	    (strcmp(mode, "always") != 0 && !upgrade_restarting()))
+		return -1;
+	upgrade_saving_for_store = true;
+	if (!upgrade_save(&b, &n_rooms, &n_clients) ||
+	    (state = upgrade_memfd(&b)) == -1) {
+		log_error("restart: cannot save the state: %s; stopping",
+		    strerror(errno));
+		goto fail;
+	}
+	/* One message per descriptor: FDNAME names them all alike. */
+	for (i = 0; i < upgrade_out.n; i++) {
+		snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=gw%d",
+		    upgrade_out.fds[i]);
+		if (sd_pid_notify_with_fds(0, 0, msg, &upgrade_out.fds[i],
+		    1) <= 0) {
+			log_error("restart: systemd does not keep descriptors "
+			    "(FileDescriptorStoreMax=?); stopping");
+			upgrade_unstore(i);
+			goto fail;
+		}
+	}
+	if (sd_pid_notify_with_fds(0, 0, "FDSTORE=1\nFDNAME="
+	    UPGRADE_STATE_NAME, &state, 1) <= 0) {
+		log_error("restart: systemd does not keep the state; stopping");
+		upgrade_unstore(upgrade_out.n);
+		goto fail;
+	}
+	close(state);
+	blob_free(&b);
+	log_info("restart: %zu clients in %zu rooms wait in systemd's fd "
+	    "store for the next process", n_clients, n_rooms);
+	for (r = LIST_FIRST(&server.rooms); r != NULL; r = next) {
+		next = LIST_NEXT(r, entry);
+		if (room_transferable(r))
+			room_abandon(r);
+	}
+	listener_free_all();
+	upgrade_out_clear();
+	upgrade_saving_for_store = false;
+	return 0;
+fail:
+	if (state != -1)
+		close(state);
+	blob_free(&b);
+	upgrade_out_clear();
+	upgrade_saving_for_store = false;
+	return -1;
 }
