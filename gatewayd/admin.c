@@ -340,7 +340,8 @@ admin_room_json(const struct room *r)
 	if (r->backend != NULL) {
 		b = json_pack("{s:s, s:s, s:I, s:I, s:b}", "state", "up",
 		    "kind", r->res->backend_kind == CFG_BACKEND_EXEC ?
-		    "exec" : "unix",
+		    "exec" : r->res->backend_kind == CFG_BACKEND_TCP ? "tcp" :
+		    "unix",
 		    "queued", (json_int_t)backend_queued(r->backend),
 		    "unconfirmed", (json_int_t)r->journal.sent_bytes,
 		    "paused", r->paused);

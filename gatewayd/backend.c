@@ -32,6 +32,8 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -82,7 +84,12 @@ enum backend_timer {
 	BACKEND_TIMER_FLUSH,		/* stopping unix: the flush deadline */
 	BACKEND_TIMER_TERM,		/* stopping exec: send SIGTERM */
 	BACKEND_TIMER_KILL,		/* then SIGKILL */
+	BACKEND_TIMER_CONNECT,		/* tcp: the connect deadline */
 };
+
+/* How long a tcp: backend may take to connect (the kernel would try for
+ * two minutes): the room then tries again after its backoff. */
+#define BACKEND_CONNECT_TIMEOUT_MS 5000
 
 static void backend_read_cb(evutil_socket_t fd, short events, void *arg);
 static void backend_write_cb(evutil_socket_t fd, short events, void *arg);
@@ -131,6 +138,32 @@ backend_connect(struct backend *b, const char *path)
 		return -1;
 	}
 	log_debug("%s: connected to backend unix:%s", b->label, path);
+	return fd;
+}
+
+/* A tcp: backend: the connect goes on in the background; records queue
+ * meanwhile, and the first write (the hello) tells how it went. */
+static int
+backend_connect_tcp(struct backend *b, const struct cfg_resource *res)
+{
+	int fd, one = 1;
+
+	fd = socket(res->tcp_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+	    SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		log_error("%s: socket: %s", b->label, strerror(errno));
+		return -1;
+	}
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(fd, (const struct sockaddr *)&res->tcp_addr,
+	    res->tcp_addr_len) == -1 && errno != EINPROGRESS) {
+		log_warn("%s: cannot connect to backend %s: %s", b->label,
+		    res->backend, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	b->connecting = true;
+	backend_timer_set(b, BACKEND_TIMER_CONNECT, BACKEND_CONNECT_TIMEOUT_MS);
 	return fd;
 }
 
@@ -370,6 +403,9 @@ backend_start(struct room *r, bool resumed, char **envp, struct refusal *rf)
 	}
 	if (b->kind == CFG_BACKEND_UNIX) {
 		fd = wfd = backend_connect(b, res->unix_path);
+		refuse(rf, 502, "the room's backend is unavailable");
+	} else if (b->kind == CFG_BACKEND_TCP) {
+		fd = wfd = backend_connect_tcp(b, res);
 		refuse(rf, 502, "the room's backend is unavailable");
 	} else {
 		fd = backend_spawn(b, res->argv, envp,
@@ -841,7 +877,7 @@ backend_ended(struct backend *b, int err)
 	}
 	if (err == 0) {
 		log_warn("%s: backend closed its %s", b->label,
-		    b->kind == CFG_BACKEND_UNIX ? "connection" : "output");
+		    b->kind != CFG_BACKEND_EXEC ? "connection" : "output");
 		backend_lost(b, WS_CLOSE_NORMAL);
 	} else {
 		log_warn("%s: backend connection failed: %s", b->label,
@@ -959,6 +995,16 @@ backend_write_cb(evutil_socket_t fd, short events, void *arg)
 	n = evbuffer_get_length(b->out) > 0 ? evbuffer_write(b->out, fd) : 0;
 	if (n > 0)
 		backend_wrote(b, (size_t)n);
+	if (n > 0 && b->connecting) {
+		b->connecting = false;
+		if (b->timer_does == BACKEND_TIMER_CONNECT) {
+			b->timer_does = BACKEND_TIMER_NONE;
+			evtimer_del(b->timer);
+		}
+		log_debug("%s: connected to backend", b->label);
+		if (b->room != NULL)
+			b->room->ever_up = true;
+	}
 	if (n == -1 && errno != EAGAIN && errno != EINTR) {
 		/* It stopped reading for good.  What it did not read stays
 		 * queued, for the room to give to the next backend. */
@@ -987,7 +1033,7 @@ backend_write_cb(evutil_socket_t fd, short events, void *arg)
 		return;
 	}
 	/* Stopping: all is written. */
-	if (b->kind == CFG_BACKEND_UNIX && b->former == NULL) {
+	if (b->kind != CFG_BACKEND_EXEC && b->former == NULL) {
 		backend_close_fd(b);
 		backend_check_done(b);
 	} else if (!b->write_shut) {
@@ -1112,7 +1158,7 @@ backend_stop(struct backend *b)
 		b->reading = true;
 		event_add(b->read_event, NULL);
 	}
-	if (b->kind == CFG_BACKEND_UNIX || b->pid == 0) {
+	if (b->kind != CFG_BACKEND_EXEC || b->pid == 0) {
 		/* Flush what is queued, within stop_timeout, then close.  A
 		 * process already reaped has no reader left but its children,
 		 * which backend_check_done stops. */
@@ -1147,6 +1193,11 @@ backend_timer_cb(evutil_socket_t fd, short events, void *arg)
 	b->timer_does = BACKEND_TIMER_NONE;
 	switch (what) {
 	case BACKEND_TIMER_NONE:
+		break;
+	case BACKEND_TIMER_CONNECT:
+		log_warn("%s: cannot connect to backend: no answer in %d ms",
+		    b->label, BACKEND_CONNECT_TIMEOUT_MS);
+		backend_ended(b, ETIMEDOUT);
 		break;
 	case BACKEND_TIMER_EXIT_WAIT:
 		/* It closed its output and still runs. */

@@ -1328,6 +1328,17 @@ cfg_add_listen(struct cfg_parser *p, const char *value, int line, bool admin)
 	cfg->has_tls |= tls;
 }
 
+/* *:PORT listens on every address; it names no host to connect to. */
+static bool
+cfg_tcp_unspecified(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET)
+		return ((const struct sockaddr_in *)ss)->sin_addr.s_addr ==
+		    htonl(INADDR_ANY);
+	return IN6_IS_ADDR_UNSPECIFIED(
+	    &((const struct sockaddr_in6 *)ss)->sin6_addr);
+}
+
 static void
 cfg_set_backend(struct cfg_parser *p, struct cfg_resource *r,
     const char *value, int line)
@@ -1351,6 +1362,15 @@ cfg_set_backend(struct cfg_parser *p, struct cfg_resource *r,
 			p->oom = true;
 			return;
 		}
+	} else if (strncmp(value, "tcp:", 4) == 0) {
+		/* Numeric, as listen is: no name resolution on the loop. */
+		if (cfg_parse_listen(value + 4, &r->tcp_addr, &r->tcp_addr_len,
+		    &why) == -1 || cfg_tcp_unspecified(&r->tcp_addr)) {
+			cfg_error(p, line, "backend: '%s': %s", value,
+			    why != NULL ? why : "the address is unspecified");
+			return;
+		}
+		r->backend_kind = CFG_BACKEND_TCP;
 	} else if (strncmp(value, "exec:", 5) == 0) {
 		r->backend_kind = CFG_BACKEND_EXEC;
 		if ((r->argv = cfg_split_argv(value + 5, &why)) == NULL) {
@@ -1363,7 +1383,7 @@ cfg_set_backend(struct cfg_parser *p, struct cfg_resource *r,
 		}
 	} else {
 		cfg_error(p, line, "backend: invalid value '%s': expected "
-		    "unix:PATH or exec:COMMAND [ARGS]", value);
+		    "unix:PATH, tcp:ADDR:PORT or exec:COMMAND [ARGS]", value);
 		return;
 	}
 	if ((r->backend = strdup(value)) == NULL)

@@ -21,6 +21,7 @@
 enum cfg_backend_kind {
 	CFG_BACKEND_UNIX,	/* unix:PATH, a stream socket to connect to */
 	CFG_BACKEND_EXEC,	/* exec:COMMAND ARGS, a program to spawn */
+	CFG_BACKEND_TCP,	/* tcp:ADDR:PORT, a program on another host */
 };
 
 enum cfg_log_level {
@@ -148,6 +149,8 @@ struct cfg_resource {
 	enum cfg_backend_kind backend_kind;
 	char *backend;		/* the backend value as written */
 	char *unix_path;	/* CFG_BACKEND_UNIX */
+	struct sockaddr_storage tcp_addr;	/* CFG_BACKEND_TCP */
+	socklen_t tcp_addr_len;
 	char **argv;		/* CFG_BACKEND_EXEC: NULL-terminated */
 	int backend_line;	/* of the backend key */
 	uint64_t max_rooms;	/* pattern rooms of this resource, 0: only

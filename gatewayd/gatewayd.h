@@ -561,6 +561,7 @@ struct backend {
 	int wfd;			/* where records go: fd, or the pipe
 					 * to the program's stdin; -1 once
 					 * shut */
+	bool connecting;		/* tcp: not connected yet */
 	bool adopted;			/* taken over in an upgrade: its
 					 * process is not our child */
 	int pidfd;			/* exec, taken over in an upgrade: it

@@ -233,7 +233,9 @@ room_start_backend(struct room *r, char **envp, struct refusal *rf)
 	free(own);
 	if (r->backend == NULL)
 		return -1;
-	r->ever_up = true;
+	/* Up: a tcp: backend once it has connected (backend_write_cb). */
+	if (!r->backend->connecting)
+		r->ever_up = true;
 	r->backend_since_ms = server_now_ms();
 	TAILQ_FOREACH(c, &r->members, room_entry) {
 		line = record_open_resumed(c->open_line, c->open_len, &len);

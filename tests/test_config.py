@@ -140,8 +140,8 @@ BROKEN = {
                       "[resource /x]\nbackend =\n",
                       4, "backend: missing value"),
     "bad backend scheme": ("[gateway]\nlisten = 127.0.0.1:1\n"
-                           "[resource /x]\nbackend = tcp:127.0.0.1:9000\n",
-                           4, "backend: invalid value 'tcp:127.0.0.1:9000'"),
+                           "[resource /x]\nbackend = udp:127.0.0.1:9000\n",
+                           4, "backend: invalid value 'udp:127.0.0.1:9000'"),
     "unbalanced double quote": ("[gateway]\nlisten = 127.0.0.1:1\n"
                                 "[resource /x]\n"
                                 "backend = exec:/bin/echo \"abc def\n",

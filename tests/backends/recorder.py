@@ -2,12 +2,12 @@
 line each, and echoes each message back to its sender.
 
     recorder.py RECORD_FILE [--authorize accept|reject|ignore] [--listen PATH]
-                [--delay SECONDS]
+                [--tcp PORT] [--delay SECONDS]
 
 --authorize decides what it answers to an open with "authorize": true
 (accept, reject with 403 and reason "go away", or nothing at all).  With
 --listen it serves a Unix socket (one connection per room) instead of
-stdin/stdout.  --delay makes it take that long over each message before
+stdin/stdout, with --tcp a TCP port on 127.0.0.1.  --delay makes it take that long over each message before
 it echoes it, as a backend with work to do.
 """
 import argparse
@@ -15,7 +15,7 @@ import json
 import sys
 import time
 
-from unixserve import serve_unix
+from unixserve import serve_tcp, serve_unix
 
 
 def serve(rfile, wfile, record_file, authorize, delay=0.0):
@@ -49,9 +49,10 @@ def main():
     parser.add_argument("--authorize", default="accept",
                         choices=["accept", "reject", "ignore"])
     parser.add_argument("--listen")
+    parser.add_argument("--tcp", type=int)
     parser.add_argument("--delay", type=float, default=0.0)
     args = parser.parse_args()
-    if not args.listen:
+    if not args.listen and not args.tcp:
         serve(sys.stdin, sys.stdout, args.record_file, args.authorize,
               args.delay)
         return
@@ -63,6 +64,8 @@ def main():
         wfile = conn.makefile("w", encoding="utf-8", newline="\n")
         serve(rfile, wfile, args.record_file, args.authorize, args.delay)
 
+    if args.tcp:
+        serve_tcp(args.tcp, connection)
     serve_unix(args.listen, connection)
 
 

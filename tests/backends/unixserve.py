@@ -21,3 +21,14 @@ def serve_unix(path, connection):
     while True:
         conn, _ = server.accept()
         threading.Thread(target=connection, args=(conn,), daemon=True).start()
+
+
+def serve_tcp(port, connection):
+    """The same on 127.0.0.1:port (a tcp: backend)."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen(16)
+    while True:
+        conn, _ = server.accept()
+        threading.Thread(target=connection, args=(conn,), daemon=True).start()

@@ -998,14 +998,52 @@ test_restart_delays(void)
 }
 
 static void
+test_backend_tcp(void)
+{
+	static const char text[] = "[gateway]\nlisten = *:80\n"
+	    "[resource /a]\nbackend = tcp:10.0.0.7:9000\n"
+	    "[resource /b]\nbackend = tcp:[::1]:9001\n";
+	char *errors = NULL;
+	struct cfg *cfg = cfg_parse("t.ini", text, sizeof(text) - 1, &errors);
+
+	CHECK(cfg != NULL);
+	if (cfg != NULL) {
+		const struct sockaddr_in *a =
+		    (const void *)&cfg->resources[0].tcp_addr;
+		const struct sockaddr_in6 *b =
+		    (const void *)&cfg->resources[1].tcp_addr;
+
+		CHECK_EQ_INT(cfg->resources[0].backend_kind, CFG_BACKEND_TCP);
+		CHECK_EQ_INT(a->sin_family, AF_INET);
+		CHECK_EQ_INT(ntohs(a->sin_port), 9000);
+		CHECK_EQ_INT(ntohl(a->sin_addr.s_addr), 0x0a000007);
+		CHECK_EQ_INT(b->sin6_family, AF_INET6);
+		CHECK_EQ_INT(ntohs(b->sin6_port), 9001);
+		CHECK_EQ_STR(cfg->resources[1].backend, "tcp:[::1]:9001");
+	}
+	free(errors);
+	cfg_free(cfg);
+}
+
+static void
 test_backend_errors(void)
 {
 	char text[512], path[120];
 
 	CHECK_ONE_ERROR("[gateway]\nlisten = *:80\n[resource /a]\n"
-	    "backend = tcp:127.0.0.1:9000\n",
-	    "t.ini:4: backend: invalid value 'tcp:127.0.0.1:9000': expected "
-	    "unix:PATH or exec:COMMAND [ARGS]");
+	    "backend = udp:127.0.0.1:9000\n",
+	    "t.ini:4: backend: invalid value 'udp:127.0.0.1:9000': expected "
+	    "unix:PATH, tcp:ADDR:PORT or exec:COMMAND [ARGS]");
+	CHECK_ONE_ERROR("[gateway]\nlisten = *:80\n[resource /a]\n"
+	    "backend = tcp:example.com:9000\n",
+	    "t.ini:4: backend: 'tcp:example.com:9000': not a numeric IPv4 "
+	    "address");
+	CHECK_ONE_ERROR("[gateway]\nlisten = *:80\n[resource /a]\n"
+	    "backend = tcp:*:9000\n",
+	    "t.ini:4: backend: 'tcp:*:9000': the address is unspecified");
+	CHECK_ONE_ERROR("[gateway]\nlisten = *:80\n[resource /a]\n"
+	    "backend = tcp:127.0.0.1:0\n",
+	    "t.ini:4: backend: 'tcp:127.0.0.1:0': port out of range 1..65535");
 	CHECK_ONE_ERROR("[gateway]\nlisten = *:80\n[resource /a]\n"
 	    "backend = unix:\n",
 	    "t.ini:4: backend: empty unix socket path");
@@ -1643,6 +1681,7 @@ main(void)
 	RUN(test_new_value_errors);
 	RUN(test_restart_delays);
 	RUN(test_backend_errors);
+	RUN(test_backend_tcp);
 	RUN(test_many_errors);
 	RUN(test_parse_size);
 	RUN(test_parse_duration);
