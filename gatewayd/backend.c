@@ -366,6 +366,29 @@ backend_free(struct backend *b)
 	server_check_stopped();
 }
 
+/* What b takes from its room's resource, its label, timers and queue
+ * (checked by the caller). */
+static void
+backend_prepare(struct backend *b, struct room *r)
+{
+	const struct cfg_resource *res = r->res;
+
+	b->kind = res->backend_kind;
+	b->format = res->opts.format;
+	b->binary = res->opts.binary;
+	b->line_max = b->format == CFG_FORMAT_JSON ?
+	    RECORD_LINE_MAX(res->opts.max_message_size) :
+	    res->opts.max_message_size;
+	b->stop_timeout_ms = res->opts.stop_timeout_ms;
+	if (r->solo != NULL)
+		b->label = strdup(r->solo->name);
+	else if (asprintf(&b->label, "room %s", r->path) == -1)
+		b->label = NULL;
+	b->timer = evtimer_new(server.base, backend_timer_cb, b);
+	b->more = evtimer_new(server.base, backend_more_cb, b);
+	b->out = evbuffer_new();
+}
+
 struct backend *
 backend_start(struct room *r, bool resumed, char **envp, struct refusal *rf)
 {
@@ -381,21 +404,8 @@ backend_start(struct room *r, bool resumed, char **envp, struct refusal *rf)
 		return NULL;
 	LIST_INSERT_HEAD(&server.backends, b, entry);
 	b->fd = b->wfd = b->err_fd = b->pidfd = -1;
-	b->kind = res->backend_kind;
-	b->format = res->opts.format;
-	b->binary = res->opts.binary;
-	b->line_max = b->format == CFG_FORMAT_JSON ?
-	    RECORD_LINE_MAX(res->opts.max_message_size) :
-	    res->opts.max_message_size;
-	b->stop_timeout_ms = res->opts.stop_timeout_ms;
 	b->started_ms = server_now_ms();
-	if (r->solo != NULL)
-		b->label = strdup(r->solo->name);
-	else if (asprintf(&b->label, "room %s", r->path) == -1)
-		b->label = NULL;
-	b->timer = evtimer_new(server.base, backend_timer_cb, b);
-	b->more = evtimer_new(server.base, backend_more_cb, b);
-	b->out = evbuffer_new();
+	backend_prepare(b, r);
 	if (b->label == NULL || b->timer == NULL || b->more == NULL ||
 	    b->out == NULL) {
 		backend_free(b);
@@ -1500,7 +1510,6 @@ backend_save(struct backend *b, struct blob *w)
 struct backend *
 backend_load(struct room *r, struct blob *blob, bool *gone)
 {
-	const struct cfg_resource *res = r->res;
 	const uint8_t *in, *out, *err;
 	size_t in_len, out_len, err_len;
 	struct backend *b;
@@ -1508,14 +1517,8 @@ backend_load(struct room *r, struct blob *blob, bool *gone)
 	if ((b = calloc(1, sizeof(*b))) == NULL)
 		return NULL;
 	LIST_INSERT_HEAD(&server.backends, b, entry);
-	b->kind = res->backend_kind;
-	b->format = res->opts.format;
-	b->binary = res->opts.binary;
 	b->adopted = true;
-	b->line_max = b->format == CFG_FORMAT_JSON ?
-	    RECORD_LINE_MAX(res->opts.max_message_size) :
-	    res->opts.max_message_size;
-	b->stop_timeout_ms = res->opts.stop_timeout_ms;
+	backend_prepare(b, r);
 	*gone = false;
 	b->fd = upgrade_fd(blob_get_u32(blob));
 	b->wfd = upgrade_fd(blob_get_u32(blob));
@@ -1530,13 +1533,6 @@ backend_load(struct room *r, struct blob *blob, bool *gone)
 	out = blob_get_bytes(blob, &out_len, SIZE_MAX);
 	b->unjournaled = blob_get_u64(blob);
 	err = blob_get_bytes(blob, &err_len, sizeof(b->err_buf));
-	if (r->solo != NULL)
-		b->label = strdup(r->solo->name);
-	else if (asprintf(&b->label, "room %s", r->path) == -1)
-		b->label = NULL;
-	b->timer = evtimer_new(server.base, backend_timer_cb, b);
-	b->more = evtimer_new(server.base, backend_more_cb, b);
-	b->out = evbuffer_new();
 	if (!blob->failed && (b->fd == -1 || b->wfd == -1)) {
 		/* Its connection went while nobody held it: the room
 		 * starts another. */

@@ -248,6 +248,20 @@ client_refusal_why(int status)
  * max_connections, so that a full gateway can still be looked at. */
 #define CLIENT_ADMIN_MAX 64
 
+/* The events of c's socket fd, in the room after c (event_space). */
+static void
+client_events_assign(struct client *c, int fd)
+{
+	c->read_event = (struct event *)c->event_space;
+	c->write_event = (struct event *)(c->event_space + client_event_size());
+	c->timer = (struct event *)(c->event_space + 2 * client_event_size());
+	event_assign(c->read_event, server.base, fd, EV_READ | EV_PERSIST,
+	    client_read_cb, c);
+	event_assign(c->write_event, server.base, fd, EV_WRITE | EV_PERSIST,
+	    client_write_cb, c);
+	evtimer_assign(c->timer, server.base, client_timer_cb, c);
+}
+
 void
 client_accept(int fd, const struct sockaddr *addr, bool tls, bool proxy,
     bool admin)
@@ -300,14 +314,7 @@ client_accept(int fd, const struct sockaddr *addr, bool tls, bool proxy,
 	c->conn.fd = fd;
 	client_format_remote(remote, sizeof(remote), addr);
 	c->remote = strdup(remote);
-	c->read_event = (struct event *)c->event_space;
-	c->write_event = (struct event *)(c->event_space + client_event_size());
-	c->timer = (struct event *)(c->event_space + 2 * client_event_size());
-	event_assign(c->read_event, server.base, fd, EV_READ | EV_PERSIST,
-	    client_read_cb, c);
-	event_assign(c->write_event, server.base, fd, EV_WRITE | EV_PERSIST,
-	    client_write_cb, c);
-	evtimer_assign(c->timer, server.base, client_timer_cb, c);
+	client_events_assign(c, fd);
 	c->out = evbuffer_new();
 	if (c->remote == NULL || c->out == NULL ||
 	    idmap_put(&server.client_index, c) == -1) {
@@ -2400,14 +2407,7 @@ client_load(struct blob *b, struct room *r, uint64_t *gone)
 	c->file_fd = -1;
 	c->state = CLIENT_OPEN;
 	c->opts = o;
-	c->read_event = (struct event *)c->event_space;
-	c->write_event = (struct event *)(c->event_space + client_event_size());
-	c->timer = (struct event *)(c->event_space + 2 * client_event_size());
-	event_assign(c->read_event, server.base, fd, EV_READ | EV_PERSIST,
-	    client_read_cb, c);
-	event_assign(c->write_event, server.base, fd, EV_WRITE | EV_PERSIST,
-	    client_write_cb, c);
-	evtimer_assign(c->timer, server.base, client_timer_cb, c);
+	client_events_assign(c, fd);
 	c->id = blob_get_u64(b);
 	snprintf(c->name, sizeof(c->name), "c%llu", (unsigned long long)c->id);
 	c->remote = blob_get_str(b, CLIENT_REMOTE_MAX);
