@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "utf8.h"
@@ -45,11 +46,21 @@ log_write(enum log_level level, const char *fmt, va_list ap)
 	n = vsnprintf(line, sizeof(line), fmt, ap);
 	if (n < 0)
 		return;
-	/* One fprintf per line keeps lines whole on a shared stderr. */
-	if (log_journal)
+	/* One fprintf per line keeps lines whole on a shared stderr.  The
+	 * journal stamps its lines itself; a file needs the time. */
+	if (log_journal) {
 		fprintf(stderr, "<%d>%s\n", priority[level], line);
-	else
-		fprintf(stderr, "gatewayd: %s: %s\n", name[level], line);
+	} else {
+		struct timespec now;
+		struct tm tm;
+		char stamp[32];
+
+		clock_gettime(CLOCK_REALTIME, &now);
+		gmtime_r(&now.tv_sec, &tm);
+		strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+		fprintf(stderr, "%s.%03ldZ gatewayd: %s: %s\n", stamp,
+		    now.tv_nsec / 1000000, name[level], line);
+	}
 }
 
 #define LOG_FUNCTION(fn, level) \

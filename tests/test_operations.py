@@ -14,6 +14,7 @@ and WATCHDOG_PID can name the daemon's own pid, as systemd sets them, and
 the handed-over sockets sit at descriptors 3, 4, ...
 """
 import asyncio
+import calendar
 import json
 import os
 import re
@@ -1357,3 +1358,40 @@ mode = client
                      "gatewayd_records_redelivered_total",
                      "gatewayd_backend_unconfirmed_bytes"):
             assert name in m, name
+
+
+def test_log_lines_stamped_or_prioritised(tmp_path):
+    """Log lines to a file start with the UTC time (milliseconds) and the
+    level; to the journal (JOURNAL_STREAM set) with the syslog priority,
+    and no time: the journal stamps them."""
+    config = tmp_path / "g.ini"
+    config.write_text(f"""[gateway]
+listen = 127.0.0.1:{free_port()}
+[resource /e]
+backend = exec:cat
+mode = client
+""")
+    for journal in (False, True):
+        env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_VARS
+               and k != "JOURNAL_STREAM"}
+        if journal:
+            env["JOURNAL_STREAM"] = "8:12345"
+        before = time.time()
+        proc = subprocess.Popen([GATEWAYD, "-c", str(config)],
+                                stderr=subprocess.PIPE, env=env, text=True)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=TIMEOUT)
+        assert proc.returncode == 0, err
+        lines = err.splitlines()
+        assert lines, err
+        for line in lines:
+            if journal:
+                assert re.match(r"<[3467]>\S", line), line
+                continue
+            m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.\d{3}Z "
+                         r"gatewayd: (error|warn|info|debug): \S", line)
+            assert m, line
+            stamp = calendar.timegm(time.strptime(m.group(1),
+                                                  "%Y-%m-%dT%H:%M:%S"))
+            assert before - 2 <= stamp <= time.time() + 1, line

@@ -771,8 +771,8 @@ async def test_failed_handshakes_cost_nothing(tls_gateway, pki):
     assert sum("TLS handshake failed" in x for x in lines) >= 6, lines
     assert sum("TLS handshake timed out" in x for x in lines) == 6, lines
     # Only the access log of the real clients is above debug.
-    loud = [x for x in lines if not x.startswith("gatewayd: debug: ")
-            and not re.match(r"gatewayd: info: c\d+: (wss open from |"
+    loud = [x for x in lines if "gatewayd: debug: " not in x
+            and not re.search(r"gatewayd: info: c\d+: (wss open from |"
                              r"closed \d+ after )", x)]
     assert loud == [], loud
 
@@ -1196,7 +1196,7 @@ async def test_root_without_user_warns_once(tls_gateway, pki):
     sighup(g, "applied")
     lines = [x for x in g.log().splitlines() if "running as root" in x]
     assert len(lines) == 1, g.log()
-    assert lines[0].startswith("gatewayd: warn: "), lines
+    assert "gatewayd: warn: " in lines[0], lines
 
 
 # Static files over https

@@ -4,6 +4,8 @@
 #                       (under 25 minutes); build/bench/results.json
 #   make bench-smoke    a quick pass over every scenario and peer (< 60 s)
 #   make bench-perf     perf profiles of gatewayd under echo and broadcast
+#   make bench-base     gatewayd as of BASE_REV beside the current one, in
+#                       one run (default: before the redelivery journal)
 #
 # BENCH_ARGS passes options to tests/bench/run.py, e.g.
 #   make bench BENCH_ARGS="--runs 5 --scenarios echo --peers gatewayd-c,websocketd"
@@ -30,7 +32,7 @@ BUN_CANDIDATES := node_modules/bun/bin/bun.exe \
     node_modules/@oven/bun-linux-x64/bin/bun \
     node_modules/@oven/bun-linux-x64-baseline/bin/bun
 
-.PHONY: bench bench-smoke bench-perf bench-deps bench-programs bench-bun
+.PHONY: bench bench-smoke bench-perf bench-deps bench-programs bench-bun bench-base
 
 $(BENCH_BUILD):
 	mkdir -p $@
@@ -89,3 +91,19 @@ bench-smoke: bench-deps
 bench-perf: bench-deps
 	$(MAKE) bench-programs
 	$(BENCH_RUN) --perf $(BENCH_ARGS)
+
+# The same cases before and after a change, in one run: gatewayd as of
+# REV (built in a scratch worktree) beside the current one.  By default
+# REV is the commit before the redelivery journal, and the cases echo and
+# broadcast: what redelivery costs.
+BASE_REV ?= 058a0c7^
+BASE_DIR = $(BENCH_BUILD)/base
+bench-base: bench-deps
+	$(MAKE) bench-programs
+	rm -rf $(BASE_DIR) && git worktree prune
+	git worktree add --detach $(BASE_DIR) $(BASE_REV)
+	$(MAKE) -C $(BASE_DIR) all
+	$(BENCH_RUN) --base $(BASE_DIR)/build/gatewayd \
+	    --peers gatewayd-c,gatewayd-base \
+	    $(or $(BENCH_ARGS),--cases echo-1000,broadcast-1000)
+	git worktree remove --force $(BASE_DIR)

@@ -144,6 +144,26 @@ class GatewaydC(Gatewayd):
         return super().available()
 
 
+class GatewaydBase(GatewaydC):
+    """gatewayd-c with another build of gatewayd (--base): the same cases
+    before and after a change, in one run."""
+
+    name = "gatewayd-base"
+    about = "gatewayd-c, with the binary given by --base"
+
+    def command(self, port, log_dir, case):
+        cmd = super().command(port, log_dir, case)
+        cmd[0] = self.runner.gatewayd_base
+        return cmd
+
+    def available(self):
+        if not self.runner.gatewayd_base:
+            return "no --base binary"
+        if not os.access(self.runner.gatewayd_base, os.X_OK):
+            return f"{self.runner.gatewayd_base} is not executable"
+        return super().available()
+
+
 class GatewaydPy(Gatewayd):
     name = "gatewayd-py"
     about = ("gatewayd with the Python example rooms: examples/echo/room.py "
@@ -287,8 +307,8 @@ class Bun(Peer):
         return cmd
 
 
-PEERS = [GatewaydC, GatewaydPy, GatewaydClient, Websocketd, PyWebsockets,
-         Bun, Floor]
+PEERS = [GatewaydC, GatewaydBase, GatewaydPy, GatewaydClient, Websocketd,
+         PyWebsockets, Bun, Floor]
 
 
 # Cases ---------------------------------------------------------------------
@@ -641,6 +661,7 @@ class Runner:
         self.args = args
         build = os.path.join(ROOT, args.build)
         self.gatewayd = os.path.join(build, "gatewayd")
+        self.gatewayd_base = args.base and os.path.abspath(args.base)
         self.wsbench = os.path.join(build, "bench", "wsbench")
         self.bench_room = os.path.join(build, "bench", "bench_room")
         self.floor_server = os.path.join(build, "bench", "floor_server")
@@ -1135,6 +1156,10 @@ def main():
                         help="the build directory (build)")
     parser.add_argument("--out", help="results file "
                         "(BUILD/bench/results.json)")
+    parser.add_argument("--base", metavar="GATEWAYD",
+                        help="another gatewayd binary, run as the peer "
+                        "gatewayd-base beside gatewayd-c (make "
+                        "bench-base REV=...)")
     parser.add_argument("--list", action="store_true",
                         help="list the cases and peers, and exit")
     args = parser.parse_args()
