@@ -787,10 +787,13 @@ class Runner:
         for case in cases:
             runnable = []
             for peer in peers:
+                # gatewayd-base goes wherever gatewayd-c does.
+                name = "gatewayd-c" if peer.name == "gatewayd-base" else \
+                    peer.name
                 if peer.only_listed and (case.peers is None or
-                                         peer.name not in case.peers):
+                                         name not in case.peers):
                     continue
-                if case.peers is not None and peer.name not in case.peers:
+                if case.peers is not None and name not in case.peers:
                     if peer.name in case.why_not:
                         self.note(f"{case.name}: {peer.name} skipped: "
                                   f"{case.why_not[peer.name]}")
