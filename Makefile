@@ -31,7 +31,7 @@ SMOKE_SECONDS ?= 10
 
 WARNINGS    := -std=c17 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
                -Wmissing-prototypes -Wno-unused-parameter
-PKGS        := libevent jansson openssl inih libsystemd zlib
+PKGS        := libevent jansson openssl inih libsystemd zlib hiredis
 PKG_CFLAGS   = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS     = $(shell pkg-config --libs $(PKGS))
 ALL_CFLAGS   = $(WARNINGS) -D_GNU_SOURCE -Igatewayd $(PKG_CFLAGS) $(CFLAGS)
@@ -50,7 +50,7 @@ PURE        := utf8 ws_frame ws_deflate http_req handshake record cfg idmap env 
                http_static metrics journal blob proxy_header
 # The I/O glue around one libevent loop.
 GLUE        := log stats conn tls listener client http admin room backend \
-               server upgrade ctl main
+               cluster server upgrade ctl main
 PURE_OBJS   := $(PURE:%=$(BUILD)/%.o)
 GLUE_OBJS   := $(GLUE:%=$(BUILD)/%.o)
 UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(wildcard tests/unit/test_*.c))
@@ -59,11 +59,12 @@ FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 # What building and running need (make run installs only these), and what
 # the tests add: fuzzers and sanitizers, the peers and tools they drive.
 RUN_PACKAGES  := build-essential pkg-config libevent-dev libssl-dev \
-    libinih-dev libjansson-dev zlib1g-dev libsystemd-dev python3 jq
+    libinih-dev libjansson-dev zlib1g-dev libsystemd-dev libhiredis-dev \
+    python3 jq
 TEST_PACKAGES := clang-14 libclang-rt-14-dev valgrind python3-pytest \
     python3-websockets python3-pytest-asyncio python3-pytest-timeout \
     python3-trustme python3-selenium chromium chromium-driver websocketd bc \
-    openssl prometheus haproxy
+    openssl prometheus haproxy redis-server redis-tools
 DEBIAN_PACKAGES := $(RUN_PACKAGES) $(TEST_PACKAGES)
 
 .PHONY: all run test unit pytest stress fuzz fuzz-smoke fuzz-replay deps \

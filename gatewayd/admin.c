@@ -536,7 +536,10 @@ admin_inject(struct client *c, struct room *r, const uint8_t *data,
 		    record_command_name(cmd.command));
 		admin_tap(r, '>', data, len, false);
 		client_batch_begin();
-		room_command(r, &cmd);
+		if (r->cl != NULL && cmd.command != RECORD_ACK)
+			cluster_command(r, (const char *)data, len);
+		else
+			room_command(r, &cmd);
 		client_batch_end();
 		n = snprintf(reply, sizeof(reply), "ok");
 	} else {

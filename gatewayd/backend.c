@@ -646,7 +646,12 @@ backend_record(struct backend *b, struct room *r, const char *line,
 	if (len == 0 || (len == 1 && line[0] == '\r'))
 		return;		/* blank lines are harmless */
 	if (record_decode(line, len, &cmd, err, sizeof(err)) == 0) {
-		room_command(r, &cmd);
+		/* A shared room's command goes to every node of the room;
+		 * an ack stays with the journal here. */
+		if (r->cl != NULL && cmd.command != RECORD_ACK)
+			cluster_command(r, line, len);
+		else
+			room_command(r, &cmd);
 	} else {
 		stats.records_malformed++;
 		if (log_ratelimit(&b->log_budget, &suppressed))

@@ -55,6 +55,7 @@
 #define CFG_IN_BOTH	(CFG_IN_GATEWAY | CFG_IN_RESOURCE)
 #define CFG_IN_STATIC	0x4
 #define CFG_IN_TLS	0x8
+#define CFG_IN_CLUSTER	0x10
 
 enum cfg_type {
 	CFG_T_LISTEN,		/* address:port, repeatable */
@@ -118,6 +119,7 @@ struct cfg_option {
 
 #define CFG_GW(f)	offsetof(struct cfg, f)
 #define CFG_ROOM(f)	offsetof(struct cfg_room_opts, f)
+#define CFG_CL(f)	offsetof(struct cfg_cluster, f)
 
 static const char *const cfg_log_levels[] = {
 	[CFG_LOG_ERROR] = "error",
@@ -288,12 +290,26 @@ static const struct cfg_option cfg_options[] = {
 	    .what = "variable name", .check = cfg_check_env_name },
 	CFG_ROW("max_rooms", CFG_IN_RESOURCE, CFG_T_COUNT,
 	    0, 1000000, NULL, offsetof(struct cfg_resource, max_rooms)),
+	CFG_ROW("cluster", CFG_IN_RESOURCE, CFG_T_BOOL,
+	    0, 0, NULL, offsetof(struct cfg_resource, cluster)),
 	CFG_ROW("dir", CFG_IN_STATIC, CFG_T_PATH,
 	    0, 0, NULL, offsetof(struct cfg_static, dir)),
 	CFG_ROW("tls_certificate", CFG_IN_TLS, CFG_T_TEXT,
 	    0, 0, NULL, offsetof(struct cfg_tls, certificate)),
 	CFG_ROW("tls_key", CFG_IN_TLS, CFG_T_TEXT,
 	    0, 0, NULL, offsetof(struct cfg_tls, key)),
+	CFG_ROW("redis", CFG_IN_CLUSTER, CFG_T_TEXT,
+	    0, 0, NULL, CFG_CL(redis)),
+	CFG_ROW("password", CFG_IN_CLUSTER, CFG_T_TEXT,
+	    0, 0, NULL, CFG_CL(password)),
+	CFG_ROW("db", CFG_IN_CLUSTER, CFG_T_COUNT,
+	    0, 1000000, "0", CFG_CL(db)),
+	CFG_ROW("node", CFG_IN_CLUSTER, CFG_T_TEXT,
+	    0, 0, NULL, CFG_CL(node)),
+	CFG_ROW("lease", CFG_IN_CLUSTER, CFG_T_DURATION,
+	    500, CFG_HOUR, "5s", CFG_CL(lease_ms)),
+	CFG_ROW("stream_max", CFG_IN_CLUSTER, CFG_T_COUNT,
+	    100, 100000000, "100000", CFG_CL(stream_max)),
 };
 
 #define CFG_NOPTIONS	(sizeof(cfg_options) / sizeof(cfg_options[0]))
@@ -319,6 +335,7 @@ enum cfg_section {
 	CFG_SEC_RESOURCE,	/* cfg->resources[res_idx] */
 	CFG_SEC_STATIC,		/* cfg->statics[static_idx] */
 	CFG_SEC_TLS,		/* cfg->tls[tls_idx] */
+	CFG_SEC_CLUSTER,	/* cfg->cluster */
 	CFG_SEC_SKIP,		/* after a rejected header: keys ignored */
 };
 
@@ -344,6 +361,7 @@ struct cfg_parser {
 	struct cfg_setlines *static_set;	/* parallel to cfg->statics */
 	size_t tls_idx;
 	struct cfg_setlines *tls_set;	/* parallel to cfg->tls */
+	struct cfg_setlines cluster_set;
 	/* A value too long for inih's line buffer waits here: inih is
 	 * handed the key alone, and the handler of that line takes it. */
 	char **long_values;
@@ -969,6 +987,9 @@ cfg_free(struct cfg *cfg)
 	free(cfg->tls_key.value);
 	free(cfg->user.value);
 	free(cfg->group.value);
+	free(cfg->cluster.redis.value);
+	free(cfg->cluster.node.value);
+	free(cfg->cluster.password.value);
 	cfg_room_opts_free(&cfg->defaults, NULL);
 	free(cfg->file);
 	free(cfg);
@@ -1483,6 +1504,7 @@ cfg_begin_resource(struct cfg_parser *p, const char *path, int line)
 	memset(r, 0, sizeof(*r));
 	memset(&p->res_set[p->res_idx], 0, sizeof(p->res_set[0]));
 	r->line = line;
+	r->cluster = true;
 	if ((r->pattern = strdup(path)) == NULL ||
 	    (seen = malloc(sizeof(*seen))) == NULL) {
 		p->oom = true;
@@ -1674,9 +1696,18 @@ cfg_begin_section(struct cfg_parser *p, const char *name, int line)
 			return;
 		}
 		cfg_begin_tls(p, path, line);
+	} else if (strcmp(name, "cluster") == 0) {
+		if (p->cfg->cluster.line != 0) {
+			cfg_error(p, line, "duplicate [cluster] section (first "
+			    "at line %d)", p->cfg->cluster.line);
+			return;
+		}
+		p->cfg->cluster.line = line;
+		p->sec = CFG_SEC_CLUSTER;
 	} else
 		cfg_error(p, line, "unknown section [%s] (expected [gateway], "
-		    "[resource PATH], [static PREFIX] or [tls NAME])", name);
+		    "[resource PATH], [static PREFIX], [tls NAME] or "
+		    "[cluster])", name);
 }
 
 /*
@@ -1872,6 +1903,12 @@ cfg_handler(void *user, const char *section, const char *name,
 		set = p->tls_set[p->tls_idx].line;
 		bad = p->tls_set[p->tls_idx].bad;
 		scope = CFG_IN_TLS;
+	} else if (p->sec == CFG_SEC_CLUSTER) {
+		base = &p->cfg->cluster;
+		snprintf(where, sizeof(where), "[cluster]");
+		set = p->cluster_set.line;
+		bad = p->cluster_set.bad;
+		scope = CFG_IN_CLUSTER;
 	} else if (p->sec == CFG_SEC_STATIC) {
 		base = &p->cfg->statics[p->static_idx];
 		snprintf(where, sizeof(where), "[static %s]",
@@ -1895,7 +1932,8 @@ cfg_handler(void *user, const char *section, const char *name,
 		cfg_error(p, line, "'%s' is not allowed in %s, only in %s",
 		    name, where, o->scope & CFG_IN_GATEWAY ? "[gateway]" :
 		    o->scope & CFG_IN_RESOURCE ? "[resource PATH]" :
-		    o->scope & CFG_IN_TLS ? "[tls NAME]" : "[static PREFIX]");
+		    o->scope & CFG_IN_TLS ? "[tls NAME]" :
+		    o->scope & CFG_IN_CLUSTER ? "[cluster]" : "[static PREFIX]");
 		return 1;
 	}
 	/* A resource's own fields (not room options) live in it. */
@@ -2142,6 +2180,60 @@ cfg_finish_tls(struct cfg_parser *p)
 		cfg_error(p, cfg->group.line, "group needs user");
 }
 
+/* A Redis address: "HOST:PORT" (HOST a name, an IPv4 address or an
+ * IPv6 one in brackets) or "unix:PATH".  NULL, or what is wrong. */
+static const char *
+cfg_check_redis(const char *v)
+{
+	const char *colon;
+	char *end;
+	unsigned long port;
+
+	if (strncmp(v, "unix:", 5) == 0)
+		return v[5] == '/' ? NULL : "needs an absolute path after unix:";
+	if ((colon = strrchr(v, ':')) == NULL || colon == v)
+		return "is not HOST:PORT or unix:PATH";
+	errno = 0;
+	port = strtoul(colon + 1, &end, 10);
+	if (colon[1] == '\0' || *end != '\0' || errno != 0 || port == 0 ||
+	    port > 65535)
+		return "has no port from 1 to 65535";
+	if (v[0] == '[' && colon[-1] != ']')
+		return "has an unclosed [";
+	return NULL;
+}
+
+/* A node name is part of every client id: letters, digits, '-' and '_',
+ * and short. */
+#define CFG_NODE_MAX 40
+
+static void
+cfg_finish_cluster(struct cfg_parser *p)
+{
+	struct cfg_cluster *cl = &p->cfg->cluster;
+	const char *why, *s;
+
+	if (cl->line == 0)
+		return;
+	if (cl->redis.value == NULL) {
+		cfg_error(p, cl->line, "[cluster] needs redis = HOST:PORT or "
+		    "redis = unix:PATH");
+		return;
+	}
+	if ((why = cfg_check_redis(cl->redis.value)) != NULL)
+		cfg_error(p, cl->redis.line, "redis = %s %s", cl->redis.value,
+		    why);
+	if (cl->node.value == NULL)
+		return;
+	for (s = cl->node.value; *s != '\0'; s++)
+		if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_')
+			break;
+	if (*s != '\0' || s - cl->node.value > CFG_NODE_MAX)
+		cfg_error(p, cl->node.line, "node = %s: a node name is up to "
+		    "%d letters, digits, '-' and '_'", cl->node.value,
+		    CFG_NODE_MAX);
+}
+
 /* Whole-file checks, and [gateway]'s room options into every resource
  * that does not set them. */
 static void
@@ -2191,6 +2283,7 @@ cfg_finish(struct cfg_parser *p)
 		    CFG_FORMAT_LINES : CFG_FORMAT_JSON;
 	cfg_finish_statics(p);
 	cfg_finish_tls(p);
+	cfg_finish_cluster(p);
 	/* An index by pattern, for reloads (cfg_find_resource). */
 	if ((cfg->by_pattern = calloc(cfg->n_resources + 1,
 	    sizeof(*cfg->by_pattern))) == NULL) {
@@ -2232,6 +2325,8 @@ cfg_parse(const char *file, const char *text, size_t len, char **errors)
 		if (o->def != NULL && (o->scope & CFG_IN_GATEWAY))
 			cfg_set_value(&p, o, o->scope == CFG_IN_BOTH ?
 			    (void *)&cfg->defaults : (void *)cfg, o->def, 0);
+		else if (o->def != NULL && o->scope == CFG_IN_CLUSTER)
+			cfg_set_value(&p, o, &cfg->cluster, o->def, 0);
 	}
 
 	r = ini_parse_stream(cfg_reader, &p, cfg_handler, &p);

@@ -142,6 +142,18 @@ struct cfg_tls {
 	struct cfg_text key;
 };
 
+/* [cluster]: rooms shared with the other nodes of one Redis
+ * (docs/CLUSTER.md). */
+struct cfg_cluster {
+	int line;		/* of the section header; 0: no [cluster] */
+	struct cfg_text redis;	/* "HOST:PORT" or "unix:PATH" */
+	struct cfg_text node;	/* NULL: host name and first listen port */
+	struct cfg_text password;	/* AUTH, when set */
+	uint64_t db;		/* SELECT */
+	uint64_t lease_ms;	/* how long a dead node holds its rooms */
+	uint64_t stream_max;	/* records waiting in a room's stream */
+};
+
 struct cfg_resource {
 	char *pattern;		/* as written: "/chat", or "/rooms/" and '*' */
 	bool is_prefix;		/* ends in '/' and '*': matches below it */
@@ -155,6 +167,8 @@ struct cfg_resource {
 	int backend_line;	/* of the backend key */
 	uint64_t max_rooms;	/* pattern rooms of this resource, 0: only
 				 * the global bound */
+	bool cluster;		/* shared across the cluster (cluster = yes,
+				 * the default; mode = client never is) */
 	struct cfg_room_opts opts;
 	int line;		/* of the section header */
 };
@@ -202,6 +216,7 @@ struct cfg {
 	struct cfg_tls *tls;		/* [tls NAME] sections, in file order */
 	size_t n_tls;
 	bool has_tls;			/* a tls listener */
+	struct cfg_cluster cluster;
 };
 
 /*

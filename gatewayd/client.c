@@ -83,7 +83,8 @@ client_find(const char *name)
 		return NULL;
 	errno = 0;
 	id = strtoull(name + 1, &end, 10);
-	if (*end != '\0' || errno != 0)
+	/* In a cluster, only this node's ids are found here. */
+	if (errno != 0 || strcmp(end, cluster_suffix()) != 0)
 		return NULL;
 	return client_find_id(id);
 }
@@ -308,7 +309,8 @@ client_accept(int fd, const struct sockaddr *addr, bool tls, bool proxy,
 	c->ip = ip;
 	c->file_fd = -1;
 	c->id = ++server.next_client_id;
-	snprintf(c->name, sizeof(c->name), "c%llu", (unsigned long long)c->id);
+	snprintf(c->name, sizeof(c->name), "c%llu%s", (unsigned long long)c->id,
+	    cluster_suffix());
 	/* TCP_NODELAY comes from the listener (server_listen).  The address
 	 * is kept as text until the open record, which reports it. */
 	c->conn.fd = fd;
@@ -2409,7 +2411,8 @@ client_load(struct blob *b, struct room *r, uint64_t *gone)
 	c->opts = o;
 	client_events_assign(c, fd);
 	c->id = blob_get_u64(b);
-	snprintf(c->name, sizeof(c->name), "c%llu", (unsigned long long)c->id);
+	snprintf(c->name, sizeof(c->name), "c%llu%s", (unsigned long long)c->id,
+	    cluster_suffix());
 	c->remote = blob_get_str(b, CLIENT_REMOTE_MAX);
 	open = blob_get_bytes(b, &c->open_len, SIZE_MAX);
 	if (c->open_len > 0 && (c->open_line = malloc(c->open_len)) != NULL)

@@ -112,6 +112,45 @@ void server_timer_set(struct event *ev, uint64_t ms);
  * the current callback is done (client_shed_output). */
 void server_output_over(void);
 
+/* cluster.c: rooms shared through Redis (docs/CLUSTER.md) */
+
+struct cluster_room;
+
+/* Connect to [cluster]'s Redis, if cfg has one: 0, or -1 (logged). */
+int cluster_start(const struct cfg *cfg);
+void cluster_free(void);
+bool cluster_on(void);
+/* What ends every client id of this node: "" without a cluster. */
+const char *cluster_suffix(void);
+/* Whether rooms of res are shared. */
+bool cluster_applies(const struct cfg_resource *res);
+int cluster_room_attach(struct room *r);
+void cluster_room_detach(struct room *r);
+/* This node runs the room's backend. */
+bool cluster_room_holds(const struct room *r);
+/* The holder of a room that other nodes have clients in. */
+bool cluster_room_busy(const struct room *r);
+/* The next backend of the room gets a resumed hello. */
+bool cluster_room_resuming(const struct room *r);
+/* Write a resumed open of every member of the room, on any node, to b;
+ * returns how many. */
+size_t cluster_room_resume(struct room *r, struct backend *b);
+/* Whether a journaled open still goes to a new backend (its client's
+ * resumed open did not). */
+bool cluster_room_keep_open(const struct room *r, const char *line,
+    size_t len);
+/* A record of this node's clients, into the room's stream (taken). */
+void cluster_record(struct room *r, enum journal_kind kind, char *line,
+    size_t len);
+/* A command of the holder's backend, to every node of the room. */
+void cluster_command(struct room *r, const char *line, size_t len);
+/* Bytes on their way to Redis (SIZE_MAX / 2 with a full stream). */
+size_t cluster_room_backlog(const struct room *r);
+/* The holder's backend has room again. */
+void cluster_room_drained(struct room *r);
+/* Nothing waits to go to Redis: a stop may end. */
+bool cluster_flushed(void);
+
 /* listener.c */
 
 /* Bind (or take from systemd, or from fds[0..n_fds) when not NULL: an
@@ -135,6 +174,9 @@ void listener_free_all(void);
 /* client.c */
 
 /* permessage-deflate, as agreed in the handshake (client.deflate). */
+/* "c<id>@NODE.BOOT": a node name is at most 40 characters. */
+#define CLIENT_NAME_MAX 72
+
 #define CLIENT_DEFLATE_ON		0x1
 #define CLIENT_DEFLATE_SERVER_RESET	0x2	/* server_no_context_takeover */
 #define CLIENT_DEFLATE_CLIENT_RESET	0x4	/* client_no_context_takeover */
@@ -172,7 +214,8 @@ struct client_pending {
 
 struct client {
 	uint64_t id;
-	char name[24];			/* "c<id>", the id in records */
+	char name[CLIENT_NAME_MAX];	/* "c<id>", the id in records; in a
+					 * cluster "c<id>@NODE.BOOT" */
 	enum client_state state;
 	bool announced;			/* open record sent, close not yet */
 	bool ping_sent;			/* awaiting its pong */
@@ -448,6 +491,7 @@ struct room {
 	size_t n_taps;
 	struct backend *former;		/* the backend a reload replaced,
 					 * while it ends */
+	struct cluster_room *cl;	/* shared across the cluster */
 };
 
 /* The longest backoff between restarts is at least this, so that a
@@ -509,6 +553,20 @@ void room_backend_wrote(struct room *r, size_t n);
 void room_backend_trim(struct room *r);
 /* The backend's output drained below its low watermark. */
 void room_backend_drained(struct room *r);
+/* Shared rooms (cluster.c): a record for the backend this node runs
+ * (taken; its journal entry, or NULL); whether that backend has all it
+ * should queue; pause or read the clients as the queues now say; a
+ * pattern room with no clients left lingers; start the backend now that
+ * the lease is ours; stop it, the lease lost; close the clients, Redis
+ * away for hold_timeout. */
+struct journal_entry *room_feed(struct room *r, enum journal_kind kind,
+    char *line, size_t len);
+bool room_backend_busy(const struct room *r);
+void room_recheck_pause(struct room *r);
+void room_consider_linger(struct room *r);
+void room_cluster_start(struct room *r);
+void room_backend_release(struct room *r);
+void room_cluster_outage(struct room *r);
 /* A solo room's client has read most of what waited for it. */
 void room_solo_drained(struct room *r);
 /* A command from the backend. */

@@ -31,6 +31,7 @@ journal_append(struct journal *j, char *line, size_t len,
 	e->len = len;
 	e->client = client;
 	e->seq = seq;
+	e->stream_ms = e->stream_seq = 0;
 	e->kind = kind;
 	e->maybe_read = e->marked = false;
 	*j->tail = e;

@@ -37,6 +37,8 @@ struct journal_entry {
 	size_t len;
 	uint64_t client;		/* the client it is about */
 	uint64_t seq;			/* 0 unless numbered (delivery = ack) */
+	uint64_t stream_ms, stream_seq;	/* a cluster's record: its id in the
+					 * room's Redis stream, else 0 */
 	enum journal_kind kind;
 	bool maybe_read;		/* sent to a backend that then failed */
 	bool marked;			/* its line says "redelivered" */

@@ -1137,6 +1137,24 @@ record_command_name(enum record_command command)
 	return "?";
 }
 
+const char *
+record_client(const char *line, size_t len, size_t *out_len)
+{
+	static const char field[] = "\"client\":\"";
+	const char *p, *end;
+
+	p = memmem(line, len, field, sizeof(field) - 1);
+	if (p == NULL)
+		return NULL;
+	p += sizeof(field) - 1;
+	/* A client id has no character that needs escaping. */
+	end = memchr(p, '"', (size_t)(line + len - p));
+	if (end == NULL)
+		return NULL;
+	*out_len = (size_t)(end - p);
+	return p;
+}
+
 char *
 record_add_field(const char *line, size_t len, const char *field,
     size_t *out_len)

@@ -123,6 +123,10 @@ void record_cmd_free(struct record_cmd *cmd);
 char *record_add_field(const char *line, size_t len, const char *field,
     size_t *out_len);
 
+/* The client a record the encoders wrote is about: its "client" field's
+ * value, not NUL-terminated (its length in *len), or NULL. */
+const char *record_client(const char *line, size_t len, size_t *out_len);
+
 /* The record type of a command: "send", "broadcast", ... */
 const char *record_command_name(enum record_command command);
 

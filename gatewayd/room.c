@@ -45,6 +45,8 @@ static void room_linger_cb(evutil_socket_t fd, short events, void *arg);
 static void room_restart_cb(evutil_socket_t fd, short events, void *arg);
 static void room_hold_timeout_cb(evutil_socket_t fd, short events, void *arg);
 static bool room_journal_keep(const struct journal_entry *e, void *arg);
+static struct journal_entry *room_journal_record(struct room *r,
+    enum journal_kind kind, uint64_t client, char *line, size_t len);
 static void room_record(struct room *r, enum journal_kind kind,
     uint64_t client, char *line, size_t len);
 
@@ -101,6 +103,8 @@ room_new(const char *path, size_t len, const struct cfg_resource *res,
 		return NULL;
 	}
 	LIST_INSERT_HEAD(&server.rooms, r, entry);
+	if (!r->is_solo && cluster_applies(res) && cluster_room_attach(r) != 0)
+		log_warn("room %s: out of memory: not shared", r->path);
 	if (!r->is_solo) {
 		r->indexed = true;
 		server.n_rooms++;
@@ -159,8 +163,18 @@ room_update_pause(struct room *r)
 {
 	const struct cfg_room_opts *o = &r->res->opts;
 	struct client *c;
-	size_t queued = room_queued(r), held = room_held_bytes(r);
+	size_t queued, held;
 	bool pause;
+
+	/* A shared room's clients wait on Redis, not on the backend: the
+	 * holder stops reading the stream instead (cluster_kick). */
+	if (r->cl != NULL) {
+		queued = cluster_room_backlog(r);
+		held = 0;
+	} else {
+		queued = room_queued(r);
+		held = room_held_bytes(r);
+	}
 
 	if (r->paused)
 		pause = queued > o->backend_buffer / 2 || held > o->hold_buffer / 2;
@@ -186,6 +200,8 @@ room_free(struct room *r)
 {
 	while (!LIST_EMPTY(&r->taps))
 		client_admin_drop(LIST_FIRST(&r->taps), "room gone");
+	if (r->cl != NULL)
+		cluster_room_detach(r);
 	if (r->backend != NULL)
 		backend_stop(r->backend);
 	if (r->former != NULL)
@@ -216,13 +232,18 @@ room_free(struct room *r)
 static int
 room_start_backend(struct room *r, char **envp, struct refusal *rf)
 {
-	bool resumed = r->n_members + r->n_pending > 0;
+	bool resumed;
 	struct journal_entry *e;
 	struct client *c;
 	size_t len, resumed_clients = 0, redelivered = 0;
 	char **own = NULL;
 	char *line;
 
+	/* A shared room's backend runs where its lease is (cluster.c). */
+	if (r->cl != NULL && !cluster_room_holds(r))
+		return 0;
+	resumed = r->cl != NULL ? cluster_room_resuming(r) :
+	    r->n_members + r->n_pending > 0;
 	if (envp == NULL && r->res->backend_kind == CFG_BACKEND_EXEC) {
 		own = env_build(&r->res->opts, r->path, NULL, environ);
 		if (own == NULL)
@@ -237,7 +258,9 @@ room_start_backend(struct room *r, char **envp, struct refusal *rf)
 	if (!r->backend->connecting)
 		r->ever_up = true;
 	r->backend_since_ms = server_now_ms();
-	TAILQ_FOREACH(c, &r->members, room_entry) {
+	if (r->cl != NULL)
+		resumed_clients = cluster_room_resume(r, r->backend);
+	else TAILQ_FOREACH(c, &r->members, room_entry) {
 		line = record_open_resumed(c->open_line, c->open_len, &len);
 		if (line != NULL) {
 			backend_write(r->backend, line, len);
@@ -245,6 +268,8 @@ room_start_backend(struct room *r, char **envp, struct refusal *rf)
 		}
 	}
 	TAILQ_FOREACH(c, &r->pending, room_entry) {
+		if (r->cl != NULL)
+			break;	/* among the members above */
 		line = strndup(c->open_line, c->open_len);
 		if (line != NULL)
 			backend_write(r->backend, line, c->open_len);
@@ -287,6 +312,8 @@ room_journal_keep(const struct journal_entry *e, void *arg)
 
 	if (e->kind != JOURNAL_OPEN)
 		return true;
+	if (r->cl != NULL)
+		return cluster_room_keep_open(r, e->line, e->len);
 	c = client_find_id(e->client);
 	return c == NULL || c->room != r;
 }
@@ -487,6 +514,10 @@ room_get(const char *path, size_t len, const struct cfg_resource *res,
 			r->ip->count++;
 		}
 	}
+	/* Shared: the cluster runs its backend somewhere, and a Redis that
+	 * is away holds the room's clients (cluster.c). */
+	if (r->cl != NULL)
+		return r;
 	if (r->backend == NULL && !evtimer_pending(r->restart_timer, NULL) &&
 	    r->former == NULL && room_start_backend(r, NULL, rf) != 0) {
 		r->failures++;
@@ -538,6 +569,8 @@ room_start_exact(void)
 		r = room_new(res->pattern, strlen(res->pattern), res, false);
 		if (r == NULL)
 			return -1;
+		if (r->cl != NULL)
+			continue;	/* started where its lease is */
 		/* An unreachable backend is no reason not to start: the
 		 * room tries again after a backoff. */
 		if (room_start_backend(r, NULL, &rf) != 0) {
@@ -582,8 +615,19 @@ room_linger_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct room *r = arg;
 
-	if (r->n_members == 0 && r->n_pending == 0)
+	/* The holder of a shared room keeps it while other nodes have
+	 * clients in it. */
+	if (r->n_members == 0 && r->n_pending == 0 &&
+	    (r->cl == NULL || !cluster_room_busy(r)))
 		room_free(r);
+}
+
+void
+room_consider_linger(struct room *r)
+{
+	if (r->res->is_prefix && r->n_members == 0 && r->n_pending == 0 &&
+	    !server.stopping)
+		server_timer_set(r->linger_timer, r->res->opts.linger_ms);
 }
 
 void
@@ -649,10 +693,6 @@ static void
 room_record(struct room *r, enum journal_kind kind, uint64_t client,
     char *line, size_t len)
 {
-	struct journal_entry *e;
-	char field[32], *numbered;
-	uint64_t seq = 0;
-
 	if (r->is_solo) {
 		if (r->backend != NULL)
 			backend_write(r->backend, line, len);
@@ -660,6 +700,23 @@ room_record(struct room *r, enum journal_kind kind, uint64_t client,
 			free(line);
 		return;
 	}
+	if (r->cl != NULL) {
+		cluster_record(r, kind, line, len);
+		return;
+	}
+	room_journal_record(r, kind, client, line, len);
+}
+
+/* Into the journal, and to the backend if it is up: the record's entry,
+ * or NULL. */
+static struct journal_entry *
+room_journal_record(struct room *r, enum journal_kind kind, uint64_t client,
+    char *line, size_t len)
+{
+	struct journal_entry *e;
+	char field[32], *numbered;
+	uint64_t seq = 0;
+
 	if (r->res->opts.delivery == CFG_DELIVERY_ACK) {
 		seq = r->journal.next_seq++;
 		snprintf(field, sizeof(field), "\"seq\":%llu",
@@ -667,15 +724,83 @@ room_record(struct room *r, enum journal_kind kind, uint64_t client,
 		numbered = record_add_field(line, len, field, &len);
 		free(line);
 		if ((line = numbered) == NULL)
-			return;
+			return NULL;
 	}
 	if ((e = journal_append(&r->journal, line, len, kind, client,
 	    seq)) == NULL)
-		return;
+		return NULL;
 	if (r->backend != NULL)
 		backend_write_journal(r->backend, e->line, e->len);
 	else
 		stats.records_held++;
+	return e;
+}
+
+struct journal_entry *
+room_feed(struct room *r, enum journal_kind kind, char *line, size_t len)
+{
+	return room_journal_record(r, kind, 0, line, len);
+}
+
+bool
+room_backend_busy(const struct room *r)
+{
+	const struct cfg_room_opts *o = &r->res->opts;
+
+	return room_queued(r) > o->backend_buffer ||
+	    room_held_bytes(r) > o->hold_buffer;
+}
+
+void
+room_recheck_pause(struct room *r)
+{
+	room_update_pause(r);
+}
+
+void
+room_cluster_start(struct room *r)
+{
+	struct refusal rf;
+
+	evtimer_del(r->restart_timer);
+	r->restart_delay_ms = r->res->opts.restart_delay_ms;
+	r->failures = 0;
+	if (room_start_backend(r, NULL, &rf) == 0)
+		return;
+	r->failures++;
+	room_schedule_restart(r);
+}
+
+void
+room_backend_release(struct room *r)
+{
+	struct backend *b = r->backend;
+
+	r->backend = NULL;
+	evtimer_del(r->restart_timer);
+	evtimer_del(r->hold_timer);
+	r->outage_since_ms = 0;
+	if (b != NULL) {
+		backend_forget_queued(b);
+		backend_stop(b);
+	}
+	/* What it had not read is in the room's stream still. */
+	journal_clear(&r->journal);
+	if (r->res->is_prefix && r->n_members == 0 && r->n_pending == 0)
+		room_consider_linger(r);
+}
+
+void
+room_cluster_outage(struct room *r)
+{
+	size_t clients = r->n_members + r->n_pending;
+
+	stats.hold_timeouts++;
+	log_warn("room %s: redis away for hold_timeout (%llu ms): closing "
+	    "%zu clients (1012)", r->path,
+	    (unsigned long long)r->res->opts.hold_timeout_ms, clients);
+	room_close_clients(r, WS_CLOSE_SERVICE_RESTART);
+	room_update_pause(r);
 }
 
 int
@@ -726,6 +851,8 @@ room_solo_check(struct room *r)
 void
 room_backend_drained(struct room *r)
 {
+	if (r->cl != NULL)
+		cluster_room_drained(r);	/* its stream is read again */
 	if (r->paused)
 		room_update_pause(r);
 }
@@ -907,7 +1034,8 @@ room_backend_lost(struct room *r, unsigned code)
 		r->outage_since_ms = 0;
 	}
 	r->failures++;
-	if (clients == 0 && r->res->is_prefix) {
+	if (clients == 0 && r->res->is_prefix &&
+	    (r->cl == NULL || !cluster_room_busy(r))) {
 		room_free(r);
 		return;
 	}

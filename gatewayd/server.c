@@ -85,7 +85,7 @@ server_check_stopped(void)
 	/* The admin listener's connections (a scraper's, kept alive) do
 	 * not hold a stop: they answer /healthz 503 while it runs. */
 	if (server.stopping && server.n_clients == server.n_admin &&
-	    LIST_EMPTY(&server.backends))
+	    LIST_EMPTY(&server.backends) && cluster_flushed())
 		event_base_loopexit(server.base, NULL);
 }
 
@@ -528,7 +528,7 @@ server_start(struct cfg *cfg)
 	 * process carries on with them. */
 	if (upgrading && upgrade_take() == -1)
 		_exit(1);
-	if (room_start_exact() == -1)
+	if (cluster_start(cfg) == -1 || room_start_exact() == -1)
 		return -1;
 	return 0;
 }
@@ -550,6 +550,7 @@ server_free(void)
 	size_t i;
 
 	listener_free_all();
+	cluster_free();
 	idmap_free(&server.client_index);
 	idmap_free(&server.processes);
 	free(server.resource_rooms);

@@ -294,11 +294,13 @@ test_table(void)
 		CHECK((o->def == NULL) ==
 		    (o->type == CFG_T_LISTEN || o->type == CFG_T_BACKEND ||
 		    o->type == CFG_T_PATH || o->type == CFG_T_TEXT ||
-		    !(o->scope & CFG_IN_GATEWAY) ||
+		    (!(o->scope & CFG_IN_GATEWAY) &&
+		    o->scope != CFG_IN_CLUSTER) ||
 		    strcmp(o->name, "format") == 0));
 		if (o->def != NULL)
 			CHECK_EQ_INT(cfg_set_value(&p, o,
 			    o->scope == CFG_IN_BOTH ? (void *)&cfg.defaults :
+			    o->scope == CFG_IN_CLUSTER ? (void *)&cfg.cluster :
 			    (void *)&cfg, o->def, 0), 0);
 		CHECK(o->min <= o->max);
 		/* enums and lists have what their messages need */
@@ -503,12 +505,12 @@ test_section_errors(void)
 {
 	CHECK_ONE_ERROR(MINIMAL "[server]\nport = 80\n",
 	    "t.ini:5: unknown section [server] (expected [gateway], "
-	    "[resource PATH], [static PREFIX] or [tls NAME])");
+	    "[resource PATH], [static PREFIX], [tls NAME] or [cluster])");
 	CHECK_ONE_ERROR(MINIMAL "[resource]\nbackend = exec:x\n",
 	    "t.ini:5: missing path in [resource PATH]");
 	CHECK_ONE_ERROR(MINIMAL "[resourcex /a]\n",
 	    "t.ini:5: unknown section [resourcex /a] (expected [gateway], "
-	    "[resource PATH], [static PREFIX] or [tls NAME])");
+	    "[resource PATH], [static PREFIX], [tls NAME] or [cluster])");
 	CHECK_ONE_ERROR(MINIMAL "[resource chat]\nbackend = exec:x\n",
 	    "t.ini:5: resource path 'chat' must start with '/'");
 	CHECK_ONE_ERROR(MINIMAL "[resource /a b]\nbackend = exec:x\n",
