@@ -2,6 +2,9 @@
 #
 #   make            build build/gatewayd
 #   make run        build and run the demo (conf/demo.ini) in the foreground
+#   make cluster-demo  build and run three nodes that share their rooms
+#                   through Redis, behind HAProxy (conf/cluster), in the
+#                   foreground
 #   make test       unit tests, fuzz corpus replay and smoke, the pytest
 #                   suite, then all of it again under ASan+UBSan
 #   make stress     the long attack runs that make test leaves out
@@ -11,6 +14,7 @@
 #   make uninstall  remove what make install put there
 #   make deps       install the Debian packages the build and tests need
 #   make deps-run   only those the build and make run need
+#   make deps-cluster  those and the ones make cluster-demo adds
 #
 # CFLAGS, CC, PREFIX, DESTDIR and the directories below may be overridden;
 # SANITIZE=1 builds with AddressSanitizer and UndefinedBehaviorSanitizer
@@ -56,19 +60,21 @@ GLUE_OBJS   := $(GLUE:%=$(BUILD)/%.o)
 UNIT_TESTS  := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(wildcard tests/unit/test_*.c))
 FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 
-# What building and running need (make run installs only these), and what
-# the tests add: fuzzers and sanitizers, the peers and tools they drive.
+# What building and running need (make run installs only these), what
+# make cluster-demo adds, and what the tests add: fuzzers and sanitizers,
+# the peers and tools they drive.
 RUN_PACKAGES  := build-essential pkg-config libevent-dev libssl-dev \
     libinih-dev libjansson-dev zlib1g-dev libsystemd-dev libhiredis-dev \
     python3 jq
+CLUSTER_PACKAGES := redis-server haproxy
 TEST_PACKAGES := clang-14 libclang-rt-14-dev valgrind python3-pytest \
     python3-websockets python3-pytest-asyncio python3-pytest-timeout \
     python3-trustme python3-selenium chromium chromium-driver websocketd bc \
-    openssl prometheus haproxy redis-server redis-tools
+    openssl prometheus $(CLUSTER_PACKAGES) redis-tools
 DEBIAN_PACKAGES := $(RUN_PACKAGES) $(TEST_PACKAGES)
 
-.PHONY: all run test unit pytest stress fuzz fuzz-smoke fuzz-replay deps \
-    deps-run install uninstall clean bench
+.PHONY: all run cluster-demo test unit pytest stress fuzz fuzz-smoke \
+    fuzz-replay deps deps-run deps-cluster install uninstall clean bench
 
 all: $(BUILD)/gatewayd
 
@@ -138,8 +144,17 @@ run: deps-run
 	$(MAKE) all
 	./conf/demo.sh $(BUILD)/gatewayd conf/demo.ini
 
+# Redis, three gatewayd nodes sharing their rooms through it and HAProxy
+# in front, until ^C (docs/CLUSTER.md).
+cluster-demo: deps-cluster
+	$(MAKE) all
+	./conf/cluster/demo.sh $(BUILD)/gatewayd
+
 deps-run:
 	$(MAKE) deps DEBIAN_PACKAGES="$(RUN_PACKAGES)"
+
+deps-cluster:
+	$(MAKE) deps DEBIAN_PACKAGES="$(RUN_PACKAGES) $(CLUSTER_PACKAGES)"
 
 # Install what is missing, and only that: apt-get update is slow and needs
 # the network, so it runs only when a package is absent.
