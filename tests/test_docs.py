@@ -25,7 +25,8 @@ MAKEFILES = [os.path.join(ROOT, "Makefile"),
 
 # The "where" column of README's table, by the section of cfg.c's row.
 WHERE = {"GATEWAY": "gateway", "RESOURCE": "resource", "BOTH": "both",
-         "STATIC": "[static PREFIX]", "TLS": "[tls NAME]"}
+         "STATIC": "[static PREFIX]", "TLS": "[tls NAME]",
+         "CLUSTER": "[cluster]"}
 
 
 def read(path):
