@@ -62,15 +62,25 @@
  * behind than this (a long lost connection) has missed commands. */
 #define CL_OUT_MAX	"100000"
 #define CL_RETRY_MIN_MS	100
+/* An UNBLOCK that found no read blocked is sent again after this. */
+#define CL_REKICK_MS	2
 #define CL_RETRY_MAX_MS	5000
 
 struct cluster_room {
 	struct room *room;		/* NULL once detached */
 	char *path;
-	char *k_in, *k_out, *k_lease, *k_members;
+	char *k_in, *k_out, *k_lease, *k_members, *k_epoch;
 	unsigned refs;			/* attached, and each command in
 					 * flight that names it */
 	bool holder;			/* holds the lease, runs the backend */
+	bool renewing;			/* a renewal is on its way */
+	uint64_t asked_ms;		/* when the lease was last asked for
+					 * or renewed */
+	uint64_t lease_until_ms;	/* holder: the lease is ours until
+					 * then at least (Redis counts from
+					 * later), unless renewed */
+	bool fresh;			/* taken with no backend before it:
+					 * nothing to resume or redeliver */
 	bool taking;			/* a takeover is under way */
 	bool out_known;			/* out_id is where to read from */
 	char out_id[CL_ID_MAX];		/* the last command read */
@@ -82,9 +92,15 @@ struct cluster_room {
 					 * resumed to this backend */
 	size_t pending_bytes;		/* records not yet in Redis */
 	unsigned xadds;			/* since the last XLEN */
+	uint64_t len_est;		/* its in stream's length, at least:
+					 * the last XLEN and the records sent
+					 * after it */
+	uint64_t after_len;		/* records sent after that XLEN */
 	bool full;			/* its in stream has stream_max */
 	bool len_asked;
 	bool gated;			/* holder: not read, its backend full */
+	unsigned fed;			/* holder: records fed since the last
+					 * trim */
 	uint64_t attached_ms;
 	LIST_ENTRY(cluster_room) entry;
 };
@@ -105,6 +121,7 @@ static struct {
 	int port;
 	char *unix_path;
 	char *password;
+	char *where;			/* the redis value, for the log */
 	uint64_t db;
 	uint64_t lease_ms;
 	uint64_t stream_max;
@@ -117,17 +134,36 @@ static struct {
 	bool cmd_up, rd_up, up;
 	long long rd_id;		/* rd's CLIENT ID, for CLIENT UNBLOCK */
 	bool reading, unblocking;
+	uint64_t read_seq;		/* reads issued */
+	uint64_t unblock_seq;		/* the read an UNBLOCK was for */
 	bool ever_up, said_down;
 	uint64_t down_since_ms;
+	uint64_t up_since_ms;
+	bool alive_pending;		/* the node key's renewal is out */
+	uint64_t alive_asked_ms;
 	uint64_t retry_ms;
 
-	struct event *tick, *retry, *kick, *poll;
+	struct event *tick, *retry, *kick, *rekick, *poll;
 	LIST_HEAD(, cluster_room) rooms;
 	void *by_path;			/* tsearch tree of cluster_room */
 	TAILQ_HEAD(, cluster_rec) outbox;
 	size_t outbox_n;
 } cl;
 
+/* A client of this node back in its room after Redis was away: if the
+ * holder took it for gone meanwhile (a close record went to the
+ * backend), its open goes again, after that close. */
+static const char cl_rejoin_lua[] =
+    "if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then "
+    "redis.call('XADD', KEYS[2], '*', 'r', ARGV[2]) return 1 end return 0";
+/* The holder leaves a pattern room that has no client on any node: the
+ * lease goes, and the room's keys too unless a client joined meanwhile,
+ * so that a room made again later starts afresh. */
+static const char cl_end_lua[] =
+    "if redis.call('GET', KEYS[2]) == ARGV[1] then "
+    "redis.call('DEL', KEYS[2]) end "
+    "if redis.call('HLEN', KEYS[1]) > 0 then return 0 end "
+    "redis.call('DEL', KEYS[1], KEYS[3], KEYS[4], KEYS[5]) return 1";
 /* Lua, run in Redis: renew the lease if it is still ours. */
 static const char cl_renew_lua[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then "
@@ -160,6 +196,8 @@ static void	cl_read(void);
 static void	cl_kick(void);
 static void	cl_flush(void);
 static void	cl_take(struct cluster_room *c);
+static void	cl_trim(struct cluster_room *c);
+static void	cl_poll_soon(void);
 
 bool
 cluster_on(void)
@@ -255,6 +293,7 @@ cl_room_unref(struct cluster_room *c)
 	free(c->k_out);
 	free(c->k_lease);
 	free(c->k_members);
+	free(c->k_epoch);
 	free(c);
 }
 
@@ -337,9 +376,15 @@ cl_schedule_retry(void)
 {
 	if (evtimer_pending(cl.retry, NULL) || server.stopping)
 		return;
+	{
+	uint64_t max = cl.lease_ms / 2 < CL_RETRY_MAX_MS ? cl.lease_ms / 2 :
+	    CL_RETRY_MAX_MS;
+
 	server_timer_set(cl.retry, cl.retry_ms);
-	cl.retry_ms = cl.retry_ms * 2 > CL_RETRY_MAX_MS ? CL_RETRY_MAX_MS :
-	    cl.retry_ms * 2;
+	/* Back within half a lease at most, so that a node that lost Redis
+	 * briefly is back before its clients count as gone. */
+	cl.retry_ms = cl.retry_ms * 2 > max ? max : cl.retry_ms * 2;
+	}
 }
 
 static void cl_relinquish(struct cluster_room *c, const char *why);
@@ -353,12 +398,10 @@ cl_down(const char *why)
 
 	cl.up = false;
 	cl.reading = cl.unblocking = false;
+	cl.alive_pending = false;
 	if (was_up || !cl.said_down) {
-		log_warn("cluster: redis at %s%s%s%d unreachable (%s): shared "
-		    "rooms hold their clients until it is back",
-		    cl.host != NULL ? cl.host : cl.unix_path,
-		    cl.host != NULL ? ":" : "", "", cl.host != NULL ? cl.port :
-		    0, why);
+		log_warn("cluster: redis at %s unreachable (%s): shared rooms "
+		    "hold their clients until it is back", cl.where, why);
 		cl.said_down = true;
 		cl.down_since_ms = server_now_ms();
 	}
@@ -373,6 +416,21 @@ cl_down(const char *why)
 	if (cl.rd != NULL && cl.rd_up)
 		redisAsyncDisconnect(cl.rd);
 	cl_schedule_retry();
+}
+
+/* Both connections, now, whatever they wait for. */
+static void
+cl_drop(const char *why)
+{
+	redisAsyncContext *cmd = cl.cmd, *rd = cl.rd;
+
+	cl.cmd = cl.rd = NULL;
+	cl.cmd_up = cl.rd_up = false;
+	if (cmd != NULL)
+		redisAsyncFree(cmd);
+	if (rd != NULL)
+		redisAsyncFree(rd);
+	cl_down(why);
 }
 
 static void
@@ -485,13 +543,38 @@ static void cl_hset_members(struct cluster_room *c);
 static void cl_try_lease(struct cluster_room *c);
 
 static void
+cl_alive_cb(redisAsyncContext *ac, void *reply, void *arg)
+{
+	const redisReply *r = reply;
+	struct cluster_room *c;
+
+	if (r == NULL)
+		return;
+	cl.alive_pending = false;
+	cl_reply_error("renewing this node's key", r);
+	/* The key had expired: the holders may have taken this node's
+	 * clients for gone.  Those they did come back (cl_rejoin_lua). */
+	if (r->type == REDIS_REPLY_NIL && cl.up)
+		LIST_FOREACH(c, &cl.rooms, entry)
+			cl_hset_members(c);
+}
+
+/* This node's key, renewed; one renewal on its way at a time, and one
+ * unanswered for a lease means a stalled link (cl_tick_cb). */
+static void
 cl_node_alive(void)
 {
 	char ms[24];
-	const char *argv[] = { "SET", cl.node_key, "1", "PX", ms };
+	const char *argv[] = { "SET", cl.node_key, "1", "PX", ms, "GET" };
 
+	if (cl.alive_pending)
+		return;
 	snprintf(ms, sizeof(ms), "%" PRIu64, cl.lease_ms);
-	cl_send(cl.cmd, NULL, NULL, CL_ARGC(argv), argv, NULL);
+	if (cl_send(cl.cmd, cl_alive_cb, NULL, CL_ARGC(argv), argv,
+	    NULL) == 0) {
+		cl.alive_pending = true;
+		cl.alive_asked_ms = server_now_ms();
+	}
 }
 
 static void
@@ -502,13 +585,12 @@ cl_up(void)
 	cl.up = true;
 	cl.retry_ms = CL_RETRY_MIN_MS;
 	if (cl.said_down || !cl.ever_up)
-		log_info("cluster: connected to redis at %s%s%d as node %s",
-		    cl.host != NULL ? cl.host : cl.unix_path,
-		    cl.host != NULL ? ":" : "", cl.host != NULL ? cl.port : 0,
-		    cl.instance);
+		log_info("cluster: connected to redis at %s as node %s",
+		    cl.where, cl.instance);
 	cl.ever_up = true;
 	cl.said_down = false;
 	cl.down_since_ms = 0;
+	cl.up_since_ms = server_now_ms();
 	cl_node_alive();
 	LIST_FOREACH(c, &cl.rooms, entry) {
 		if (!c->out_known)
@@ -555,6 +637,7 @@ cl_xadd(struct cluster_rec *rec)
 {
 	const char *argv[] = { "XADD", rec->cr->k_in, "*", "r", rec->line };
 	size_t lens[] = { 4, strlen(rec->cr->k_in), 1, 1, rec->len };
+	struct cluster_room *c;
 	char *marked;
 	size_t len;
 
@@ -572,9 +655,18 @@ cl_xadd(struct cluster_rec *rec)
 	if (redisAsyncCommandArgv(cl.cmd, cl_xadd_cb, NULL, CL_ARGC(argv), argv,
 	    lens) != REDIS_OK)
 		return;
-	if (++rec->cr->xadds >= CL_XLEN_EVERY) {
-		rec->cr->xadds = 0;
-		cl_len_check(rec->cr);
+	c = rec->cr;
+	c->after_len++;
+	/* Paused at once, on the estimate; the XLEN that follows says
+	 * whether the holder had taken some meanwhile. */
+	if (++c->len_est >= cl.stream_max && !c->full && c->room != NULL) {
+		c->full = true;
+		room_recheck_pause(c->room);
+		cl_poll_soon();
+	}
+	if (++c->xadds >= CL_XLEN_EVERY || c->full) {
+		c->xadds = 0;
+		cl_len_check(c);
 	}
 }
 
@@ -600,8 +692,8 @@ cl_len_cb(redisAsyncContext *ac, void *reply, void *arg)
 	c->len_asked = false;
 	if (r == NULL || r->type != REDIS_REPLY_INTEGER)
 		return;
-	full = (uint64_t)r->integer >= (c->full ? cl.stream_max / 2 :
-	    cl.stream_max);
+	c->len_est = (uint64_t)r->integer + c->after_len;
+	full = c->len_est >= (c->full ? cl.stream_max / 2 : cl.stream_max);
 	if (full != c->full) {
 		c->full = full;
 		log_info("room %s: %s its clients: %lld records wait in its "
@@ -609,8 +701,8 @@ cl_len_cb(redisAsyncContext *ac, void *reply, void *arg)
 		    r->integer);
 		room_recheck_pause(c->room);
 	}
-	if (c->full && !evtimer_pending(cl.poll, NULL))
-		server_timer_set(cl.poll, 100);
+	if (c->full)
+		cl_poll_soon();
 }
 
 static void
@@ -620,18 +712,46 @@ cl_len_check(struct cluster_room *c)
 
 	if (c->len_asked || !cl.up)
 		return;
-	if (cl_send(cl.cmd, cl_len_cb, c, CL_ARGC(argv), argv, NULL) == 0)
+	if (cl_send(cl.cmd, cl_len_cb, c, CL_ARGC(argv), argv, NULL) == 0) {
 		c->len_asked = true;
+		c->after_len = 0;
+	}
 }
+
+/* How soon a holder asks its backend's socket again what it has read,
+ * while records are on their way: the room's stream is trimmed by that,
+ * and the nodes pause their clients on the stream's length. */
+#define CL_POLL_MS	20
 
 static void
 cl_poll_cb(evutil_socket_t fd, short events, void *arg)
 {
+	const struct journal_entry *head;
 	struct cluster_room *c;
+	bool again = false;
 
-	LIST_FOREACH(c, &cl.rooms, entry)
-		if (c->full)
+	LIST_FOREACH(c, &cl.rooms, entry) {
+		if (c->full) {
 			cl_len_check(c);
+			again = true;
+		}
+		if (!c->holder || c->room == NULL || c->room->journal.n == 0)
+			continue;
+		head = c->room->journal.head;
+		room_backend_trim(c->room);
+		if (c->room->journal.head != head && cl.up)
+			cl_trim(c);
+		again |= c->room->journal.n > 0;
+	}
+	if (again)
+		server_timer_set(cl.poll, CL_POLL_MS);
+}
+
+static void
+cl_poll_soon(void)
+{
+	if (!evtimer_pending(cl.poll, NULL))
+		server_timer_set(cl.poll, CL_POLL_MS);
 }
 
 /* Members */
@@ -648,8 +768,22 @@ cl_hset_member(struct cluster_room *c, struct client *cli)
 		cl_send(cl.cmd, NULL, NULL, CL_ARGC(argv), argv, lens);
 }
 
-/* Every local client into the room's members, again: what Redis had may
- * be lost (a restart without persistence), and an HSET is idempotent. */
+static void
+cl_rejoin_member(struct cluster_room *c, struct client *cli)
+{
+	const char *argv[] = { "EVAL", cl_rejoin_lua, "2", c->k_members,
+	    c->k_in, cli->name, cli->open_line };
+	size_t lens[] = { 4, sizeof(cl_rejoin_lua) - 1, 1,
+	    strlen(c->k_members), strlen(c->k_in), strlen(cli->name),
+	    cli->open_len };
+
+	if (cli->open_line != NULL)
+		cl_send(cl.cmd, NULL, NULL, CL_ARGC(argv), argv, lens);
+}
+
+/* Every local client back into the room's members, Redis back: what it
+ * had may be lost (a restart without persistence), or the holder may
+ * have taken this node for gone (cl_rejoin_lua). */
 static void
 cl_hset_members(struct cluster_room *c)
 {
@@ -658,9 +792,9 @@ cl_hset_members(struct cluster_room *c)
 	if (c->room == NULL)
 		return;
 	TAILQ_FOREACH(cli, &c->room->members, room_entry)
-		cl_hset_member(c, cli);
+		cl_rejoin_member(c, cli);
 	TAILQ_FOREACH(cli, &c->room->pending, room_entry)
-		cl_hset_member(c, cli);
+		cl_rejoin_member(c, cli);
 }
 
 static void
@@ -768,7 +902,17 @@ cluster_command(struct room *r, const char *line, size_t len)
 static void
 cl_unblock_cb(redisAsyncContext *ac, void *reply, void *arg)
 {
-	/* The read returns, empty, and is issued again. */
+	const redisReply *r = reply;
+
+	/* Unblocked: the read returns, empty, and is issued again.  Not: the
+	 * read had not reached Redis yet (it goes on another connection),
+	 * or had just returned; if it is still the same read, again. */
+	if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 0 &&
+	    cl.reading && cl.read_seq == cl.unblock_seq) {
+		cl.unblocking = false;
+		/* Soon, not at once: a read on its way takes a moment. */
+		server_timer_set(cl.rekick, CL_REKICK_MS);
+	}
 }
 
 static void
@@ -787,8 +931,10 @@ cl_kick_cb(evutil_socket_t fd, short events, void *arg)
 		return;
 	snprintf(id, sizeof(id), "%lld", cl.rd_id);
 	if (cl_send(cl.cmd, cl_unblock_cb, NULL, CL_ARGC(argv), argv,
-	    NULL) == 0)
+	    NULL) == 0) {
 		cl.unblocking = true;
+		cl.unblock_seq = cl.read_seq;
+	}
 }
 
 /* The streams to read changed: read them anew, once this callback is
@@ -807,19 +953,28 @@ cl_feeding(struct cluster_room *c)
 		return false;
 	/* A backend with backend_buffer queued is fed no more until it
 	 * drains (cluster_room_drained): the records wait in Redis. */
-	c->gated = room_backend_busy(c->room);
+	if (room_backend_busy(c->room) != c->gated) {
+		c->gated = !c->gated;
+		log_debug("room %s: %s its stream", c->path, c->gated ?
+		    "backend full: not reading" : "reading");
+	}
 	return !c->gated;
 }
+
+/* Trim at least this often under traffic, not only at the tick: the
+ * nodes pause their clients on the stream's length. */
+#define CL_TRIM_EVERY	256
 
 void
 cluster_room_drained(struct room *r)
 {
 	struct cluster_room *c = r->cl;
 
-	if (c->gated && !room_backend_busy(r)) {
-		c->gated = false;
+	if (c->holder && c->fed >= CL_TRIM_EVERY && cl.up)
+		cl_trim(c);
+
+	if (c->gated && !room_backend_busy(r))
 		cl_kick();
-	}
 }
 
 static void cl_read_cb(redisAsyncContext *ac, void *reply, void *arg);
@@ -865,8 +1020,10 @@ cl_read(void)
 	for (i = 0; i < (size_t)argc; i++)
 		lens[i] = strlen(argv[i]);
 	if (redisAsyncCommandArgv(cl.rd, cl_read_cb, NULL, argc, argv,
-	    lens) == REDIS_OK)
+	    lens) == REDIS_OK) {
 		cl.reading = true;
+		cl.read_seq++;
+	}
 out:
 	free(argv);
 	free(lens);
@@ -951,6 +1108,8 @@ cl_feed(struct cluster_room *c, const char *id, const redisReply *v)
 		return;
 	if (old)
 		stats.records_redelivered++;
+	c->fed++;
+	cl_poll_soon();
 	e = room_feed(c->room, kind, line, len);
 	if (e != NULL) {
 		cl_id_parse(id, &ms, &seq);
@@ -976,6 +1135,8 @@ cl_read_cb(redisAsyncContext *ac, void *reply, void *arg)
 		return;		/* the connection went: cl_down */
 	if (r->type == REDIS_REPLY_ERROR)
 		cl_reply_error("reading the rooms' streams", r);
+	/* The commands of a read are written to each client at once. */
+	client_batch_begin();
 	for (i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
 		s = r->element[i];
 		if (s->type != REDIS_REPLY_ARRAY || s->elements != 2 ||
@@ -1004,6 +1165,7 @@ cl_read_cb(redisAsyncContext *ac, void *reply, void *arg)
 			}
 		}
 	}
+	client_batch_end();
 	cl_read();
 }
 
@@ -1046,6 +1208,7 @@ cl_relinquish(struct cluster_room *c, const char *why)
 		log_warn("room %s: giving its backend up: %s", c->path, why);
 	c->holder = false;
 	c->taking = false;
+	c->renewing = false;
 	json_object_clear(c->members);
 	json_object_clear(c->resumed);
 	if (c->room != NULL)
@@ -1061,7 +1224,8 @@ cl_last_in_cb(redisAsyncContext *ac, void *reply, void *arg)
 
 	if (!c->taking || !cl_reply_ok(r) || r->type != REDIS_REPLY_ARRAY)
 		return;
-	if (r->elements > 0 && r->element[0]->type == REDIS_REPLY_ARRAY &&
+	if (!c->fresh && r->elements > 0 &&
+	    r->element[0]->type == REDIS_REPLY_ARRAY &&
 	    r->element[0]->elements == 2 &&
 	    (id = r->element[0]->element[0])->type == REDIS_REPLY_STRING &&
 	    id->len < CL_ID_MAX)
@@ -1071,6 +1235,7 @@ cl_last_in_cb(redisAsyncContext *ac, void *reply, void *arg)
 	strcpy(c->in_id, "0-0");
 	c->taking = false;
 	c->holder = true;
+	c->lease_until_ms = c->asked_ms + cl.lease_ms;
 	log_info("room %s: this node runs its backend now (%zu members, "
 	    "records up to %s may be redelivered)", c->path,
 	    json_object_size(c->members), c->redeliver_to);
@@ -1090,6 +1255,8 @@ cl_members_cb(redisAsyncContext *ac, void *reply, void *arg)
 		return;
 	json_object_clear(c->members);
 	json_object_clear(c->resumed);
+	if (c->fresh)
+		return;	/* their opens come from the stream */
 	for (i = 0; i + 1 < r->elements; i += 2) {
 		k = r->element[i];
 		v = r->element[i + 1];
@@ -1104,12 +1271,27 @@ cl_members_cb(redisAsyncContext *ac, void *reply, void *arg)
 }
 
 static void
+cl_epoch_cb(redisAsyncContext *ac, void *reply, void *arg)
+{
+	struct cluster_room *c = arg;
+	const redisReply *r = reply;
+
+	/* The room's first backend: its members' opens are in the stream,
+	 * none read by anyone. */
+	if (c->taking && r != NULL && r->type == REDIS_REPLY_INTEGER)
+		c->fresh = r->integer == 1;
+}
+
+static void
 cl_take(struct cluster_room *c)
 {
+	const char *epoch[] = { "INCR", c->k_epoch };
 	const char *members[] = { "HGETALL", c->k_members };
 	const char *last[] = { "XREVRANGE", c->k_in, "+", "-", "COUNT", "1" };
 
 	c->taking = true;
+	c->fresh = false;
+	cl_send(cl.cmd, cl_epoch_cb, c, CL_ARGC(epoch), epoch, NULL);
 	cl_send(cl.cmd, cl_members_cb, c, CL_ARGC(members), members, NULL);
 	cl_send(cl.cmd, cl_last_in_cb, c, CL_ARGC(last), last, NULL);
 }
@@ -1137,8 +1319,10 @@ cl_try_lease(struct cluster_room *c)
 	if (!cl.up || c->holder || c->taking || c->room == NULL)
 		return;
 	snprintf(ms, sizeof(ms), "%" PRIu64, cl.lease_ms);
-	if (cl_send(cl.cmd, cl_lease_cb, c, CL_ARGC(argv), argv, NULL) == 0)
+	if (cl_send(cl.cmd, cl_lease_cb, c, CL_ARGC(argv), argv, NULL) == 0) {
 		c->taking = true;
+		c->asked_ms = server_now_ms();
+	}
 }
 
 static void
@@ -1147,11 +1331,14 @@ cl_renew_cb(redisAsyncContext *ac, void *reply, void *arg)
 	struct cluster_room *c = arg;
 	const redisReply *r = reply;
 
+	c->renewing = false;
 	if (r == NULL || !c->holder)
 		return;
 	cl_reply_error("renewing a room's lease", r);
 	if (r->type == REDIS_REPLY_INTEGER && r->integer == 0)
 		cl_relinquish(c, "its lease passed to another node");
+	else if (r->type == REDIS_REPLY_INTEGER)
+		c->lease_until_ms = c->asked_ms + cl.lease_ms;
 }
 
 static void
@@ -1166,36 +1353,51 @@ cl_reap_cb(redisAsyncContext *ac, void *reply, void *arg)
 		    "closed (1006)", c->path, r->integer);
 }
 
+/* Drop what the holder's backend has certainly read from the room's
+ * stream: everything before its journal's first record, or with an empty
+ * journal everything fed.  What stays is what a new holder redelivers,
+ * and what counts against stream_max. */
+static void
+cl_trim(struct cluster_room *c)
+{
+	char minid[CL_ID_MAX];
+	const char *trim[] = { "XTRIM", c->k_in, "MINID", minid };
+	const struct journal_entry *head = c->room->journal.head;
+	uint64_t m = 0, s = 0;
+
+	c->fed = 0;
+	if (head != NULL && head->stream_ms != 0)
+		snprintf(minid, sizeof(minid), "%" PRIu64 "-%" PRIu64,
+		    head->stream_ms, head->stream_seq);
+	else if (head == NULL && cl_id_parse(c->in_id, &m, &s) == 0 && m != 0)
+		snprintf(minid, sizeof(minid), "%" PRIu64 "-%" PRIu64, m,
+		    s + 1);
+	else
+		return;
+	cl_send(cl.cmd, NULL, NULL, CL_ARGC(trim), trim, NULL);
+}
+
 /* The holder's round: renew, trim what its backend has read, close the
  * clients of dead nodes. */
 static void
 cl_hold_tick(struct cluster_room *c)
 {
-	char ms[24], minid[CL_ID_MAX];
+	char ms[24];
 	const char *renew[] = { "EVAL", cl_renew_lua, "1", c->k_lease,
 	    cl.instance, ms };
 	const char *reap[] = { "EVAL", cl_reap_lua, "2", c->k_members, c->k_in,
 	    "gw:node:" };
-	const char *trim[] = { "XTRIM", c->k_in, "MINID", minid };
-	const struct journal_entry *head = c->room->journal.head;
-	uint64_t m = 0, s = 0;
 
 	snprintf(ms, sizeof(ms), "%" PRIu64, cl.lease_ms);
-	cl_send(cl.cmd, cl_renew_cb, c, CL_ARGC(renew), renew, NULL);
-	cl_send(cl.cmd, cl_reap_cb, c, CL_ARGC(reap), reap, NULL);
-	/* Everything before the journal's first record has been read; with
-	 * an empty journal, everything fed. */
-	if (head != NULL && head->stream_ms != 0) {
-		snprintf(minid, sizeof(minid), "%" PRIu64 "-%" PRIu64,
-		    head->stream_ms, head->stream_seq);
-	} else if (head == NULL && cl_id_parse(c->in_id, &m, &s) == 0 &&
-	    m != 0) {
-		snprintf(minid, sizeof(minid), "%" PRIu64 "-%" PRIu64, m,
-		    s + 1);
-	} else {
-		return;
+	if (!c->renewing && cl_send(cl.cmd, cl_renew_cb, c, CL_ARGC(renew),
+	    renew, NULL) == 0) {
+		c->renewing = true;
+		c->asked_ms = server_now_ms();
 	}
-	cl_send(cl.cmd, NULL, NULL, CL_ARGC(trim), trim, NULL);
+	/* Nodes back from a Redis outage get a lease to say so first. */
+	if (server_now_ms() - cl.up_since_ms >= cl.lease_ms)
+		cl_send(cl.cmd, cl_reap_cb, c, CL_ARGC(reap), reap, NULL);
+	cl_trim(c);
 }
 
 static void
@@ -1203,6 +1405,7 @@ cl_tick_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct cluster_room *c, *next;
 	uint64_t now = server_now_ms();
+	bool stalled = false;
 
 	server_timer_set(cl.tick, cl.lease_ms / 5);
 	if (!cl.up) {
@@ -1220,6 +1423,24 @@ cl_tick_cb(evutil_socket_t fd, short events, void *arg)
 				room_cluster_outage(c->room);
 			}
 		}
+		return;
+	}
+	/* A holder whose lease may have passed (its renewals unanswered: a
+	 * stalled link) gives its backend up before another node can take
+	 * the room, and the link is dropped and made again. */
+	LIST_FOREACH(c, &cl.rooms, entry) {
+		if (c->holder && now >= c->lease_until_ms) {
+			cl_relinquish(c, "its lease was not renewed in time");
+			stalled = true;
+		}
+	}
+	/* A node whose renewals go unanswered for a lease is taken for
+	 * gone by the others: made again, the link finds out whether its
+	 * clients were (cl_rejoin_lua). */
+	if (cl.alive_pending && now - cl.alive_asked_ms >= cl.lease_ms)
+		stalled = true;
+	if (stalled) {
+		cl_drop("redis does not answer");
 		return;
 	}
 	cl_node_alive();
@@ -1248,6 +1469,7 @@ cluster_room_attach(struct room *r)
 	    (c->k_out = cl_key(r->path, "out")) == NULL ||
 	    (c->k_lease = cl_key(r->path, "lease")) == NULL ||
 	    (c->k_members = cl_key(r->path, "members")) == NULL ||
+	    (c->k_epoch = cl_key(r->path, "epoch")) == NULL ||
 	    (c->members = json_object()) == NULL ||
 	    (c->resumed = json_object()) == NULL ||
 	    tsearch(c, &cl.by_path, cl_room_cmp) == NULL) {
@@ -1271,9 +1493,15 @@ cluster_room_detach(struct room *r)
 	struct cluster_room *c = r->cl;
 	const char *argv[] = { "EVAL", cl_release_lua, "1", c->k_lease,
 	    cl.instance };
+	const char *end[] = { "EVAL", cl_end_lua, "5", c->k_members,
+	    c->k_lease, c->k_in, c->k_out, c->k_epoch, cl.instance };
 
-	/* Another node may take the room at once. */
-	if (c->holder && cl.up)
+	/* Another node may take the room at once; a pattern room that
+	 * ended everywhere leaves nothing behind. */
+	if (c->holder && cl.up && r->res->is_prefix &&
+	    json_object_size(c->members) == 0 && !server.stopping)
+		cl_send(cl.cmd, NULL, NULL, CL_ARGC(end), end, NULL);
+	else if (c->holder && cl.up)
 		cl_send(cl.cmd, NULL, NULL, CL_ARGC(argv), argv, NULL);
 	tdelete(c, &cl.by_path, cl_room_cmp);
 	LIST_REMOVE(c, entry);
@@ -1282,6 +1510,14 @@ cluster_room_detach(struct room *r)
 	r->cl = NULL;
 	cl_room_unref(c);
 	cl_kick();
+}
+
+bool
+cluster_name_remote(const char *name)
+{
+	size_t n = strlen(name), k = strlen(cl.suffix);
+
+	return cl.on && (n < k || strcmp(name + n - k, cl.suffix) != 0);
 }
 
 bool
@@ -1313,8 +1549,16 @@ cluster_room_resume(struct room *r, struct backend *b)
 	size_t len, n = 0;
 
 	json_object_foreach(c->members, key, v) {
-		line = record_open_resumed(json_string_value(v),
-		    json_string_length(v), &len);
+		/* A client that was waiting for its verdict, or got it since
+		 * (Redis does not say which), asks again: a verdict for a
+		 * client already in is dropped. */
+		if (memmem(json_string_value(v), json_string_length(v),
+		    "\"authorize\":true", 17) != NULL)
+			line = strndup(json_string_value(v),
+			    len = json_string_length(v));
+		else
+			line = record_open_resumed(json_string_value(v),
+			    json_string_length(v), &len);
 		if (line == NULL)
 			continue;
 		backend_write(b, line, len);
@@ -1393,7 +1637,8 @@ cluster_start(const struct cfg *cfg)
 	cl.retry_ms = CL_RETRY_MIN_MS;
 	LIST_INIT(&cl.rooms);
 	TAILQ_INIT(&cl.outbox);
-	if (cl_address(cc->redis.value) == -1)
+	if (cl_address(cc->redis.value) == -1 ||
+	    (cl.where = strdup(cc->redis.value)) == NULL)
 		return -1;
 	if (cc->password.value != NULL &&
 	    (cl.password = strdup(cc->password.value)) == NULL)
@@ -1427,8 +1672,9 @@ cluster_start(const struct cfg *cfg)
 	cl.retry = evtimer_new(server.base, cl_retry_cb, NULL);
 	cl.poll = evtimer_new(server.base, cl_poll_cb, NULL);
 	cl.kick = event_new(server.base, -1, 0, cl_kick_cb, NULL);
+	cl.rekick = evtimer_new(server.base, cl_kick_cb, NULL);
 	if (cl.tick == NULL || cl.retry == NULL || cl.poll == NULL ||
-	    cl.kick == NULL)
+	    cl.kick == NULL || cl.rekick == NULL)
 		return -1;
 	server_timer_set(cl.tick, cl.lease_ms / 5);
 	log_info("cluster: node %s, redis at %s, lease %" PRIu64 " ms",
@@ -1470,7 +1716,10 @@ cluster_free(void)
 		event_free(cl.poll);
 	if (cl.kick != NULL)
 		event_free(cl.kick);
+	if (cl.rekick != NULL)
+		event_free(cl.rekick);
 	free(cl.host);
+	free(cl.where);
 	free(cl.unix_path);
 	free(cl.password);
 	cl.on = false;

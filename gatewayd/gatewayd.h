@@ -122,6 +122,8 @@ void cluster_free(void);
 bool cluster_on(void);
 /* What ends every client id of this node: "" without a cluster. */
 const char *cluster_suffix(void);
+/* A client id of another node's. */
+bool cluster_name_remote(const char *name);
 /* Whether rooms of res are shared. */
 bool cluster_applies(const struct cfg_resource *res);
 int cluster_room_attach(struct room *r);

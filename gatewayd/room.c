@@ -866,6 +866,9 @@ room_target(struct room *r, const char *name, enum client_state state,
 
 	if (c != NULL && c->room == r && c->state == state)
 		return c;
+	/* Another node's client: that node carries the command out. */
+	if (r->cl != NULL && cluster_name_remote(name))
+		return NULL;
 	stats.commands_dropped++;
 	log_debug("room %s: %s for %s dropped: no such client %s", r->path,
 	    command, name, state == CLIENT_OPEN ? "open" : "authorizing");

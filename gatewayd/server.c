@@ -155,6 +155,17 @@ server_same_text(const struct cfg_text *a, const struct cfg_text *b)
 	return strcmp(a->value, b->value) == 0;
 }
 
+static bool
+server_same_cluster(const struct cfg_cluster *a, const struct cfg_cluster *b)
+{
+	return (a->line == 0) == (b->line == 0) &&
+	    server_same_text(&a->redis, &b->redis) &&
+	    server_same_text(&a->node, &b->node) &&
+	    server_same_text(&a->password, &b->password) &&
+	    a->db == b->db && a->lease_ms == b->lease_ms &&
+	    a->stream_max == b->stream_max;
+}
+
 /*
  * SIGHUP: read the configuration again and apply it, or change nothing
  * at all.  Everything that can fail comes first (parsing, the programs
@@ -211,6 +222,8 @@ server_reload(void)
 	    !server_same_text(&old->group, &cfg->group))
 		log_warn("reload: user and group apply at the next start, not "
 		    "now: this process stays who it is");
+	if (!server_same_cluster(&old->cluster, &cfg->cluster))
+		log_warn("reload: [cluster] applies at the next start, not now");
 	tls_use(tls);
 	for (i = 0; i < old->n_statics; i++)
 		close(server.static_fds[i]);

@@ -317,6 +317,12 @@ upgrade_start(const char **why)
 		*why = "the path of the binary is not known";
 		return -1;
 	}
+	if (cluster_on()) {
+		/* A node's client ids and leases are its own: restart the
+		 * nodes one at a time behind the balancer instead. */
+		*why = "not available with [cluster] (docs/CLUSTER.md)";
+		return -1;
+	}
 	log_info("upgrade: starting %s", server.exe);
 	if (!upgrade_save(&b, &n_rooms, &n_clients))
 		goto fail;
@@ -665,6 +671,8 @@ upgrade_store(void)
 	char msg[64];
 	int state = -1;
 
+	if (cluster_on())
+		return -1;	/* a plain stop: see upgrade_start */
 	if (mode == NULL || getenv("NOTIFY_SOCKET") == NULL ||
 	    (strcmp(mode, "always") != 0 && !upgrade_restarting()))
 		return -1;
