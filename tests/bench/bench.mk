@@ -1,8 +1,10 @@
 # The benchmark suite, included by the top Makefile (tests/bench/README.md).
 #
 #   make bench          the full default set, every peer, 3 runs each
-#                       (under 25 minutes); build/bench/results.json
-#   make bench-smoke    a quick pass over every scenario and peer (< 60 s)
+#                       (under 25 minutes, the cluster's cases about 2 of
+#                       them); build/bench/results.json
+#   make bench-smoke    a quick pass over every scenario and peer (about a
+#                       minute)
 #   make bench-perf     perf profiles of gatewayd under echo and broadcast
 #   make bench-base     gatewayd as of BASE_REV beside the current one, in
 #                       one run (default: before the redelivery journal)
@@ -14,8 +16,10 @@ BENCH_BUILD    := $(BUILD)/bench
 BENCH_PROGRAMS := $(BENCH_BUILD)/wsbench $(BENCH_BUILD)/bench_room \
     $(BENCH_BUILD)/floor_server
 # websocketd and python3-websockets are the peers; perf is for bench-perf;
-# openssl makes the TLS cases' certificate.
-BENCH_PACKAGES := websocketd linux-perf python3-websockets openssl
+# openssl makes the TLS cases' certificate; gatewayd-cluster's nodes share
+# a redis-server.
+BENCH_PACKAGES := websocketd linux-perf python3-websockets openssl \
+    redis-server
 BENCH_ARGS     ?=
 BENCH_RUN      := $(PYTHON) tests/bench/run.py --build $(BUILD)
 

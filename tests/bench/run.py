@@ -7,16 +7,18 @@
 Runs every case (a scenario with its parameters) against every peer that
 can serve it, RUNS times each, interleaving the peers so that the noise of
 a shared machine falls on all of them alike.  Each run gets a fresh server
-on a free loopback port and one wsbench process; the server is stopped (and
-any process it left behind killed) before the next run starts.  Prints a
-table of medians with ratios to the peers, checks the targets of the
-benchmark's issue, and writes every run and the medians to
+on a free loopback port (for gatewayd-cluster: a redis-server and three
+nodes, each on a port of its own) and one wsbench process; the server is
+stopped (and any process it left behind killed) before the next run
+starts, and at the end no process the runner started may still run.
+Prints a table of medians with ratios to the peers, checks the targets of
+the benchmark's issue, and writes every run and the medians to
 BUILD/bench/results.json.
 
 It builds nothing: `make bench` builds gatewayd, wsbench, bench_room and
-floor_server first, and installs Bun from npm into BUILD/bench/bun.  It
-makes the TLS cases' certificate itself, with openssl.  Standard library
-only.
+floor_server first, installs redis-server, and installs Bun from npm into
+BUILD/bench/bun.  It makes the TLS cases' certificate itself, with
+openssl.  Standard library only.
 """
 import argparse
 import json
@@ -80,6 +82,10 @@ class Peer:
     def connections(self, case):
         """The connections this peer is measured with in case."""
         return case.connections
+
+    def server(self, case, log_dir, tag):
+        """What run_one starts and stops: one process, by default."""
+        return Server(self, case, log_dir, tag)
 
 
 class Gatewayd(Peer):
@@ -162,6 +168,40 @@ class GatewaydBase(GatewaydC):
         if not os.access(self.runner.gatewayd_base, os.X_OK):
             return f"{self.runner.gatewayd_base} is not executable"
         return super().available()
+
+
+class GatewaydCluster(GatewaydC):
+    """Three gatewayd nodes with [cluster] sharing the rooms of one Redis,
+    bench_room behind the room on the node that holds its lease
+    (ClusterServer starts them)."""
+
+    name = "gatewayd-cluster"
+    about = ("three gatewayd nodes with [cluster] on one redis-server "
+             "(--save '' --appendonly no), bench_room run by the node "
+             "holding the room's lease (n0, started first); wsbench spreads "
+             "the clients over the nodes, the broadcast sender on n2")
+    only_listed = True
+    NODES = 3
+    LEASE = "5s"
+
+    def available(self):
+        if not shutil.which("redis-server"):
+            return "redis-server is not installed (make bench installs it)"
+        return super().available()
+
+    def server(self, case, log_dir, tag):
+        return ClusterServer(self, case, log_dir, tag)
+
+    def node_command(self, port, redis_port, node, log_dir, case):
+        config = os.path.join(log_dir, f"{self.name}-{node}.ini")
+        with open(config, "w") as f:
+            f.write(self.gateway_section(port, case) + f"""
+[cluster]
+redis = 127.0.0.1:{redis_port}
+node = {node}
+lease = {self.LEASE}
+""" + self.resources())
+        return [self.runner.gatewayd, "-c", config]
 
 
 class GatewaydPy(Gatewayd):
@@ -307,8 +347,8 @@ class Bun(Peer):
         return cmd
 
 
-PEERS = [GatewaydC, GatewaydBase, GatewaydPy, GatewaydClient, Websocketd,
-         PyWebsockets, Bun, Floor]
+PEERS = [GatewaydC, GatewaydBase, GatewaydCluster, GatewaydPy, GatewaydClient,
+         Websocketd, PyWebsockets, Bun, Floor]
 
 
 # Cases ---------------------------------------------------------------------
@@ -404,7 +444,8 @@ def full_cases():
         # The open-file limit is 20000 per process: 15000 leaves room.
         Case("idle-15000", "idle", 15000, 2, settle=1),
         Case("connect-50", "connect", 50, 5, warmup=1),
-    ] + client_cases(quick=False) + bun_cases(quick=False)
+    ] + client_cases(quick=False) + bun_cases(quick=False) + \
+        cluster_cases(quick=False)
 
 
 # Issue 10: a program per connection, gatewayd against websocketd.
@@ -470,6 +511,32 @@ def bun_cases(quick):
     return cases
 
 
+# The cluster: three nodes on one Redis, and gatewayd-c alone in the same
+# case, interleaved run by run, for the ratios.
+CLUSTER_PEERS = ["gatewayd-c", "gatewayd-cluster"]
+
+
+def cluster_cases(quick):
+    n, secs, warm, messages = (50, 1, 0.3, 2000) if quick else \
+        (1000, 5, 1, 20000)
+    common = dict(peers=CLUSTER_PEERS, tags=["cluster"])
+    return [
+        # broadcast-1000-58's room, its receivers spread over the nodes
+        # and its sender on the last: CPU per delivery, saturated.
+        Case("cluster-broadcast", "broadcast", n, secs, size=58,
+             payload="json", messages=messages, window=64, **common),
+        # The same room at broadcast-1000-r50's steady 50 messages a
+        # second: the latency the cluster adds, without a queue (the
+        # window's queue makes most of cluster-broadcast's).
+        Case("cluster-broadcast-r50", "broadcast", n, secs, size=58,
+             payload="json", messages=int(50 * secs), rate=50, **common),
+        # echo-1000's, every message through the room's in stream to
+        # bench_room on the holder and back through its out stream.
+        Case("cluster-echo", "echo", n, secs, size=64, inflight=1,
+             warmup=warm, **common),
+    ]
+
+
 def quick_cases():
     return [
         Case("echo-50", "echo", 50, 1, size=64, inflight=1, warmup=0.3),
@@ -477,7 +544,8 @@ def quick_cases():
              window=64),
         Case("idle-500", "idle", 500, 0.5, settle=0.3),
         Case("connect-10", "connect", 10, 1, warmup=0.3),
-    ] + client_cases(quick=True) + bun_cases(quick=True)
+    ] + client_cases(quick=True) + bun_cases(quick=True) + \
+        cluster_cases(quick=True)
 
 
 # Processes -----------------------------------------------------------------
@@ -514,6 +582,62 @@ def descendants(pid):
     return found
 
 
+def start_time(pid):
+    """The process's start time (clock ticks since boot), or None: with
+    the PID it names one process, whatever reuses the PID later."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+# Every process the runner started: (pid, start time, what), checked for
+# leftovers at the end.
+SPAWNED = []
+
+
+def leftovers():
+    """The processes the runner started that still run, and their
+    descendants: [(pid, what)]."""
+    left = []
+    for pid, started, what in SPAWNED:
+        if started is not None and start_time(pid) == started and alive(pid):
+            left.append((pid, what))
+            left += [(p, f"a child of {what}") for p in descendants(pid)]
+    return left
+
+
+def redis_command(port, *args, timeout=2.0):
+    """One command to the Redis on loopback port: its reply as a str, int,
+    None or list.  Raises OSError (and RuntimeError for an error reply)."""
+    out = f"*{len(args)}\r\n"
+    for a in args:
+        a = str(a)
+        out += f"${len(a.encode())}\r\n{a}\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout) as s:
+        s.sendall(out.encode())
+        f = s.makefile("rb")
+
+        def reply():
+            line = f.readline().decode().rstrip("\r\n")
+            kind, rest = line[:1], line[1:]
+            if kind == "+":
+                return rest
+            if kind == "-":
+                raise RuntimeError(f"redis: {rest}")
+            if kind == ":":
+                return int(rest)
+            if kind == "$":
+                n = int(rest)
+                return None if n < 0 else f.read(n + 2)[:-2].decode()
+            if kind == "*":
+                n = int(rest)
+                return None if n < 0 else [reply() for _ in range(n)]
+            raise OSError(f"redis: unexpected reply {line!r}")
+        return reply()
+
+
 def alive(pid):
     try:
         os.kill(pid, 0)
@@ -530,36 +654,61 @@ def alive(pid):
 
 
 class Server:
-    """One running peer."""
+    """One running peer: one process."""
 
     def __init__(self, peer, case, log_dir, tag):
         self.peer = peer
         self.case = case
+        self.label = peer.name
         self.port = free_port()
+        self.log_dir = log_dir
         self.log_path = os.path.join(log_dir, f"{tag}.log")
         self.proc = None
+        self.left = set()
+
+    def command(self):
+        return self.peer.command(self.port, self.log_dir, self.case)
+
+    def ready(self):
+        """Accepting connections?"""
+        try:
+            socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+            return True
+        except OSError:
+            return False
 
     def start(self):
-        cmd = self.peer.command(self.port, os.path.dirname(self.log_path),
-                                self.case)
+        cmd = self.command()
         log = open(self.log_path, "w")
         try:
             self.proc = self.spawn(cmd, log)
         finally:
             log.close()
+        SPAWNED.append((self.proc.pid, start_time(self.proc.pid),
+                        self.label))
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.peer.name} exited at start "
+                raise RuntimeError(f"{self.label} exited at start "
                                    f"(status {self.proc.returncode}); see "
                                    f"{self.log_path}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+            if self.ready():
                 return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"{self.peer.name} did not listen within "
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.label} did not listen within "
                            f"{READY_TIMEOUT:.0f} s")
+
+    def wsbench_args(self):
+        """Where wsbench connects, and whose CPU it samples."""
+        return ["--port", str(self.port), "--server-pid", str(self.proc.pid)]
+
+    def perf_targets(self):
+        """[(label, pid)] to profile: label None for the one server."""
+        return [(None, self.proc.pid)]
+
+    def info(self):
+        """What the run's result records about the servers."""
+        return {}
 
     @staticmethod
     def spawn(cmd, log):
@@ -578,40 +727,167 @@ class Server:
                 time.sleep(2)
         return None
 
-    def stop(self):
-        """TERM, then KILL; then kill whatever it left behind.  Returns a
-        list of complaints (empty when it all went away)."""
+    def terminate(self):
+        """Send SIGTERM (finish waits for the end)."""
+        if self.proc is None:
+            return
+        self.left = descendants(self.proc.pid)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def finish(self):
+        """Wait for the end of a terminated server, KILL it if it takes too
+        long, then kill whatever it left behind.  Returns a list of
+        complaints (empty when it all went away)."""
         if self.proc is None:
             return []
         problems = []
-        left = descendants(self.proc.pid)
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            problems.append(f"{self.label} ignored SIGTERM for "
+                            f"{STOP_TIMEOUT:.0f} s: killed")
             try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                problems.append(f"{self.peer.name} ignored SIGTERM for "
-                                f"{STOP_TIMEOUT:.0f} s: killed")
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait()
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
         # Backends in process groups of their own, cat processes of a
         # websocketd that died: give them a moment, then kill them.
         deadline = time.monotonic() + 3
-        while any(alive(p) for p in left) and time.monotonic() < deadline:
+        while any(alive(p) for p in self.left) and \
+                time.monotonic() < deadline:
             time.sleep(0.05)
-        stray = [p for p in left if alive(p)]
+        stray = [p for p in self.left if alive(p)]
         for p in stray:
             try:
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         if stray:
-            problems.append(f"{self.peer.name} left {len(stray)} processes "
+            problems.append(f"{self.label} left {len(stray)} processes "
                             f"running: killed")
         return problems
+
+    def stop(self):
+        """TERM, then KILL; then kill whatever it left behind.  Returns a
+        list of complaints (empty when it all went away)."""
+        self.terminate()
+        return self.finish()
+
+
+class RedisServer(Server):
+    """The cluster's Redis: no snapshots, no append-only file, its log on
+    stdout."""
+
+    def __init__(self, peer, case, log_dir, tag):
+        super().__init__(peer, case, log_dir, tag)
+        self.label = f"{peer.name} redis-server"
+
+    def command(self):
+        return ["redis-server", "--port", str(self.port),
+                "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--daemonize", "no", "--dir", self.log_dir,
+                "--logfile", ""]
+
+    def ready(self):
+        try:
+            return redis_command(self.port, "PING", timeout=0.5) == "PONG"
+        except (OSError, RuntimeError):
+            return False
+
+
+class NodeServer(Server):
+    """One gatewayd node of a ClusterServer."""
+
+    def __init__(self, cluster, node):
+        super().__init__(cluster.peer, cluster.case, cluster.log_dir,
+                         f"{cluster.tag}-{node}")
+        self.node = node
+        self.redis_port = cluster.redis.port
+        self.label = f"{cluster.peer.name} {node}"
+
+    def command(self):
+        return self.peer.node_command(self.port, self.redis_port, self.node,
+                                      self.log_dir, self.case)
+
+
+class ClusterServer:
+    """A Redis and the nodes of GatewaydCluster, as one server: n0 starts
+    first and takes the lease of the case's room (so it runs the room's
+    bench_room), then the others; all are up once each has said so to
+    Redis.  wsbench gets the nodes' ports in order (the broadcast sender
+    goes to the last) and samples Redis's CPU time as well."""
+
+    def __init__(self, peer, case, log_dir, tag):
+        self.peer, self.case, self.log_dir, self.tag = \
+            peer, case, log_dir, tag
+        self.path = "/broadcast" if case.scenario == "broadcast" else "/echo"
+        self.redis = RedisServer(peer, case, log_dir, f"{tag}-redis")
+        self.names = [f"n{i}" for i in range(peer.NODES)]
+        self.nodes = []
+        self.holder = None
+
+    def wait_for(self, what, test):
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                if test():
+                    return
+            except (OSError, RuntimeError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.peer.name}: {what} within "
+                           f"{READY_TIMEOUT:.0f} s")
+
+    def lease(self):
+        """The instance holding the room's lease ("NODE.BOOT"), or None."""
+        return redis_command(self.redis.port, "GET",
+                             f"gw:{{{self.path}}}:lease")
+
+    def start(self):
+        self.redis.start()
+        for name in self.names:
+            node = NodeServer(self, name)
+            self.nodes.append(node)
+            node.start()
+            if name == self.names[0]:
+                self.wait_for(f"{name} took no lease of {self.path}",
+                              lambda: self.lease() is not None)
+        live = lambda: {k.split(":", 2)[2].split(".")[0] for k in
+                        redis_command(self.redis.port, "KEYS", "gw:node:*")}
+        self.wait_for("not every node reached redis",
+                      lambda: live() >= set(self.names))
+        self.holder = (self.lease() or "?").split(".")[0]
+
+    @property
+    def proc(self):
+        return self.nodes[0].proc if self.nodes else None
+
+    def wsbench_args(self):
+        return ["--port", ",".join(str(n.port) for n in self.nodes),
+                "--server-pid", ",".join(str(n.proc.pid)
+                                         for n in self.nodes),
+                "--watch-pid", f"redis={self.redis.proc.pid}"]
+
+    def perf_targets(self):
+        return [(n.node, n.proc.pid) for n in self.nodes]
+
+    def info(self):
+        return {"cluster": {
+            "nodes": self.names, "holder": self.holder,
+            "sender": self.names[-1] if self.case.scenario == "broadcast"
+            else None,
+            "holder_index": self.names.index(self.holder)
+            if self.holder in self.names else -1,
+            "redis_port": self.redis.port}}
+
+    def stop(self):
+        """Every node at once (each says goodbye to Redis), then Redis."""
+        for n in self.nodes:
+            n.terminate()
+        problems = [p for n in self.nodes for p in n.finish()]
+        return problems + self.redis.stop()
 
 
 # Running -------------------------------------------------------------------
@@ -683,17 +959,18 @@ class Runner:
     def run_one(self, case, peer, index, perf=False):
         n = peer.connections(case)
         tag = f"{case.name}-{peer.name}-{index}"
-        server = Server(peer, case, self.log_dir, tag)
+        server = peer.server(case, self.log_dir, tag)
         result = {"case": case.name, "peer": peer.name, "run": index,
                   "connections": n}
         t0 = time.monotonic()
         try:
             server.start()
-            cmd = [self.wsbench, "--port", str(server.port), "--json",
-                   "--server-pid", str(server.proc.pid)]
+            result.update(server.info())
+            cmd = [self.wsbench, "--json"] + server.wsbench_args()
             cmd += case.wsbench_args(n) + peer.wsbench_args(case)
             result["command"] = " ".join(cmd)
             result.update(self.wsbench_run(cmd, case, server, tag, perf))
+            per_server_rates(result)
         except (RuntimeError, OSError) as e:
             result.update(ok=False, failure=str(e))
         finally:
@@ -714,7 +991,7 @@ class Runner:
     def wsbench_run(self, cmd, case, server, tag, perf):
         err_path = os.path.join(self.log_dir, f"{tag}.wsbench.log")
         limit = case.planned_seconds() + RUN_SLACK
-        recorder = None
+        recorders = None
         with open(err_path, "w") as err:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
@@ -730,11 +1007,15 @@ class Runner:
             try:
                 for line in proc.stderr:
                     err.write(line)
-                    if perf and recorder is None and "phase measure" in line:
-                        recorder = PerfRecorder(
-                            server.proc.pid, min(case.duration, 5),
-                            os.path.join(self.out_dir, f"perf-{case.name}.data"))
-                        recorder.start()
+                    if perf and recorders is None and \
+                            "phase measure" in line:
+                        recorders = []
+                        for label, pid in server.perf_targets():
+                            name = case.name + (f"-{label}" if label else "")
+                            recorders.append((label, PerfRecorder(
+                                pid, min(case.duration, 5), os.path.join(
+                                    self.out_dir, f"perf-{name}.data"))))
+                            recorders[-1][1].start()
                 proc.wait(max(1, deadline - time.monotonic()))
             finally:
                 timer.cancel()
@@ -743,8 +1024,10 @@ class Runner:
                     proc.wait()
             reader.join(5)
         result = {}
-        if recorder is not None:
-            result["perf_top"] = recorder.finish()
+        if recorders:
+            tops = {label: r.finish() for label, r in recorders}
+            # One server: its profile; several: one per node.
+            result["perf_top"] = tops[None] if None in tops else tops
         if proc.returncode < 0:
             result.update(ok=False, failure=f"wsbench killed after "
                                             f"{limit:.0f} s")
@@ -821,9 +1104,12 @@ class Runner:
         it instead (a program per connection)."""
         profiles = {}
         for case in cases:
-            peer = next((p for p in peers if not p.skip(case) and
-                         (case.peers is None or p.name in case.peers)),
-                        None)
+            fit = [p for p in peers if not p.skip(case) and
+                   (case.peers is None or p.name in case.peers) and
+                   not (p.only_listed and case.peers is None)]
+            # The cluster where a case has it, else the first that fits.
+            peer = next((p for p in fit if p.name == "gatewayd-cluster"),
+                        fit[0] if fit else None)
             if peer is None:
                 self.note(f"{case.name}: no gatewayd to profile")
                 continue
@@ -900,6 +1186,15 @@ def flatten(d, prefix=""):
     return out
 
 
+def per_server_rates(result):
+    """Operations per second of each server of several (wsbench gives
+    their counts over the whole interval)."""
+    secs = (result.get("cpu") or {}).get("interval_s")
+    for v in (result.get("servers") or {}).values():
+        if secs:
+            v["per_second"] = v["ops"] / secs
+
+
 def headline(case, result):
     if "scenario" not in result:
         return ""
@@ -959,6 +1254,9 @@ def print_table(cases, summary, peers):
         refs = [p for p in ("websocketd", "py-websockets", "bun")
                 if (case.name, p) in summary and
                 summary[(case.name, p)]["median"]]
+        if "cluster" in case.tags and (case.name, "gatewayd-c") in summary \
+                and summary[(case.name, "gatewayd-c")]["median"]:
+            refs.append("gatewayd-c")
         header = ["peer", "ok"] + [c[0] for c in cols] + \
             [f"x {r}" for r in refs]
         table = [header]
@@ -980,12 +1278,102 @@ def print_table(cases, summary, peers):
         for r in table:
             print("  " + "  ".join(v.rjust(w) if i else v.ljust(w)
                                    for i, (v, w) in enumerate(zip(r, widths))))
+        if "cluster" in case.tags:
+            print_cluster(case, summary)
     print()
     print("rt = round trip, dl = delivery, hs = handshake; srv = the server "
           "process, bk = its children (backends), gen = wsbench; CPU % of "
           "one core over the measured interval; deflated = bytes inflated "
           "over bytes received; x PEER = the first column over that peer's "
           "(for idle: bytes per connection, lower is better)")
+
+
+def print_cluster(case, summary):
+    """The cluster's nodes one by one, beside gatewayd-c alone in the same
+    case: each node's CPU over its own clients' operations, all nodes'
+    over all operations, Redis's, and the latency and rate added."""
+    cl = summary.get((case.name, "gatewayd-cluster"))
+    one = summary.get((case.name, "gatewayd-c"))
+    if not cl or not cl["median"]:
+        return
+    m = cl["median"]
+    single = one["median"] if one else {}
+    bcast = case.scenario == "broadcast"
+    op, rate_key = ("dl", "broadcast.deliveries_per_second") if bcast else \
+        ("rt", "echo.per_second")
+    base_cpu = single.get("cpu_per_op_us.server")
+    holder = m.get("cluster.holder_index")
+    nodes = sorted({int(k.split(".")[1]) for k in m
+                    if k.startswith("servers.")})
+    header = ["node", "role", "clients", f"{op}/s", "srv cpu",
+              f"srv us/{op}", "bk cpu", "x alone"]
+    table = [header]
+
+    def fmt(v, f):
+        return "-" if v is None else f.format(v)
+
+    interval = m.get("cpu.interval_s")
+    for i in nodes:
+        k = f"servers.{i}."
+        roles = []
+        if holder == i:
+            roles.append("holder: runs bench_room")
+        if bcast and i == nodes[-1]:
+            roles.append("the sender's")
+        cpu = m.get(k + "per_op_us")
+        bk = m.get(k + "backends_s")
+        table.append([
+            f"n{i}", ", ".join(roles) or "members only",
+            fmt(m.get(k + "connections"), "{:.0f}"),
+            fmt(m.get(k + "per_second"), "{:.0f}"),
+            fmt(m.get(k + "server_util"), "{:.0%}"),
+            fmt(cpu, "{:.3f}"),
+            fmt(bk / interval if bk is not None and interval else None,
+                "{:.0%}"),
+            fmt(ratio(cpu, base_cpu), "{:.2f}")])
+    cpu = m.get("cpu_per_op_us.server")
+    table.append(["all", "the nodes' CPU over all operations",
+                  fmt(m.get("connections"), "{:.0f}"),
+                  fmt(m.get(rate_key), "{:.0f}"),
+                  fmt(m.get("cpu.server_util"), "{:.0%}"),
+                  fmt(cpu, "{:.3f}"),
+                  fmt(m.get("cpu.backends_util"), "{:.0%}"),
+                  fmt(ratio(cpu, base_cpu), "{:.2f}")])
+    if single:
+        table.append(["alone", "gatewayd-c, one node",
+                      fmt(single.get("connections"), "{:.0f}"),
+                      fmt(single.get(rate_key), "{:.0f}"),
+                      fmt(single.get("cpu.server_util"), "{:.0%}"),
+                      fmt(base_cpu, "{:.3f}"),
+                      fmt(single.get("cpu.backends_util"), "{:.0%}"),
+                      "1.00"])
+    print(f"  {case.name}, node by node (a node's srv us/{op} is its CPU "
+          f"over its own clients' {op}s):")
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for r in table:
+        print("    " + "  ".join(v.ljust(w) if i < 2 else v.rjust(w)
+                                 for i, (v, w) in enumerate(zip(r, widths))))
+    redis = "watched.redis."
+    if m.get(redis + "util") is not None:
+        per = (f"{m.get(redis + 'per_message_us', float('nan')):.1f} us per "
+               f"broadcast message, " if bcast else "")
+        print(f"    redis-server's own CPU: {m[redis + 'util']:.1%} of a "
+              f"core, {per}{m.get(redis + 'per_op_us', float('nan')):.3f} "
+              f"us per {op}")
+    if single:
+        parts = []
+        for q in ("p50", "p99"):
+            c, s1 = m.get(f"latency_us.{q}"), single.get(f"latency_us.{q}")
+            if c is not None and s1 is not None:
+                parts.append(f"{q} {c:.0f} us against {s1:.0f} us alone "
+                             f"({c - s1:+.0f} us)")
+        what = "delivery latency" if bcast else "round-trip latency"
+        if parts:
+            print(f"    {what}: " + "; ".join(parts))
+        x = ratio(m.get(rate_key), single.get(rate_key))
+        if x is not None:
+            print(f"    {op}/s: {m[rate_key]:.0f} against "
+                  f"{single[rate_key]:.0f} alone ({x:.2f} x)")
 
 
 def check_targets(summary, info):
@@ -1089,6 +1477,44 @@ def check_targets(summary, info):
           plain and 2 * plain, lambda v, lim: v <= lim)
     vs_bun("wss-deflate-idle-5000", "RSS per idle connection",
            "idle.server_bytes_per_conn", "bytes")
+
+    # The cluster: each node's CPU per delivery (over its own receivers')
+    # within 1.5 x that of one gatewayd-c in the same case and run.
+    single = m("cluster-broadcast", "gatewayd-c", cpu)
+    cl = summary.get(("cluster-broadcast", "gatewayd-cluster"))
+    if cl:
+        med = cl["median"]
+        nodes = sorted({int(k.split(".")[1]) for k in med
+                        if k.startswith("servers.")})
+        for i in nodes:
+            check(f"cluster-broadcast: node n{i}'s CPU per delivery <= "
+                  f"1.5 x one node's (us)", med.get(f"servers.{i}.per_op_us"),
+                  single and 1.5 * single, lambda v, lim: v <= lim)
+        total = med.get(cpu)
+        if total is not None and single:
+            info.append(f"cluster-broadcast: the nodes' CPU together, over "
+                        f"all deliveries: {total:.3f} us, "
+                        f"{total / single:.2f} x one node's {single:.3f} us")
+    for case, op in (("cluster-broadcast", "delivery"),
+                     ("cluster-broadcast-r50", "delivery"),
+                     ("cluster-echo", "round trip")):
+        cl = summary.get((case, "gatewayd-cluster"))
+        one = summary.get((case, "gatewayd-c"))
+        if not cl or not one:
+            continue
+        a, b = cl["median"], one["median"]
+        lat = [f"{q} {a[f'latency_us.{q}'] - b[f'latency_us.{q}']:+.0f} us"
+               for q in ("p50", "p99")
+               if f"latency_us.{q}" in a and f"latency_us.{q}" in b]
+        if lat:
+            info.append(f"{case}: {op} latency added by the cluster: "
+                        + ", ".join(lat))
+        redis = a.get("watched.redis.per_message_us" if op == "delivery"
+                      else "watched.redis.per_op_us")
+        if redis is not None:
+            info.append(f"{case}: redis-server's CPU per "
+                        f"{'broadcast message' if op == 'delivery' else op}:"
+                        f" {redis:.2f} us")
     return checks
 
 
@@ -1152,7 +1578,9 @@ def main():
                         "all): " + ", ".join(p.name for p in PEERS))
     parser.add_argument("--perf", action="store_true",
                         help="profile gatewayd-c (gatewayd-client in its "
-                             "cases) with perf instead: under the --cases "
+                             "cases, each node of gatewayd-cluster in the "
+                             "cluster cases) with perf instead: under the "
+                             "--cases "
                              "given, else under echo-1000, broadcast-1000 "
                              "and connect-50")
     parser.add_argument("--build", default="build",
@@ -1208,7 +1636,8 @@ def main():
                     f"largest cases will fail")
 
     if args.perf:
-        gws = [p for p in peers if p.name in ("gatewayd-c", "gatewayd-client")]
+        gws = [p for p in peers if p.name in ("gatewayd-c", "gatewayd-client",
+                                              "gatewayd-cluster")]
         if not gws or not shutil.which("perf"):
             sys.exit("run.py: --perf needs gatewayd-c (or gatewayd-client) "
                      "and perf (apt-get install linux-perf)")
@@ -1217,10 +1646,15 @@ def main():
             "echo-50", "broadcast-50", "connect-10")]
         profiles = runner.run_perf(perf_cases, gws)
         for name, top in profiles.items():
-            print(f"\nperf, gatewayd (self time), {name}:")
-            for row in top or []:
-                where = "kernel" if row["kernel"] else "user"
-                print(f"  {row['percent']:6.2f}%  {where:<6}  {row['symbol']}")
+            # A cluster's: one profile per node.
+            tops = top.items() if isinstance(top, dict) else [(None, top)]
+            for node, rows in tops:
+                print(f"\nperf, gatewayd (self time), {name}"
+                      + (f", node {node}:" if node else ":"))
+                for row in rows or []:
+                    where = "kernel" if row["kernel"] else "user"
+                    print(f"  {row['percent']:6.2f}%  {where:<6}  "
+                          f"{row['symbol']}")
         out = args.out or os.path.join(runner.out_dir, "perf.json")
         with open(out, "w") as f:
             json.dump({"machine": machine(), "profiles": profiles,
@@ -1243,6 +1677,8 @@ def main():
         print(f"note: {note}")
     failed = [r for r in runner.results if not r.get("ok")]
     problems = [p for r in runner.results for p in r.get("problems", [])]
+    for pid, what in leftovers():
+        problems.append(f"{what} (pid {pid}) still runs after its run")
     out = args.out or os.path.join(runner.out_dir, "results.json")
     with open(out, "w") as f:
         json.dump({"machine": machine(), "runs_per_case": args.runs,

@@ -38,6 +38,13 @@
  * interval, and for idle their memory as well; the generator's own CPU time
  * comes from getrusage.
  *
+ * --port takes a list: several servers (the nodes of a cluster) share the
+ * load, connection i going to the (i mod n)th, the broadcast sender to the
+ * last; --server-pid then takes one PID per port, and the report gives
+ * each server's CPU time and the operations of its own connections besides
+ * the totals.  --watch-pid NAME=PID samples another process's own CPU time
+ * over the same interval (a Redis the servers share).
+ *
  * Every phase has a deadline and so has the whole run.  Errors (a failed
  * connect or handshake, an unexpected close, a wrong echo, a lost,
  * duplicated or reordered broadcast message, a timeout) are counted and
@@ -92,6 +99,9 @@
 #define WSB_HEAD_MAX		8192	/* the longest response head read */
 #define WSB_MAX_MESSAGE		((uint64_t)64 << 20)	/* parser limit */
 #define WSB_MAX_CONNECTIONS	1000000
+#define WSB_MAX_SERVERS		8	/* --port and --server-pid lists */
+#define WSB_MAX_WATCH		4	/* --watch-pid */
+#define WSB_WATCH_NAME		32	/* the longest --watch-pid NAME */
 #define WSB_ERR_KEEP		10	/* error texts kept for the report */
 #define WSB_HISTORY		4096	/* broadcast: sequence numbers a
 					 * receiver remembers behind its
@@ -126,7 +136,8 @@ enum payload {
 
 struct opts {
 	const char *host;
-	unsigned port;
+	unsigned ports[WSB_MAX_SERVERS];	/* --port P[,P...] */
+	unsigned n_ports;
 	const char *path;		/* NULL: the scenario's default */
 	enum scenario scenario;
 	unsigned connections;
@@ -144,7 +155,14 @@ struct opts {
 	double connect_timeout;
 	double timeout;			/* the whole run; 0: computed */
 	unsigned max_pending;
-	pid_t server_pid;		/* 0: no /proc sampling */
+	pid_t server_pids[WSB_MAX_SERVERS];	/* one per port, or none:
+						 * no /proc sampling */
+	unsigned n_pids;
+	struct {
+		char name[WSB_WATCH_NAME];
+		pid_t pid;
+	} watch[WSB_MAX_WATCH];		/* --watch-pid NAME=PID */
+	unsigned n_watch;
 	bool allow_foreign;		/* broadcast: ignore messages that are
 					 * not ours (a chat room's joins) */
 	bool first_echo;		/* connect: one echoed message on
@@ -207,6 +225,7 @@ enum conn_state {
 /* One WebSocket connection. */
 struct conn {
 	unsigned idx;
+	unsigned srv;			/* its server: an index of B.srv */
 	enum conn_state state;
 	unsigned gen;			/* bumped by every close: callbacks
 					 * check it to stop touching a
@@ -269,6 +288,24 @@ struct usage {
 	unsigned n_backends;
 };
 
+/* One server of --port, with its --server-pid. */
+struct server {
+	unsigned port;
+	pid_t pid;			/* 0: not sampled */
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
+	char host_header[80];
+	unsigned conns;			/* connections that go to it */
+	uint64_t ops;			/* B.ops of those connections */
+	struct usage u0, u1;		/* measure start and end */
+};
+
+/* A process of --watch-pid: its own CPU time, seconds. */
+struct watched {
+	bool ok;
+	double cpu0, cpu1;
+};
+
 struct bench;
 
 /* A scenario: what it does at each point of a run. */
@@ -303,9 +340,9 @@ struct bench {
 	struct event_base *base;
 	struct event *tick;
 	struct event *sig[2];
-	struct sockaddr_storage addr;
-	socklen_t addr_len;
-	char host_header[80];
+	struct server srv[WSB_MAX_SERVERS];
+	unsigned n_srv;
+	struct watched watch[WSB_MAX_WATCH];
 	const char *path;
 
 	struct conn *conns;
@@ -326,7 +363,7 @@ struct bench {
 	uint64_t t_measure_start, t_measure_end;
 	bool measuring, measured;
 	struct usage u_base, u0, u1;	/* before connecting, measure start
-					 * and end */
+					 * and end, summed over the servers */
 	double gen_cpu0, gen_cpu1;
 	bool finished;
 
@@ -652,6 +689,52 @@ usage_sample(pid_t pid, bool memory, struct usage *u)
 	free(all);
 }
 
+/* Sample every server into its u0 (its u1 at_end) and their sum into
+ * sum; the sum is ok when every server's sample is. */
+static void
+usage_sample_all(bool memory, struct usage *sum, bool at_end)
+{
+	struct usage one, *u;
+	unsigned i;
+
+	memset(sum, 0, sizeof(*sum));
+	sum->ok = B.n_srv > 0 && B.srv[0].pid > 0;
+	for (i = 0; i < B.n_srv; i++) {
+		u = at_end ? &B.srv[i].u1 : &B.srv[i].u0;
+		usage_sample(B.srv[i].pid, memory, &one);
+		*u = one;
+		sum->ok = sum->ok && one.ok;
+		sum->server_cpu += one.server_cpu;
+		sum->backends_cpu += one.backends_cpu;
+		sum->server_rss += one.server_rss;
+		sum->backends_rss += one.backends_rss;
+		sum->total_pss += one.total_pss;
+		sum->n_backends += one.n_backends;
+	}
+}
+
+/* The own CPU time of the --watch-pid processes. */
+static void
+watch_sample(bool at_end)
+{
+	double tick = (double)sysconf(_SC_CLK_TCK);
+	struct proc_stat st;
+	unsigned i;
+
+	for (i = 0; i < B.o.n_watch; i++) {
+		struct watched *w = &B.watch[i];
+		bool ok = proc_read_stat(B.o.watch[i].pid, &st) == 0;
+
+		if (at_end) {
+			w->ok = w->ok && ok;
+			w->cpu1 = ok ? (double)st.ticks / tick : 0;
+		} else {
+			w->ok = ok;
+			w->cpu0 = ok ? (double)st.ticks / tick : 0;
+		}
+	}
+}
+
 /* Errors */
 
 static void bench_finish(void);
@@ -703,10 +786,15 @@ phase_set(enum phase ph, double seconds)
 static void
 measure_begin(void)
 {
-	usage_sample(B.o.server_pid, B.o.scenario == SC_IDLE, &B.u0);
+	unsigned i;
+
+	watch_sample(false);
+	usage_sample_all(B.o.scenario == SC_IDLE, &B.u0, false);
 	B.gen_cpu0 = cpu_self();
 	memset(&B.lat, 0, sizeof(B.lat));
 	B.ops = 0;
+	for (i = 0; i < B.n_srv; i++)
+		B.srv[i].ops = 0;
 	B.measuring = true;
 	B.t_measure_start = now_ns();
 }
@@ -718,9 +806,19 @@ measure_end(void)
 		return;
 	B.t_measure_end = now_ns();
 	B.gen_cpu1 = cpu_self();
-	usage_sample(B.o.server_pid, B.o.scenario == SC_IDLE, &B.u1);
+	usage_sample_all(B.o.scenario == SC_IDLE, &B.u1, true);
+	watch_sample(true);
 	B.measuring = false;
 	B.measured = true;
+}
+
+/* One measured operation (round trip, delivery, handshake) on c. */
+static void
+op_count(const struct conn *c, uint64_t latency_ns)
+{
+	B.ops++;
+	B.srv[c->srv].ops++;
+	hist_add(&B.lat, latency_ns);
 }
 
 /* Connections: sockets and I/O */
@@ -1049,7 +1147,7 @@ conn_open(struct conn *c)
 	c->t_open = now_ns();
 	B.pending++;
 	B.n_active++;
-	fd = socket(B.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+	fd = socket(B.srv[c->srv].addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
 	    SOCK_CLOEXEC, 0);
 	c->fd = fd;
 	if (fd == -1) {
@@ -1067,7 +1165,8 @@ conn_open(struct conn *c)
 		return;
 	}
 	wait_add(c);
-	if (connect(fd, (struct sockaddr *)&B.addr, B.addr_len) == -1 &&
+	if (connect(fd, (struct sockaddr *)&B.srv[c->srv].addr,
+	    B.srv[c->srv].addr_len) == -1 &&
 	    errno != EINPROGRESS) {
 		conn_fail(c, E_CONNECT, "connect: %s", strerror(errno));
 		return;
@@ -1091,7 +1190,7 @@ conn_send_request(struct conn *c)
 	n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\n"
 	    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
 	    "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
-	    B.path, B.host_header, key, B.o.deflate ?
+	    B.path, B.srv[c->srv].host_header, key, B.o.deflate ?
 	    "Sec-WebSocket-Extensions: " WSB_DEFLATE_OFFER "\r\n" : "");
 	c->state = CONN_HANDSHAKE;
 	event_add(c->rev, NULL);
@@ -1805,10 +1904,8 @@ echo_message(struct conn *c, const struct ws_frame_event *ev)
 		bench_error(E_MISMATCH, c, "reply %" PRIu64 " differs from the "
 		    "message sent (%zu bytes, %zu expected)", seq, ev->len,
 		    B.o.size);
-	if (B.phase == PH_MEASURE) {
-		B.ops++;
-		hist_add(&B.lat, now - c->sent_at[seq % B.o.inflight]);
-	}
+	if (B.phase == PH_MEASURE)
+		op_count(c, now - c->sent_at[seq % B.o.inflight]);
 	if (B.phase == PH_WARMUP || B.phase == PH_MEASURE)
 		echo_send(c);
 	else if (B.phase == PH_DRAIN && B.outstanding == 0)
@@ -1906,6 +2003,10 @@ bcast_init(void)
 			return -1;
 	}
 	B.sender = &B.conns[B.n_conns - 1];
+	/* Its messages go in at the last server, reach every one. */
+	B.srv[B.sender->srv].conns--;
+	B.sender->srv = B.n_srv - 1;
+	B.srv[B.sender->srv].conns++;
 	return 0;
 }
 
@@ -2071,10 +2172,8 @@ bcast_message(struct conn *c, const struct ws_frame_event *ev)
 		return;
 	}
 	B.deliveries++;
-	if (B.measuring) {
-		B.ops++;
-		hist_add(&B.lat, now - ts);
-	}
+	if (B.measuring)
+		op_count(c, now - ts);
 	/* Advance the window over messages every receiver has. */
 	if (++B.cnt[seq % B.o.window] == B.receivers && seq == B.complete) {
 		while (B.complete < B.sent &&
@@ -2131,7 +2230,7 @@ bcast_tick(uint64_t now)
 static int
 idle_init(void)
 {
-	usage_sample(B.o.server_pid, true, &B.u_base);
+	usage_sample_all(true, &B.u_base, false);
 	return 0;
 }
 
@@ -2201,10 +2300,8 @@ connect_opened(struct conn *c)
 		frame_send(c);
 		return;
 	}
-	if (B.measuring) {
-		B.ops++;
-		hist_add(&B.lat, now_ns() - c->t_open);
-	}
+	if (B.measuring)
+		op_count(c, now_ns() - c->t_open);
 	conn_start_close(c);
 }
 
@@ -2235,10 +2332,8 @@ connect_message(struct conn *c, const struct ws_frame_event *ev)
 		bench_error(E_MISMATCH, c, "first echo differs from the "
 		    "message sent (%zu bytes, %zu expected)", ev->len,
 		    B.o.size);
-	if (B.measuring) {
-		B.ops++;
-		hist_add(&B.lat, now_ns() - c->t_open);
-	}
+	if (B.measuring)
+		op_count(c, now_ns() - c->t_open);
 	conn_start_close(c);
 }
 
@@ -2357,6 +2452,68 @@ report_latency(void)
 	json_end();
 }
 
+/* Per server of several: its connections, their operations, its CPU
+ * time, and that over its own operations ("per_op_us") and over all of
+ * them ("per_all_ops_us", which sum to cpu_per_op_us.server). */
+static void
+report_servers(double secs, bool have)
+{
+	char key[16];
+	unsigned i;
+
+	json_begin("servers");
+	for (i = 0; i < B.n_srv; i++) {
+		const struct server *v = &B.srv[i];
+		double cpu = v->u1.server_cpu - v->u0.server_cpu;
+		double bk = v->u1.backends_cpu - v->u0.backends_cpu;
+		bool ok = have && v->u0.ok && v->u1.ok;
+
+		snprintf(key, sizeof(key), "%u", i);
+		json_begin(key);
+		json_u64("port", v->port);
+		json_u64("pid", (uint64_t)v->pid);
+		json_u64("connections", v->conns);
+		json_u64("ops", v->ops);
+		json_num("server_s", ok ? cpu : NAN);
+		json_num("server_util", ok && secs > 0 ? cpu / secs : NAN);
+		json_num("backends_s", ok ? bk : NAN);
+		json_u64("backends", v->u1.n_backends);
+		json_num("per_op_us", ok && v->ops ? cpu / (double)v->ops * 1e6 :
+		    NAN);
+		json_num("backends_per_op_us", ok && v->ops ?
+		    bk / (double)v->ops * 1e6 : NAN);
+		json_num("per_all_ops_us", ok ? per_op_us(cpu) : NAN);
+		json_end();
+	}
+	json_end();
+}
+
+/* The --watch-pid processes: their own CPU time, per operation, and for
+ * broadcast per message sent as well. */
+static void
+report_watched(double secs)
+{
+	unsigned i;
+
+	json_begin("watched");
+	for (i = 0; i < B.o.n_watch; i++) {
+		const struct watched *w = &B.watch[i];
+		double cpu = w->cpu1 - w->cpu0;
+		bool ok = B.measured && w->ok;
+
+		json_begin(B.o.watch[i].name);
+		json_u64("pid", (uint64_t)B.o.watch[i].pid);
+		json_num("cpu_s", ok ? cpu : NAN);
+		json_num("util", ok && secs > 0 ? cpu / secs : NAN);
+		json_num("per_op_us", ok ? per_op_us(cpu) : NAN);
+		if (B.o.scenario == SC_BROADCAST)
+			json_num("per_message_us", ok && B.sent ?
+			    cpu / (double)B.sent * 1e6 : NAN);
+		json_end();
+	}
+	json_end();
+}
+
 static void
 report_cpu(void)
 {
@@ -2382,6 +2539,10 @@ report_cpu(void)
 	json_num("backends", have ? per_op_us(backends) : NAN);
 	json_num("generator", B.measured ? per_op_us(gen) : NAN);
 	json_end();
+	if (B.n_srv > 1)
+		report_servers(secs, have);
+	if (B.o.n_watch > 0)
+		report_watched(secs);
 }
 
 /* The report of a scenario that counts operations: echo's round trips,
@@ -2567,14 +2728,15 @@ report(void)
 	json_begin(NULL);
 	json_str("scenario", B.drv->name);
 	json_str("host", B.o.host);
-	json_u64("port", B.o.port);
+	json_u64("port", B.srv[0].port);
 	json_str("path", B.path);
 	json_u64("connections", B.o.connections);
 	json_u64("size", B.o.size);
 	json_u64("inflight", B.o.inflight);
 	json_u64("messages", B.o.messages);
 	json_num("duration", B.o.duration);
-	json_u64("server_pid", (uint64_t)B.o.server_pid);
+	json_u64("server_pid", (uint64_t)B.srv[0].pid);
+	json_u64("servers_n", B.n_srv);
 	json_begin("setup");
 	json_u64("opened", B.o.scenario == SC_CONNECT ? 0 : B.n_open);
 	json_num("connect_s", B.t_connect_end ?
@@ -2628,7 +2790,9 @@ usage(FILE *f)
 	fprintf(f,
 "usage: wsbench --port PORT --scenario echo|broadcast|idle|connect [options]\n"
 "  --host ADDR          numeric loopback address (127.0.0.1)\n"
-"  --port PORT          the server's port (required)\n"
+"  --port PORT[,PORT]   the server's port, or several servers' ports:\n"
+"                       connection i goes to the (i mod n)th, the\n"
+"                       broadcast sender to the last (required)\n"
 "  --path PATH          request path (/echo; /broadcast for broadcast)\n"
 "  --connections N      connections; broadcast: receivers; connect: in\n"
 "                       parallel (100)\n"
@@ -2646,8 +2810,10 @@ usage(FILE *f)
 "  --timeout D          seconds for the whole run (0: the sum of the above\n"
 "                       plus 30)\n"
 "  --max-pending N      handshakes in flight at once (%d)\n"
-"  --server-pid PID     sample the server's and its children's CPU time\n"
-"                       and memory from /proc\n"
+"  --server-pid PID[,PID]  sample the server's and its children's CPU\n"
+"                       time and memory from /proc; one PID per port\n"
+"  --watch-pid NAME=PID another process whose own CPU time to report\n"
+"                       (up to %d)\n"
 "  --allow-foreign      broadcast: ignore messages without our mark\n"
 "  --first-echo         connect: send one message and wait for its echo\n"
 "                       before closing each connection\n"
@@ -2657,7 +2823,8 @@ usage(FILE *f)
 "  --tls-resume         --tls, resuming the session of the latest ticket\n"
 "  --deflate            offer permessage-deflate (no context takeover\n"
 "                       either way) and require it\n"
-"  --json               print one JSON object\n", WSB_MAX_PENDING);
+"  --json               print one JSON object\n", WSB_MAX_PENDING,
+	    WSB_MAX_WATCH);
 }
 
 static int
@@ -2696,6 +2863,57 @@ opt_u64(const char *name, const char *s, uint64_t lo, uint64_t hi,
 	return 0;
 }
 
+/* "A,B,C": whole numbers in [lo, hi] into out[], at most max of them. */
+static int
+opt_list(const char *name, const char *s, uint64_t lo, uint64_t hi,
+    uint64_t *out, unsigned max, unsigned *n)
+{
+	char item[32];
+	const char *comma;
+	size_t len;
+
+	*n = 0;
+	for (;;) {
+		comma = strchr(s, ',');
+		len = comma != NULL ? (size_t)(comma - s) : strlen(s);
+		if (*n == max || len >= sizeof(item)) {
+			fprintf(stderr, "wsbench: --%s: at most %u numbers\n",
+			    name, max);
+			return -1;
+		}
+		memcpy(item, s, len);
+		item[len] = '\0';
+		if (opt_u64(name, item, lo, hi, &out[(*n)++]) == -1)
+			return -1;
+		if (comma == NULL)
+			return 0;
+		s = comma + 1;
+	}
+}
+
+/* NAME=PID */
+static int
+opt_watch(const char *s, struct opts *o)
+{
+	const char *eq = strchr(s, '=');
+	uint64_t pid;
+
+	if (o->n_watch == WSB_MAX_WATCH || eq == NULL || eq == s ||
+	    (size_t)(eq - s) >= WSB_WATCH_NAME ||
+	    strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_-") !=
+	    (size_t)(eq - s)) {
+		fprintf(stderr, "wsbench: --watch-pid is NAME=PID, NAME in "
+		    "[a-z0-9_-], at most %d of them\n", WSB_MAX_WATCH);
+		return -1;
+	}
+	if (opt_u64("watch-pid", eq + 1, 1, INT32_MAX, &pid) == -1)
+		return -1;
+	memcpy(o->watch[o->n_watch].name, s, (size_t)(eq - s));
+	o->watch[o->n_watch].name[eq - s] = '\0';
+	o->watch[o->n_watch++].pid = (pid_t)pid;
+	return 0;
+}
+
 static int
 parse_opts(int argc, char **argv, struct opts *o)
 {
@@ -2718,6 +2936,7 @@ parse_opts(int argc, char **argv, struct opts *o)
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "max-pending", required_argument, NULL, 'm' },
 		{ "server-pid", required_argument, NULL, 'x' },
+		{ "watch-pid", required_argument, NULL, 'X' },
 		{ "allow-foreign", no_argument, NULL, 'f' },
 		{ "first-echo", no_argument, NULL, 'F' },
 		{ "payload", required_argument, NULL, 'y' },
@@ -2729,7 +2948,8 @@ parse_opts(int argc, char **argv, struct opts *o)
 		{ NULL, 0, NULL, 0 },
 	};
 	bool have_port = false, have_scenario = false, have_settle = false;
-	uint64_t u;
+	uint64_t u, list[WSB_MAX_SERVERS];
+	unsigned i;
 	int ch, r = 0;
 
 	*o = (struct opts){
@@ -2744,8 +2964,10 @@ parse_opts(int argc, char **argv, struct opts *o)
 			o->host = optarg;
 			break;
 		case 'p':
-			r = opt_u64("port", optarg, 1, 65535, &u);
-			o->port = (unsigned)u;
+			r = opt_list("port", optarg, 1, 65535, list,
+			    WSB_MAX_SERVERS, &o->n_ports);
+			for (i = 0; i < o->n_ports; i++)
+				o->ports[i] = (unsigned)list[i];
 			have_port = true;
 			break;
 		case 'P':
@@ -2823,8 +3045,13 @@ parse_opts(int argc, char **argv, struct opts *o)
 			o->max_pending = (unsigned)u;
 			break;
 		case 'x':
-			r = opt_u64("server-pid", optarg, 1, INT32_MAX, &u);
-			o->server_pid = (pid_t)u;
+			r = opt_list("server-pid", optarg, 1, INT32_MAX, list,
+			    WSB_MAX_SERVERS, &o->n_pids);
+			for (i = 0; i < o->n_pids; i++)
+				o->server_pids[i] = (pid_t)list[i];
+			break;
+		case 'X':
+			r = opt_watch(optarg, o);
 			break;
 		case 'f':
 			o->allow_foreign = true;
@@ -2866,6 +3093,11 @@ parse_opts(int argc, char **argv, struct opts *o)
 		usage(stderr);
 		return -1;
 	}
+	if (o->n_pids != 0 && o->n_pids != o->n_ports) {
+		fprintf(stderr, "wsbench: --server-pid needs one PID per "
+		    "port (%u ports)\n", o->n_ports);
+		return -1;
+	}
 	if (o->first_echo && o->scenario != SC_CONNECT) {
 		fprintf(stderr, "wsbench: --first-echo is for connect\n");
 		return -1;
@@ -2878,37 +3110,53 @@ parse_opts(int argc, char **argv, struct opts *o)
 	return 0;
 }
 
-/* Loopback only: a numeric 127/8 or ::1 address. */
+/* Loopback only: a numeric 127/8 or ::1 address; one server per port. */
 static int
 resolve(const struct opts *o)
 {
-	struct sockaddr_in *in = (struct sockaddr_in *)&B.addr;
-	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&B.addr;
+	struct sockaddr_storage addr;
+	struct sockaddr_in *in = (struct sockaddr_in *)&addr;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&addr;
+	socklen_t len;
+	bool v6;
+	unsigned i;
 
-	memset(&B.addr, 0, sizeof(B.addr));
+	memset(&addr, 0, sizeof(addr));
 	if (inet_pton(AF_INET, o->host, &in->sin_addr) == 1) {
 		if ((ntohl(in->sin_addr.s_addr) >> 24) != 127)
 			goto remote;
 		in->sin_family = AF_INET;
-		in->sin_port = htons((uint16_t)o->port);
-		B.addr_len = sizeof(*in);
-		snprintf(B.host_header, sizeof(B.host_header), "%s:%u",
-		    o->host, o->port);
-		return 0;
-	}
-	if (inet_pton(AF_INET6, o->host, &in6->sin6_addr) == 1) {
+		len = sizeof(*in);
+		v6 = false;
+	} else if (inet_pton(AF_INET6, o->host, &in6->sin6_addr) == 1) {
 		if (!IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
 			goto remote;
 		in6->sin6_family = AF_INET6;
-		in6->sin6_port = htons((uint16_t)o->port);
-		B.addr_len = sizeof(*in6);
-		snprintf(B.host_header, sizeof(B.host_header), "[%s]:%u",
-		    o->host, o->port);
-		return 0;
+		len = sizeof(*in6);
+		v6 = true;
+	} else {
+		fprintf(stderr, "wsbench: --host %s is not a numeric address\n",
+		    o->host);
+		return -1;
 	}
-	fprintf(stderr, "wsbench: --host %s is not a numeric address\n",
-	    o->host);
-	return -1;
+	B.n_srv = o->n_ports;
+	for (i = 0; i < o->n_ports; i++) {
+		struct server *v = &B.srv[i];
+
+		v->port = o->ports[i];
+		v->pid = o->n_pids ? o->server_pids[i] : 0;
+		v->addr = addr;
+		v->addr_len = len;
+		if (v6)
+			((struct sockaddr_in6 *)&v->addr)->sin6_port =
+			    htons((uint16_t)v->port);
+		else
+			((struct sockaddr_in *)&v->addr)->sin_port =
+			    htons((uint16_t)v->port);
+		snprintf(v->host_header, sizeof(v->host_header),
+		    v6 ? "[%s]:%u" : "%s:%u", o->host, v->port);
+	}
+	return 0;
 remote:
 	fprintf(stderr, "wsbench: --host %s is not a loopback address: "
 	    "wsbench only loads this machine\n", o->host);
@@ -2993,6 +3241,8 @@ main(int argc, char **argv)
 	for (i = 0; i < B.n_conns; i++) {
 		B.conns[i].idx = i;
 		B.conns[i].fd = -1;
+		B.conns[i].srv = i % B.n_srv;
+		B.srv[B.conns[i].srv].conns++;
 	}
 	if (B.drv->init() == -1 || transport_init() == -1)
 		return 2;
