@@ -321,6 +321,7 @@ upgrade_start(const char **why)
 		/* A node's client ids and leases are its own: restart the
 		 * nodes one at a time behind the balancer instead. */
 		*why = "not available with [cluster] (docs/CLUSTER.md)";
+		log_error("upgrade refused: %s", *why);
 		return -1;
 	}
 	log_info("upgrade: starting %s", server.exe);

@@ -873,3 +873,20 @@ async def test_node_cut_off_past_its_lease_rejoins(cluster, tmp_path):
         await ws.close()
     finally:
         stall.close()
+
+
+# 12. A node is not upgraded in place: a new process is a new node
+
+async def test_upgrade_refused_on_a_node(cluster, tmp_path):
+    c = cluster(chat_room(), n=1)
+    c.holder("/chat")
+    ws = await connect(c.url(0, "/chat?name=dora"))
+    assert await recv(ws) == "dora has joined /chat"
+    c.nodes[0].proc.send_signal(signal.SIGUSR2)
+    await asyncio.to_thread(c.nodes[0].wait_log,
+                            "upgrade refused: not available with [cluster]")
+    # Nothing else changed: the client is there, the node goes on.
+    await ws.send("still")
+    assert await recv(ws) == "dora says still"
+    assert c.nodes[0].proc.poll() is None
+    await ws.close()

@@ -296,6 +296,42 @@ BROKEN = {
     "no listen": ("[gateway]\nlog_level = info\n"
                   "[resource /x]\nbackend = exec:/bin/cat\n",
                   1, "no listen address"),
+    "cluster without redis": ("[gateway]\nlisten = 127.0.0.1:1\n"
+                              "[resource /x]\nbackend = exec:/bin/cat\n"
+                              "[cluster]\nnode = a\n",
+                              5, "[cluster] needs redis = HOST:PORT"),
+    "cluster bad redis": ("[gateway]\nlisten = 127.0.0.1:1\n"
+                          "[resource /x]\nbackend = exec:/bin/cat\n"
+                          "[cluster]\nredis = localhost\n",
+                          6, "redis = localhost is not HOST:PORT"),
+    "cluster bad port": ("[gateway]\nlisten = 127.0.0.1:1\n"
+                         "[resource /x]\nbackend = exec:/bin/cat\n"
+                         "[cluster]\nredis = 127.0.0.1:99999\n",
+                         6, "has no port from 1 to 65535"),
+    "cluster bad node": ("[gateway]\nlisten = 127.0.0.1:1\n"
+                         "[resource /x]\nbackend = exec:/bin/cat\n"
+                         "[cluster]\nredis = 127.0.0.1:6379\n"
+                         "node = a.b\n",
+                         7, "node = a.b: a node name is up to 40"),
+    "cluster short lease": ("[gateway]\nlisten = 127.0.0.1:1\n"
+                            "[resource /x]\nbackend = exec:/bin/cat\n"
+                            "[cluster]\nredis = 127.0.0.1:6379\n"
+                            "lease = 100ms\n", 7, "lease"),
+    "cluster unknown key": ("[gateway]\nlisten = 127.0.0.1:1\n"
+                            "[resource /x]\nbackend = exec:/bin/cat\n"
+                            "[cluster]\nredis = 127.0.0.1:6379\n"
+                            "backend = exec:/bin/cat\n", 7,
+                            "'backend' is not allowed in [cluster]"),
+    "duplicate cluster": ("[gateway]\nlisten = 127.0.0.1:1\n"
+                          "[resource /x]\nbackend = exec:/bin/cat\n"
+                          "[cluster]\nredis = 127.0.0.1:6379\n"
+                          "[cluster]\n", 7,
+                          "duplicate [cluster] section (first at line 5)"),
+    "cluster key in gateway": ("[gateway]\nlisten = 127.0.0.1:1\n"
+                               "lease = 5s\n"
+                               "[resource /x]\nbackend = exec:/bin/cat\n",
+                               3, "'lease' is not allowed in [gateway], "
+                               "only in [cluster]"),
 }
 
 
