@@ -64,6 +64,10 @@
 #define CL_RETRY_MIN_MS	100
 /* An UNBLOCK that found no read blocked is sent again after this. */
 #define CL_REKICK_MS	2
+/* How long a read that found records waits before the next one. */
+#ifndef CL_GATHER_MS
+#define CL_GATHER_MS	1
+#endif
 #define CL_RETRY_MAX_MS	5000
 
 struct cluster_room {
@@ -1126,7 +1130,7 @@ cl_read_cb(redisAsyncContext *ac, void *reply, void *arg)
 {
 	const redisReply *r = reply, *s, *entries, *id, *v;
 	struct cluster_room *c;
-	size_t i, j;
+	size_t i, j, n_entries = 0;
 	bool is_out;
 
 	cl.reading = false;
@@ -1156,6 +1160,7 @@ cl_read_cb(redisAsyncContext *ac, void *reply, void *arg)
 			id = entries->element[j]->element[0];
 			if (id->len >= CL_ID_MAX)
 				continue;
+			n_entries++;
 			if (is_out) {
 				memcpy(c->out_id, id->str, id->len + 1);
 				cl_command_in(c, v);
@@ -1166,7 +1171,12 @@ cl_read_cb(redisAsyncContext *ac, void *reply, void *arg)
 		}
 	}
 	client_batch_end();
-	cl_read();
+	/* Under traffic, let the next read gather for a moment: a node
+	 * then writes each client once for many commands (CL_GATHER_MS). */
+	if (n_entries > 0 && CL_GATHER_MS > 0)
+		server_timer_set(cl.rekick, CL_GATHER_MS);
+	else
+		cl_read();
 }
 
 /* Where a room's commands are read from: the end of its out stream now,
