@@ -15,15 +15,19 @@
  *                      each carrying out the command for its own)
  *   gw:{PATH}:lease    the holder's instance name, with a TTL of lease
  *   gw:{PATH}:members  client id -> its open record, for a new holder
+ *   gw:{PATH}:epoch    how many times the room was taken: 1, fresh
  *   gw:node:NODE.BOOT  a live node, with a TTL of lease
  *
  * Streams, not pub/sub: a node that loses its connection to Redis reads
  * on from where it was when it is back, so it misses no command.  A new
- * holder starts the backend resumed, gives it a resumed open for every
- * member (members), then every record of the in stream (what the last
- * holder's backend may not have read, marked redelivered), then the live
- * ones.  The holder trims the in stream at every tick to its journal's
- * first record, so what a new holder redelivers is what arrived since.
+ * holder of a room that had a backend before starts the backend resumed,
+ * gives it a resumed open for every member (members), then every record
+ * of the in stream (what the last holder's backend may not have read,
+ * marked redelivered), then the live ones.  The holder trims the in
+ * stream as its backend reads (its journal's first record), so what a
+ * new holder redelivers is what arrived since.  A holder lets its lease
+ * go no later than Redis would (its last confirmed renewal's send time
+ * plus the lease), so two backends of one room never run at once.
  *
  * docs/CLUSTER.md states the guarantees; nothing here runs without
  * [cluster].
@@ -140,7 +144,7 @@ static struct {
 	bool reading, unblocking;
 	uint64_t read_seq;		/* reads issued */
 	uint64_t unblock_seq;		/* the read an UNBLOCK was for */
-	bool ever_up, said_down;
+	bool ever_up, said_down, said_setup;
 	uint64_t down_since_ms;
 	uint64_t up_since_ms;
 	bool alive_pending;		/* the node key's renewal is out */
@@ -478,11 +482,39 @@ cl_connect_cb(const redisAsyncContext *ac, int status)
 		cl_down(ac->errstr[0] != '\0' ? ac->errstr : "cannot connect");
 		return;
 	}
+	/* Up once Redis has answered the PING after AUTH and SELECT
+	 * (cl_ready_cb). */
+}
+
+/* AUTH or SELECT refused: said once until Redis is up again, and the
+ * connection made again after the backoff. */
+static void
+cl_setup_cb(redisAsyncContext *ac, void *reply, void *arg)
+{
+	const redisReply *r = reply;
+
+	if (r == NULL || r->type != REDIS_REPLY_ERROR)
+		return;
+	if (!cl.said_setup)
+		log_warn("cluster: redis at %s refused %s: %s", cl.where,
+		    ac == cl.cmd || ac == cl.rd ? "this node's setup" : "it",
+		    r->str);
+	cl.said_setup = true;
+	redisAsyncDisconnect(ac);
+}
+
+static void
+cl_ready_cb(redisAsyncContext *ac, void *reply, void *arg)
+{
+	const redisReply *r = reply;
+
+	if (r == NULL || r->type == REDIS_REPLY_ERROR)
+		return;		/* cl_setup_cb disconnects it */
 	if (ac == cl.cmd)
 		cl.cmd_up = true;
-	else
+	else if (ac == cl.rd)
 		cl.rd_up = true;
-	if (cl.cmd_up && cl.rd_up)
+	if (cl.cmd_up && cl.rd_up && !cl.up)
 		cl_up();
 }
 
@@ -512,14 +544,16 @@ cl_open(void)
 	if (cl.password != NULL) {
 		argv[0] = "AUTH";
 		argv[1] = cl.password;
-		cl_send(ac, NULL, NULL, 2, argv, NULL);
+		cl_send(ac, cl_setup_cb, NULL, 2, argv, NULL);
 	}
 	if (cl.db != 0) {
 		snprintf(db, sizeof(db), "%" PRIu64, cl.db);
 		argv[0] = "SELECT";
 		argv[1] = db;
-		cl_send(ac, NULL, NULL, 2, argv, NULL);
+		cl_send(ac, cl_setup_cb, NULL, 2, argv, NULL);
 	}
+	argv[0] = "PING";
+	cl_send(ac, cl_ready_cb, NULL, 1, argv, NULL);
 	return ac;
 }
 
@@ -593,6 +627,7 @@ cl_up(void)
 		    cl.where, cl.instance);
 	cl.ever_up = true;
 	cl.said_down = false;
+	cl.said_setup = false;
 	cl.down_since_ms = 0;
 	cl.up_since_ms = server_now_ms();
 	cl_node_alive();
@@ -1182,21 +1217,31 @@ cl_read_cb(redisAsyncContext *ac, void *reply, void *arg)
 /* Where a room's commands are read from: the end of its out stream now,
  * before any record of this node's can reach the backend (the XREVRANGE
  * goes before them on the same connection). */
+/* The id of an XREVRANGE ... COUNT 1's entry into id, or "0-0" for an
+ * empty stream. */
+static void
+cl_last_id(const redisReply *r, char id[CL_ID_MAX])
+{
+	const redisReply *e;
+
+	if (r->elements > 0 && r->element[0]->type == REDIS_REPLY_ARRAY &&
+	    r->element[0]->elements == 2 &&
+	    (e = r->element[0]->element[0])->type == REDIS_REPLY_STRING &&
+	    e->len < CL_ID_MAX)
+		memcpy(id, e->str, e->len + 1);
+	else
+		strcpy(id, "0-0");
+}
+
 static void
 cl_out_last_cb(redisAsyncContext *ac, void *reply, void *arg)
 {
 	struct cluster_room *c = arg;
-	const redisReply *r = reply, *id;
+	const redisReply *r = reply;
 
 	if (r == NULL || r->type != REDIS_REPLY_ARRAY)
 		return;
-	if (r->elements > 0 && r->element[0]->type == REDIS_REPLY_ARRAY &&
-	    r->element[0]->elements == 2 &&
-	    (id = r->element[0]->element[0])->type == REDIS_REPLY_STRING &&
-	    id->len < CL_ID_MAX)
-		memcpy(c->out_id, id->str, id->len + 1);
-	else
-		strcpy(c->out_id, "0-0");
+	cl_last_id(r, c->out_id);
 	c->out_known = true;
 	cl_kick();
 }
@@ -1230,18 +1275,15 @@ static void
 cl_last_in_cb(redisAsyncContext *ac, void *reply, void *arg)
 {
 	struct cluster_room *c = arg;
-	const redisReply *r = reply, *id;
+	const redisReply *r = reply;
 
 	if (!c->taking || !cl_reply_ok(r) || r->type != REDIS_REPLY_ARRAY)
 		return;
-	if (!c->fresh && r->elements > 0 &&
-	    r->element[0]->type == REDIS_REPLY_ARRAY &&
-	    r->element[0]->elements == 2 &&
-	    (id = r->element[0]->element[0])->type == REDIS_REPLY_STRING &&
-	    id->len < CL_ID_MAX)
-		memcpy(c->redeliver_to, id->str, id->len + 1);
-	else
+	/* A fresh room's records were read by no backend before. */
+	if (c->fresh)
 		strcpy(c->redeliver_to, "0-0");
+	else
+		cl_last_id(r, c->redeliver_to);
 	strcpy(c->in_id, "0-0");
 	c->taking = false;
 	c->holder = true;

@@ -36,9 +36,13 @@ class Redis:
     """redis-server on a free port, its data (an append-only file) in
     a directory of its own, so that a restart finds what it had."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, *extra):
         self.dir = directory
         self.port = free_port()
+        self.extra = list(extra)
+        self.password = None
+        if "--requirepass" in extra:
+            self.password = extra[extra.index("--requirepass") + 1]
         self.proc = None
         self.start()
 
@@ -47,21 +51,30 @@ class Redis:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-             "--dir", str(self.dir)],
+             "--dir", str(self.dir)] + self.extra,
             stdout=self.log, stderr=subprocess.STDOUT)
         wait_for(lambda: self.ping(), what="redis-server")
 
     def command(self, *args):
-        """One command in RESP; the raw reply."""
-        out = b"*%d\r\n" % len(args)
-        for a in args:
-            a = a.encode() if isinstance(a, str) else a
-            out += b"$%d\r\n%s\r\n" % (len(a), a)
+        """One command in RESP (after AUTH, with a password); the raw
+        reply."""
+        commands = [args]
+        if self.password is not None:
+            commands.insert(0, ("AUTH", self.password))
+        out = b""
+        for cmd in commands:
+            out += b"*%d\r\n" % len(cmd)
+            for a in cmd:
+                a = a.encode() if isinstance(a, str) else a
+                out += b"$%d\r\n%s\r\n" % (len(a), a)
         with socket.create_connection(("127.0.0.1", self.port),
                                       timeout=5) as s:
             s.sendall(out)
             time.sleep(0.05)
-            return s.recv(1 << 20)
+            reply = s.recv(1 << 20)
+        if self.password is not None:
+            reply = reply.split(b"\r\n", 1)[1]    # AUTH's +OK
+        return reply
 
     def ping(self):
         try:
@@ -81,9 +94,10 @@ class Cluster:
     a Redis."""
 
     def __init__(self, tmp_path, resources, n=3, listen_extra="",
-                 cluster_extra="", lease_ms=LEASE_MS):
+                 cluster_extra="", lease_ms=LEASE_MS, redis_args=(),
+                 expect_ready=True):
         self.tmp = tmp_path
-        self.redis = Redis(tmp_path)
+        self.redis = Redis(tmp_path, *redis_args)
         self.nodes = []
         self.killed = set()
         for i in range(1, n + 1):
@@ -94,7 +108,8 @@ class Cluster:
                       f"node = gw{i}\nlease = {lease_ms}ms\n" +
                       cluster_extra + resources)
             self.nodes.append(launch_gateway(config, port,
-                                             tmp_path / f"gw{i}"))
+                                             tmp_path / f"gw{i}",
+                                             expect_ready))
 
     def url(self, i, path):
         return self.nodes[i].url(path)
@@ -294,6 +309,17 @@ class Sender:
         self.closed = (self.ws.close_code, self.ws.close_reason)
 
 
+def resilient_room(cluster, tmp_path, n=3):
+    """A cluster of n nodes whose room /room is resilient.py's, recording
+    into tmp_path/rec, with a holder; the cluster and the directory."""
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    c = cluster("[resource /room]\nbackend = " +
+                backend_cmd("resilient.py", rec, "--no-echo") + "\n", n=n)
+    c.holder("/room")
+    return c, rec
+
+
 def all_records(rec_dir):
     """Every backend process's records, by pid, in start order (pids
     grow: the test starts far fewer processes than pid_max)."""
@@ -328,12 +354,22 @@ def check_every_message(records_by_pid, senders):
             assert mine == sorted(mine), (s.name, mine[:20])
 
 
+def all_delivered(rec, senders, timeout=TIMEOUT):
+    """Wait until every sender's last message is at a backend, then check
+    them all (check_every_message); the records by pid."""
+    def done(by_pid):
+        texts = {r.get("text", "").rstrip(".") for rs in by_pid.values()
+                 for r in rs if r.get("type") == "message"}
+        return all(f"{s.name}-{s.sent - 1:05d}" in texts for s in senders)
+    by_pid = wait_for(lambda: (lambda b: b if done(b) else None)(
+        all_records(rec)), timeout, what="every message at a backend")
+    check_every_message(by_pid, senders)
+    return by_pid
+
+
 async def test_holder_killed_clients_on_other_nodes_lose_nothing(
         cluster, tmp_path):
-    rec = tmp_path / "rec"
-    rec.mkdir()
-    c = cluster("[resource /room]\nbackend = " +
-                backend_cmd("resilient.py", rec, "--no-echo") + "\n")
+    c, rec = resilient_room(cluster, tmp_path)
     h = c.holder("/room")
     others = [i for i in range(3) if i != h]
     victims = [await connect(c.url(h, "/room")) for _ in range(2)]
@@ -360,13 +396,7 @@ async def test_holder_killed_clients_on_other_nodes_lose_nothing(
     new_holder = c.holder("/room")
     assert new_holder in others
 
-    def done(by_pid):
-        recs = [r for rs in by_pid.values() for r in rs]
-        texts = {r.get("text") for r in recs if r.get("type") == "message"}
-        return all(f"{s.name}-{s.sent - 1:05d}" in texts for s in senders)
-    by_pid = wait_for(lambda: (lambda b: b if done(b) else None)(
-        all_records(rec)), TIMEOUT, what="every message at a backend")
-    check_every_message(by_pid, senders)
+    by_pid = all_delivered(rec, senders)
     # The survivors stayed connected.
     for s in senders:
         assert s.closed is None, (s.name, s.closed)
@@ -461,13 +491,7 @@ async def test_redis_restart_rooms_hold_and_resume(cluster, tmp_path):
     stop.set()
     await asyncio.gather(*tasks)
 
-    def done(by_pid):
-        recs = [r for rs in by_pid.values() for r in rs]
-        texts = {r.get("text") for r in recs if r.get("type") == "message"}
-        return all(f"{s.name}-{s.sent - 1:05d}" in texts for s in senders)
-    by_pid = wait_for(lambda: (lambda b: b if done(b) else None)(
-        all_records(rec)), TIMEOUT, what="every message at a backend")
-    check_every_message(by_pid, senders)
+    by_pid = all_delivered(rec, senders)
     for s in senders:
         assert s.closed is None, (s.name, s.closed)
     for g in c.nodes:
@@ -679,14 +703,7 @@ async def _stream_max(c, rec):
     await asyncio.gather(*tasks)
     # Paused at stream_max, give or take one read of each client.
     assert 100 <= peak <= 100 + 2 * 66, peak
-    def done(by_pid):
-        recs = [r for rs in by_pid.values() for r in rs]
-        texts = {r.get("text", "").rstrip(".") for r in recs
-                 if r.get("type") == "message"}
-        return all(f"{s.name}-{s.sent - 1:05d}" in texts for s in senders)
-    by_pid = wait_for(lambda: (lambda b: b if done(b) else None)(
-        all_records(rec)), 30, what="every message at the backend")
-    check_every_message(by_pid, senders)
+    all_delivered(rec, senders, timeout=30)
     for s in senders:
         await s.ws.close()
     await staller.close()
@@ -778,11 +795,7 @@ def first_line_time(log, text):
 
 
 async def test_stalled_holder_gives_the_backend_up_first(cluster, tmp_path):
-    rec = tmp_path / "rec"
-    rec.mkdir()
-    c = cluster("[resource /room]\nbackend = " +
-                backend_cmd("resilient.py", rec, "--no-echo") + "\n", n=2)
-    c.holder("/room")
+    c, rec = resilient_room(cluster, tmp_path, n=2)
     stall = Stall(c.redis.port)
     try:
         # Node 0 again, through the relay, and holding the room; then
@@ -828,11 +841,7 @@ async def test_stalled_holder_gives_the_backend_up_first(cluster, tmp_path):
 
 
 async def test_node_cut_off_past_its_lease_rejoins(cluster, tmp_path):
-    rec = tmp_path / "rec"
-    rec.mkdir()
-    c = cluster("[resource /room]\nbackend = " +
-                backend_cmd("resilient.py", rec, "--no-echo") + "\n", n=1)
-    c.holder("/room")
+    c, rec = resilient_room(cluster, tmp_path, n=1)
     stall = Stall(c.redis.port)
     try:
         text = c.nodes[0].config_path.read_text().replace(
@@ -890,3 +899,46 @@ async def test_upgrade_refused_on_a_node(cluster, tmp_path):
     assert await recv(ws) == "dora says still"
     assert c.nodes[0].proc.poll() is None
     await ws.close()
+
+
+
+# 13. AUTH, SELECT and a Unix socket
+
+async def test_password_db_and_unix_socket(cluster, tmp_path):
+    sock = tmp_path / "redis.sock"
+    c = cluster(chat_room(), n=2, cluster_extra=(
+        f"password = s3cret\ndb = 3\n"),
+        redis_args=("--requirepass", "s3cret", "--unixsocket", str(sock),
+                    "--unixsocketperm", "700"))
+    c.holder("/chat")
+    # Node 2 again, through the Unix socket.
+    text = c.nodes[1].config_path.read_text().replace(
+        f"redis = 127.0.0.1:{c.redis.port}", f"redis = unix:{sock}")
+    stop_gateway(c.nodes[1])
+    c.nodes[1] = launch_gateway(text, c.nodes[1].port, tmp_path / "unix")
+    await asyncio.to_thread(c.nodes[1].wait_log,
+                            f"connected to redis at unix:{sock} as node gw2")
+    a = await connect(c.url(0, "/chat?name=ann"))
+    assert await recv(a) == "ann has joined /chat"
+    b = await connect(c.url(1, "/chat?name=ben"))
+    assert await recv(b) == "ben has joined /chat"
+    assert await recv(a) == "ben has joined /chat"
+    # In database 3, not 0.
+    assert b"gw:{/chat}:lease" in c.redis.command(
+        "EVAL", "redis.call('SELECT', '3') "
+        "return redis.call('KEYS', 'gw:*')", "0")
+    assert c.redis.command("KEYS", "gw:*") == b"*0\r\n"
+    await a.close()
+    await b.close()
+
+
+async def test_wrong_password_holds_and_says_so(cluster, tmp_path):
+    c = cluster(chat_room(), n=1, cluster_extra="password = wrong\n",
+                redis_args=("--requirepass", "s3cret"), expect_ready=True)
+    log = await asyncio.to_thread(c.nodes[0].wait_log, "WRONGPASS")
+    assert "refused this node's setup" in log
+    await asyncio.sleep(1.5)
+    # Said once, though it is tried again and again.
+    assert c.nodes[0].log().count("WRONGPASS") == 1
+    # No backend without Redis: a client of the shared room waits.
+    assert HOLDING not in c.nodes[0].log()

@@ -164,3 +164,38 @@ def test_chat_through_haproxy_then_stop(demo):
                 if p.startswith("gatewayd-cluster.")], log
     with pytest.raises(OSError):
         urllib.request.urlopen(demo.url("http", "/"), timeout=1)
+
+
+# The chat page through HAProxy in a real browser (tests/test_browser.py's
+# windows): two windows chat in one room of the cluster.
+from test_browser import browsers  # noqa: E402,F401  (a fixture)
+
+
+def test_chat_page_through_haproxy_in_the_browser(demo, browsers):
+    page = demo.url("http", "/")
+    alice = browsers("alice", "1000,800")
+    alice.open(page)
+    alice.join("/bongo", "alice", enter=True)
+    alice.wait_state("open")
+    alice.wait_line("alice has joined /bongo")
+    bob = browsers("bob", "412,860")
+    bob.open(page)
+    bob.join("/bongo", "bob")
+    bob.wait_state("open")
+    bob.wait_line("bob has joined /bongo")
+    alice.wait_line("bob has joined /bongo")
+    # The nodes have them (which ones is HAProxy's choice: a browser's
+    # page connections count for leastconn too; the test above shows two
+    # nodes sharing a room).
+    clients = sum(len(room["clients"]) for port in demo.ports["admin"]
+                  for room in demo.rooms(port) if room["path"] == "/bongo")
+    assert clients == 2
+    alice.say("hello from one node")
+    bob.wait_line("alice says hello from one node")
+    bob.say("and from another")
+    alice.wait_line("bob says and from another")
+    assert alice.lines() == ["alice has joined /bongo",
+                             "bob has joined /bongo",
+                             "alice says hello from one node",
+                             "bob says and from another"]
+    assert alice.console_errors() == [] and bob.console_errors() == []
