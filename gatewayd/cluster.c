@@ -132,6 +132,10 @@ static struct {
 	char *where;			/* the redis value, for the log */
 	uint64_t db;
 	uint64_t lease_ms;
+	uint64_t ttl_ms;		/* of a lease or node key in Redis: a
+					 * tick (lease/5) short of lease, so
+					 * that a room moves, and a dead node's
+					 * clients are closed, within lease */
 	uint64_t stream_max;
 	char instance[96];		/* "NODE.BOOT" */
 	char suffix[100];		/* "@NODE.BOOT", ends every client id */
@@ -607,7 +611,7 @@ cl_node_alive(void)
 
 	if (cl.alive_pending)
 		return;
-	snprintf(ms, sizeof(ms), "%" PRIu64, cl.lease_ms);
+	snprintf(ms, sizeof(ms), "%" PRIu64, cl.ttl_ms);
 	if (cl_send(cl.cmd, cl_alive_cb, NULL, CL_ARGC(argv), argv,
 	    NULL) == 0) {
 		cl.alive_pending = true;
@@ -1287,7 +1291,7 @@ cl_last_in_cb(redisAsyncContext *ac, void *reply, void *arg)
 	strcpy(c->in_id, "0-0");
 	c->taking = false;
 	c->holder = true;
-	c->lease_until_ms = c->asked_ms + cl.lease_ms;
+	c->lease_until_ms = c->asked_ms + cl.ttl_ms;
 	log_info("room %s: this node runs its backend now (%zu members, "
 	    "records up to %s may be redelivered)", c->path,
 	    json_object_size(c->members), c->redeliver_to);
@@ -1370,7 +1374,7 @@ cl_try_lease(struct cluster_room *c)
 
 	if (!cl.up || c->holder || c->taking || c->room == NULL)
 		return;
-	snprintf(ms, sizeof(ms), "%" PRIu64, cl.lease_ms);
+	snprintf(ms, sizeof(ms), "%" PRIu64, cl.ttl_ms);
 	if (cl_send(cl.cmd, cl_lease_cb, c, CL_ARGC(argv), argv, NULL) == 0) {
 		c->taking = true;
 		c->asked_ms = server_now_ms();
@@ -1390,7 +1394,7 @@ cl_renew_cb(redisAsyncContext *ac, void *reply, void *arg)
 	if (r->type == REDIS_REPLY_INTEGER && r->integer == 0)
 		cl_relinquish(c, "its lease passed to another node");
 	else if (r->type == REDIS_REPLY_INTEGER)
-		c->lease_until_ms = c->asked_ms + cl.lease_ms;
+		c->lease_until_ms = c->asked_ms + cl.ttl_ms;
 }
 
 static void
@@ -1440,7 +1444,7 @@ cl_hold_tick(struct cluster_room *c)
 	const char *reap[] = { "EVAL", cl_reap_lua, "2", c->k_members, c->k_in,
 	    "gw:node:" };
 
-	snprintf(ms, sizeof(ms), "%" PRIu64, cl.lease_ms);
+	snprintf(ms, sizeof(ms), "%" PRIu64, cl.ttl_ms);
 	if (!c->renewing && cl_send(cl.cmd, cl_renew_cb, c, CL_ARGC(renew),
 	    renew, NULL) == 0) {
 		c->renewing = true;
@@ -1684,6 +1688,7 @@ cluster_start(const struct cfg *cfg)
 		return 0;
 	cl.on = true;
 	cl.lease_ms = cc->lease_ms;
+	cl.ttl_ms = cc->lease_ms - cc->lease_ms / 5;
 	cl.stream_max = cc->stream_max;
 	cl.db = cc->db;
 	cl.retry_ms = CL_RETRY_MIN_MS;

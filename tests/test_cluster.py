@@ -447,7 +447,9 @@ async def test_other_node_killed_its_clients_closed(cluster, tmp_path):
                                             x.get("type") == "close"}
                            >= set(vids))
     took = time.monotonic() - killed_at
-    assert took < 2 * LEASE_MS / 1000 + 1.5, took
+    # Within the lease (its key lives a tick less, and the holder reaps
+    # every tick), give or take the machine's load.
+    assert took < LEASE_MS / 1000 + 0.8, took
     for x in records:
         if x.get("type") == "close" and x["client"] in vids:
             assert x["code"] == 1006, x
