@@ -268,6 +268,20 @@ admin_metrics(struct client *c, const struct http_req *req)
 	metrics_one(&m, "gatewayd_output_bytes", "gauge",
 	    "Bytes queued to clients now (max_output_memory bounds it).",
 	    server.output_bytes);
+	if (cluster_on()) {
+		bool redis_up;
+		size_t held_rooms, waiting;
+
+		cluster_gauges(&redis_up, &held_rooms, &waiting);
+		metrics_one(&m, "gatewayd_cluster_redis_up", "gauge",
+		    "1 while this node's connections to Redis are up.",
+		    redis_up);
+		metrics_one(&m, "gatewayd_cluster_rooms_held", "gauge",
+		    "Shared rooms whose backend this node runs.", held_rooms);
+		metrics_one(&m, "gatewayd_cluster_records_waiting", "gauge",
+		    "Records of this node's clients not yet in Redis.",
+		    waiting);
+	}
 	/* Exact rooms only: their number is the configuration's. */
 	metrics_family(&m, "gatewayd_room_clients", "gauge",
 	    "Clients of an exact room now, open or authorizing.");

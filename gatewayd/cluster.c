@@ -1568,6 +1568,18 @@ cluster_room_detach(struct room *r)
 	cl_kick();
 }
 
+void
+cluster_gauges(bool *up, size_t *held, size_t *waiting)
+{
+	const struct cluster_room *c;
+
+	*up = cl.up;
+	*held = 0;
+	LIST_FOREACH(c, &cl.rooms, entry)
+		*held += c->holder;
+	*waiting = cl.outbox_n;
+}
+
 bool
 cluster_name_remote(const char *name)
 {

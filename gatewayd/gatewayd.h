@@ -122,6 +122,9 @@ void cluster_free(void);
 bool cluster_on(void);
 /* What ends every client id of this node: "" without a cluster. */
 const char *cluster_suffix(void);
+/* For /metrics: Redis is up; rooms whose backend this node runs;
+ * records of its clients not yet in Redis. */
+void cluster_gauges(bool *up, size_t *held, size_t *waiting);
 /* A client id of another node's. */
 bool cluster_name_remote(const char *name);
 /* Whether rooms of res are shared. */

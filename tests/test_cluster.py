@@ -95,14 +95,18 @@ class Cluster:
 
     def __init__(self, tmp_path, resources, n=3, listen_extra="",
                  cluster_extra="", lease_ms=LEASE_MS, redis_args=(),
-                 expect_ready=True):
+                 expect_ready=True, admin=False):
         self.tmp = tmp_path
         self.redis = Redis(tmp_path, *redis_args)
         self.nodes = []
         self.killed = set()
+        self.admin_ports = []
         for i in range(1, n + 1):
             port = free_port()
+            self.admin_ports.append(free_port())
             config = (f"[gateway]\nlisten = 127.0.0.1:{port}{listen_extra}\n"
+                      + (f"admin_listen = 127.0.0.1:{self.admin_ports[-1]}\n"
+                         if admin else "") +
                       f"log_level = debug\n"
                       f"[cluster]\nredis = 127.0.0.1:{self.redis.port}\n"
                       f"node = gw{i}\nlease = {lease_ms}ms\n" +
@@ -944,3 +948,39 @@ async def test_wrong_password_holds_and_says_so(cluster, tmp_path):
     assert c.nodes[0].log().count("WRONGPASS") == 1
     # No backend without Redis: a client of the shared room waits.
     assert HOLDING not in c.nodes[0].log()
+
+
+# 14. What /metrics says of the cluster
+
+def metrics(port):
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                timeout=5) as r:
+        text = r.read().decode()
+    return {line.split()[0]: float(line.split()[1])
+            for line in text.splitlines()
+            if line.startswith("gatewayd_cluster_")}
+
+
+async def test_cluster_metrics(cluster):
+    c = cluster(chat_room(), n=2, admin=True)
+    h = c.holder("/chat")
+    m = [metrics(p) for p in c.admin_ports]
+    assert [x["gatewayd_cluster_redis_up"] for x in m] == [1, 1]
+    assert [x["gatewayd_cluster_rooms_held"] for x in m] == \
+        [1 if i == h else 0 for i in range(2)]
+    ws = await connect(c.url(0, "/chat?name=eve"))
+    assert await recv(ws) == "eve has joined /chat"
+    c.redis.stop()
+    await asyncio.to_thread(c.nodes[0].wait_log, "unreachable")
+    await ws.send("while redis is away")
+    # What eve said waits on her node; nobody runs the backend.
+    await asyncio.to_thread(wait_for, lambda: metrics(c.admin_ports[0])[
+        "gatewayd_cluster_records_waiting"] >= 1, TIMEOUT)
+    m = [metrics(p) for p in c.admin_ports]
+    assert [x["gatewayd_cluster_redis_up"] for x in m] == [0, 0]
+    assert [x["gatewayd_cluster_rooms_held"] for x in m] == [0, 0]
+    c.redis.start()
+    assert await recv(ws) == "eve says while redis is away"
+    assert metrics(c.admin_ports[0])["gatewayd_cluster_records_waiting"] == 0
+    await ws.close()
