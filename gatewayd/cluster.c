@@ -60,6 +60,7 @@
 #define CL_READ_COUNT	"1024"
 /* How long a read blocks: a bound on a lost CLIENT UNBLOCK. */
 #define CL_READ_BLOCK	"2000"
+#define CL_READ_BLOCK_MS 2000
 /* Check a stream's length after this many records into it. */
 #define CL_XLEN_EVERY	64
 /* The commands of a room's out stream that Redis keeps: a node further
@@ -121,6 +122,9 @@ struct cluster_rec {
 	size_t len;
 	bool sent;			/* written to a connection since lost,
 					 * or to the live one */
+	bool is_open;			/* through cl_rejoin_lua: a member once
+					 * and its open written once, however
+					 * often it is sent */
 };
 
 static struct {
@@ -148,6 +152,7 @@ static struct {
 	bool reading, unblocking;
 	uint64_t read_seq;		/* reads issued */
 	uint64_t unblock_seq;		/* the read an UNBLOCK was for */
+	uint64_t read_since_ms;		/* when the read was issued */
 	bool ever_up, said_down, said_setup;
 	uint64_t down_since_ms;
 	uint64_t up_since_ms;
@@ -158,7 +163,7 @@ static struct {
 	struct event *tick, *retry, *kick, *rekick, *poll;
 	LIST_HEAD(, cluster_room) rooms;
 	void *by_path;			/* tsearch tree of cluster_room */
-	TAILQ_HEAD(, cluster_rec) outbox;
+	TAILQ_HEAD(cluster_rec_q, cluster_rec) outbox;
 	size_t outbox_n;
 } cl;
 
@@ -210,6 +215,7 @@ static void	cl_flush(void);
 static void	cl_take(struct cluster_room *c);
 static void	cl_trim(struct cluster_room *c);
 static void	cl_poll_soon(void);
+static bool	cl_lease_ours(const struct cluster_room *c, uint64_t now);
 
 bool
 cluster_on(void)
@@ -402,6 +408,21 @@ cl_schedule_retry(void)
 static void cl_relinquish(struct cluster_room *c, const char *why);
 
 /* Redis is gone (or never came): shared rooms hold their clients. */
+/* Forget both connections and free them: their pending callbacks get
+ * NULL replies, and their disconnect callbacks find them forgotten. */
+static void
+cl_free_links(void)
+{
+	redisAsyncContext *cmd = cl.cmd, *rd = cl.rd;
+
+	cl.cmd = cl.rd = NULL;
+	cl.cmd_up = cl.rd_up = false;
+	if (cmd != NULL)
+		redisAsyncFree(cmd);
+	if (rd != NULL)
+		redisAsyncFree(rd);
+}
+
 static void
 cl_down(const char *why)
 {
@@ -422,11 +443,11 @@ cl_down(const char *why)
 			if (c->holder || c->taking)
 				cl_relinquish(c, "redis unreachable");
 	}
-	/* Drop the other connection too; both come back together. */
-	if (cl.cmd != NULL && cl.cmd_up)
-		redisAsyncDisconnect(cl.cmd);
-	if (cl.rd != NULL && cl.rd_up)
-		redisAsyncDisconnect(cl.rd);
+	/* Drop the other connection too, now (whatever it waits for: the
+	 * reader always waits for its XREAD), so that both come back
+	 * together and new.  hiredis defers a free asked for inside the
+	 * context's own callback. */
+	cl_free_links();
 	cl_schedule_retry();
 }
 
@@ -434,14 +455,7 @@ cl_down(const char *why)
 static void
 cl_drop(const char *why)
 {
-	redisAsyncContext *cmd = cl.cmd, *rd = cl.rd;
-
-	cl.cmd = cl.rd = NULL;
-	cl.cmd_up = cl.rd_up = false;
-	if (cmd != NULL)
-		redisAsyncFree(cmd);
-	if (rd != NULL)
-		redisAsyncFree(rd);
+	cl_free_links();
 	cl_down(why);
 }
 
@@ -680,25 +694,42 @@ cl_xadd(struct cluster_rec *rec)
 {
 	const char *argv[] = { "XADD", rec->cr->k_in, "*", "r", rec->line };
 	size_t lens[] = { 4, strlen(rec->cr->k_in), 1, 1, rec->len };
-	struct cluster_room *c;
+	const char *open[] = { "EVAL", cl_rejoin_lua, "2", rec->cr->k_members,
+	    rec->cr->k_in, "", rec->line };
+	size_t open_lens[] = { 4, sizeof(cl_rejoin_lua) - 1, 1,
+	    strlen(rec->cr->k_members), strlen(rec->cr->k_in), 0, rec->len };
+	struct cluster_room *c = rec->cr;
 	char *marked;
 	size_t len;
+	int ok;
 
-	if (rec->sent && (marked = record_add_field(rec->line, rec->len,
-	    "\"redelivered\":true", &len)) != NULL) {
-		/* Perhaps in the stream already: say so. */
-		rec->cr->pending_bytes += len - rec->len;
-		free(rec->line);
-		rec->line = marked;
-		rec->len = len;
-		argv[4] = marked;
-		lens[4] = len;
+	if (rec->is_open) {
+		/* A member and its open, both or neither: sent again, or
+		 * after the node's rejoin (cl_hset_members), nothing. */
+		if ((open[5] = record_client(rec->line, rec->len,
+		    &open_lens[5])) == NULL)
+			open[5] = "";
+		ok = redisAsyncCommandArgv(cl.cmd, cl_xadd_cb, NULL,
+		    CL_ARGC(open), open, open_lens);
+	} else {
+		if (rec->sent && (marked = record_add_field(rec->line,
+		    rec->len, "\"redelivered\":true", &len)) != NULL) {
+			/* Perhaps in the stream already: say so. */
+			c->pending_bytes += len - rec->len;
+			free(rec->line);
+			rec->line = marked;
+			rec->len = len;
+			argv[4] = marked;
+			lens[4] = len;
+		}
+		ok = redisAsyncCommandArgv(cl.cmd, cl_xadd_cb, NULL,
+		    CL_ARGC(argv), argv, lens);
 	}
-	rec->sent = true;
-	if (redisAsyncCommandArgv(cl.cmd, cl_xadd_cb, NULL, CL_ARGC(argv), argv,
-	    lens) != REDIS_OK)
+	/* Not sent (the connection is going): sent with the rest once it
+	 * is back, in order, so that replies still match records. */
+	if (ok != REDIS_OK)
 		return;
-	c = rec->cr;
+	rec->sent = true;
 	c->after_len++;
 	/* Paused at once, on the estimate; the XLEN that follows says
 	 * whether the holder had taken some meanwhile. */
@@ -722,6 +753,8 @@ cl_flush(void)
 	for (rec = TAILQ_FIRST(&cl.outbox); rec != NULL; rec = next) {
 		next = TAILQ_NEXT(rec, entry);
 		cl_xadd(rec);
+		if (!rec->sent)
+			break;
 	}
 }
 
@@ -800,18 +833,6 @@ cl_poll_soon(void)
 /* Members */
 
 static void
-cl_hset_member(struct cluster_room *c, struct client *cli)
-{
-	const char *argv[] = { "HSET", c->k_members, cli->name,
-	    cli->open_line };
-	size_t lens[] = { 4, strlen(c->k_members), strlen(cli->name),
-	    cli->open_len };
-
-	if (cli->open_line != NULL)
-		cl_send(cl.cmd, NULL, NULL, CL_ARGC(argv), argv, lens);
-}
-
-static void
 cl_rejoin_member(struct cluster_room *c, struct client *cli)
 {
 	const char *argv[] = { "EVAL", cl_rejoin_lua, "2", c->k_members,
@@ -859,20 +880,12 @@ cluster_record(struct room *r, enum journal_kind kind, char *line,
 	struct cluster_rec *rec;
 	const char *name;
 	size_t name_len;
-	struct client *cli;
 
-	if (cl.up && (name = record_client(line, len, &name_len)) != NULL) {
-		if (kind == JOURNAL_OPEN) {
-			char *id = strndup(name, name_len);
-
-			cli = id != NULL ? client_find(id) : NULL;
-			free(id);
-			if (cli != NULL)
-				cl_hset_member(c, cli);
-		} else if (kind == JOURNAL_CLOSE) {
-			cl_hdel_member(c, name, name_len);
-		}
-	}
+	/* An open makes its client a member as it goes into the stream
+	 * (cl_xadd); a close ends it. */
+	if (cl.up && kind == JOURNAL_CLOSE &&
+	    (name = record_client(line, len, &name_len)) != NULL)
+		cl_hdel_member(c, name, name_len);
 	if ((rec = calloc(1, sizeof(*rec))) == NULL) {
 		free(line);
 		return;
@@ -880,11 +893,13 @@ cluster_record(struct room *r, enum journal_kind kind, char *line,
 	rec->cr = c;
 	rec->line = line;
 	rec->len = len;
+	rec->is_open = kind == JOURNAL_OPEN;
 	c->refs++;
 	c->pending_bytes += len;
 	TAILQ_INSERT_TAIL(&cl.outbox, rec, entry);
 	cl.outbox_n++;
-	if (cl.up)
+	if (cl.up && (TAILQ_PREV(rec, cluster_rec_q, entry) == NULL ||
+	    TAILQ_PREV(rec, cluster_rec_q, entry)->sent))
 		cl_xadd(rec);
 	else
 		stats.records_held += kind == JOURNAL_MESSAGE;
@@ -925,6 +940,9 @@ cluster_flushed(void)
 void
 cluster_command(struct room *r, const char *line, size_t len)
 {
+	static struct log_ratelimit budget;
+	unsigned long suppressed;
+
 	const char *argv[] = { "XADD", r->cl->k_out, "MAXLEN", "~", CL_OUT_MAX,
 	    "*", "c", line };
 	size_t lens[] = { 4, strlen(r->cl->k_out), 6, 1, strlen(CL_OUT_MAX),
@@ -934,6 +952,16 @@ cluster_command(struct room *r, const char *line, size_t len)
 		/* The holder gives its backend up when Redis goes: only a
 		 * tap's command can come now. */
 		stats.commands_dropped++;
+		return;
+	}
+	/* A backend whose lease may have passed (its node's loop stalled
+	 * past it) is silenced at once, not at the next tick. */
+	if (r->cl->holder && !cl_lease_ours(r->cl, server_now_ms())) {
+		stats.commands_dropped++;
+		if (log_ratelimit(&budget, &suppressed))
+			log_warn("room %s: a command of a backend whose lease may "
+			    "have passed dropped%s", r->path,
+			    suppressed ? " (more suppressed)" : "");
 		return;
 	}
 	if (cl_send(cl.cmd, NULL, NULL, CL_ARGC(argv), argv, lens) != 0)
@@ -1066,6 +1094,7 @@ cl_read(void)
 	    lens) == REDIS_OK) {
 		cl.reading = true;
 		cl.read_seq++;
+		cl.read_since_ms = server_now_ms();
 	}
 out:
 	free(argv);
@@ -1433,6 +1462,15 @@ cl_trim(struct cluster_room *c)
 	cl_send(cl.cmd, NULL, NULL, CL_ARGC(trim), trim, NULL);
 }
 
+/* Whether the holder's lease is still its own at now: a tenth of a lease
+ * short of when Redis may let it expire, for the coarse clock and the
+ * tick's lateness. */
+static bool
+cl_lease_ours(const struct cluster_room *c, uint64_t now)
+{
+	return now + cl.lease_ms / 10 < c->lease_until_ms;
+}
+
 /* The holder's round: renew, trim what its backend has read, close the
  * clients of dead nodes. */
 static void
@@ -1485,7 +1523,7 @@ cl_tick_cb(evutil_socket_t fd, short events, void *arg)
 	 * stalled link) gives its backend up before another node can take
 	 * the room, and the link is dropped and made again. */
 	LIST_FOREACH(c, &cl.rooms, entry) {
-		if (c->holder && now >= c->lease_until_ms) {
+		if (c->holder && !cl_lease_ours(c, now)) {
 			cl_relinquish(c, "its lease was not renewed in time");
 			stalled = true;
 		}
@@ -1494,6 +1532,10 @@ cl_tick_cb(evutil_socket_t fd, short events, void *arg)
 	 * gone by the others: made again, the link finds out whether its
 	 * clients were (cl_rejoin_lua). */
 	if (cl.alive_pending && now - cl.alive_asked_ms >= cl.lease_ms)
+		stalled = true;
+	/* So does a read that outlasts its BLOCK by a lease. */
+	if (cl.reading && now - cl.read_since_ms >= CL_READ_BLOCK_MS +
+	    cl.lease_ms)
 		stalled = true;
 	if (stalled) {
 		cl_drop("redis does not answer");

@@ -429,7 +429,9 @@ room_hold_timeout_cb(evutil_socket_t fd, short events, void *arg)
 
 	stats.hold_timeouts++;
 	r->outage_since_ms = 0;		/* the next clients wait afresh */
-	dropped = room_discard_held(r);
+	/* A shared room's held records are also other nodes' clients',
+	 * which stay: they wait for the backend still. */
+	dropped = r->cl != NULL ? 0 : room_discard_held(r);
 	log_warn("room %s: no backend after %llu ms: closing %zu clients "
 	    "(1012) and discarding %zu held messages", r->path,
 	    (unsigned long long)r->res->opts.hold_timeout_ms, clients, dropped);
@@ -667,6 +669,11 @@ room_turns_away(const struct room *r)
 {
 	const struct cfg_room_opts *o = &r->res->opts;
 
+	/* A shared room's queue is what waits to go to Redis, or all of a
+	 * full stream (cluster_room_backlog). */
+	if (r->cl != NULL && cluster_room_backlog(r) >
+	    ROOM_TURN_AWAY * o->backend_buffer)
+		return true;
 	return room_queued(r) > ROOM_TURN_AWAY * o->backend_buffer ||
 	    room_held_bytes(r) > ROOM_TURN_AWAY * (o->hold_buffer +
 	    o->backend_buffer);
@@ -1025,7 +1032,10 @@ room_backend_lost(struct room *r, unsigned code)
 		backend_forget_queued(b);
 		backend_stop(b);
 	}
-	if (o->on_backend_down == CFG_BACKEND_DOWN_HOLD)
+	/* A shared room keeps what its stream gave it: other nodes'
+	 * clients stay whatever the policy, and the stream no longer has
+	 * it. */
+	if (o->on_backend_down == CFG_BACKEND_DOWN_HOLD || r->cl != NULL)
 		journal_rewind(&r->journal);
 	else
 		journal_clear(&r->journal);

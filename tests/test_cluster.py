@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -983,4 +984,50 @@ async def test_cluster_metrics(cluster):
     c.redis.start()
     assert await recv(ws) == "eve says while redis is away"
     assert metrics(c.admin_ports[0])["gatewayd_cluster_records_waiting"] == 0
+    await ws.close()
+
+
+# 15. One of a node's two connections cut: one outage, then all works
+
+async def test_command_connection_killed(cluster):
+    c = cluster(chat_room(), n=1)
+    c.holder("/chat")
+    ws = await connect(c.url(0, "/chat?name=fay"))
+    assert await recv(ws) == "fay has joined /chat"
+    lines = c.redis.command("CLIENT", "LIST").decode().split("\n")
+    ids = [re.search(r"\bid=(\d+)", l).group(1) for l in lines
+           if "cmd=xread" not in l and "cmd=client" not in l and "id=" in l]
+    assert ids, lines
+    for i in ids:
+        c.redis.command("CLIENT", "KILL", "ID", i)
+    await asyncio.to_thread(wait_for, lambda: c.nodes[0].log().count(
+        "cluster: connected to redis") >= 2, TIMEOUT)
+    await ws.send("after the cut")
+    assert await recv(ws) == "fay says after the cut"
+    await asyncio.sleep(2.5)    # past the reader's old BLOCK
+    log = c.nodes[0].log()
+    assert log.count("shared rooms hold their clients") == 1, log[-3000:]
+    await ws.send("and later")
+    assert await recv(ws) == "fay says and later"
+    await ws.close()
+
+
+# 16. A client that came while Redis was away: one open, then its words
+
+async def test_client_joined_while_redis_away_opens_once(cluster, tmp_path):
+    rec = tmp_path / "rec.jsonl"
+    c = cluster("[resource /s]\nbackend = " +
+                backend_cmd("scripted.py", "--record", rec) + "\n", n=2)
+    c.holder("/s")
+    c.redis.stop()
+    await asyncio.to_thread(c.nodes[1].wait_log, "unreachable")
+    ws = await connect(c.url(1, "/s"))
+    await ws.send("said while away")
+    c.redis.start()
+    assert await recv(ws) == "said while away"
+    cid = [r for r in read_records(rec) if r.get("type") == "message"
+           and r.get("text") == "said while away"][0]["client"]
+    opens = [r for r in read_records(rec)
+             if r.get("type") == "open" and r["client"] == cid]
+    assert len(opens) == 1, opens
     await ws.close()
