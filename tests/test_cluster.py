@@ -708,8 +708,11 @@ async def _stream_max(c, rec):
         await asyncio.sleep(0.05)
     stop.set()
     await asyncio.gather(*tasks)
-    # Paused at stream_max, give or take one read of each client.
-    assert 100 <= peak <= 100 + 2 * 66, peak
+    # Paused near stream_max (docs/CLUSTER.md): each of the 2 nodes counts
+    # its own records on top of the last length it read (half of
+    # stream_max once reading again), so together they may write up to
+    # (2 + 1) / 2 * stream_max, and each client's last read (65) more.
+    assert 100 <= peak <= 100 * 3 // 2 + 2 * 66, peak
     all_delivered(rec, senders, timeout=30)
     for s in senders:
         await s.ws.close()
