@@ -211,6 +211,11 @@ def unix_room(tmp_path):
         return path
 
     yield start
+    end_processes(procs)
+
+
+def end_processes(procs):
+    """SIGTERM each process, SIGKILL what is left after 5 s, reap all."""
     for p in procs:
         p.terminate()
         try:
@@ -218,6 +223,17 @@ def unix_room(tmp_path):
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+@pytest.fixture
+def room_programs():
+    """The unix: backends a test starts, killed at its end."""
+    procs = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
 
 
 def read_records(path, timeout=10.0, until=None):

@@ -26,7 +26,8 @@ import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatusCode
 
 import wsraw
-from conftest import (GATEWAYD, PYTHON, Gateway, backend_cmd, fd_count,
+from conftest import (GATEWAYD, PYTHON, Gateway, backend_cmd, end_processes,
+                      fd_count,
                       free_port, pid_gone, read_records, rss, stop_gateway,
                       wait_for)
 from wsclient import connect, expect_close, expect_status, recv, wait_log
@@ -199,13 +200,7 @@ def websocketd(tmp_path):
         return f"ws://127.0.0.1:{port}"
 
     yield start
-    for p in procs:
-        p.terminate()
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    end_processes(procs)
 
 
 def run_gatewayd(args, cwd, log_path, env=None):

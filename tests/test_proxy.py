@@ -24,7 +24,8 @@ import trustme
 import websockets
 
 import wsraw
-from conftest import backend_cmd, free_port, read_records, wait_for
+from conftest import (backend_cmd, end_processes, free_port, read_records,
+                      wait_for)
 from wsclient import recv
 
 TIMEOUT = 5
@@ -647,13 +648,7 @@ backend be
         return front
 
     yield start
-    for p in procs:
-        p.terminate()
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    end_processes(procs)
 
 
 @pytest.mark.parametrize("how", ["send-proxy", "send-proxy-v2"])

@@ -32,17 +32,6 @@ CLIENT_READ = 65536             # what gatewayd reads of a client at once
 
 # Helpers
 
-@pytest.fixture
-def room_programs():
-    """The unix: backends a test starts, killed at its end."""
-    procs = []
-    yield procs
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-        p.wait()
-
-
 def start_rawrecord_unix(rec, sock, procs, *args):
     """rawrecord.py serving the Unix socket sock, recording into rec;
     returns the process."""

@@ -209,16 +209,6 @@ def start_resilient_unix(rec, sock, procs):
     return proc, rec / f"{proc.pid}.jsonl"
 
 
-@pytest.fixture
-def room_programs():
-    procs = []
-    yield procs
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-        p.wait()
-
-
 class Chatter:
     """A client that sends numbered messages and collects what comes back."""
 
