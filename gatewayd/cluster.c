@@ -1121,13 +1121,34 @@ cl_entry_field(const redisReply *entry, const char *field)
 }
 
 /* A command of the room's backend: carried out for the clients here. */
+/* An entry of a room's stream that no node wrote: counted, said at a
+ * bounded rate, and skipped. */
+static void
+cl_bad_entry(const struct cluster_room *c, const char *stream,
+    const char *why)
+{
+	static struct log_ratelimit budget;
+	unsigned long suppressed;
+
+	stats.records_malformed++;
+	if (log_ratelimit(&budget, &suppressed))
+		log_warn("room %s: an entry of its %s stream skipped: %s%s",
+		    c->path, stream, why, suppressed ? " (more suppressed)" : "");
+}
+
 static void
 cl_command_in(struct cluster_room *c, const redisReply *v)
 {
 	struct record_cmd cmd;
 	char err[160];
 
-	if (record_decode(v->str, v->len, &cmd, err, sizeof(err)) == 0)
+	if (record_decode(v->str, v->len, &cmd, err, sizeof(err)) != 0)
+		cl_bad_entry(c, "out", err);
+	else if (cmd.command == RECORD_ACK)
+		/* The holder keeps its backend's acks: one from the stream
+		 * would drop records its backend never acknowledged. */
+		cl_bad_entry(c, "out", "an ack");
+	else
 		room_command(c->room, &cmd);
 	record_cmd_free(&cmd);
 }
@@ -1154,6 +1175,13 @@ cl_feed(struct cluster_room *c, const char *id, const redisReply *v)
 	char *key = NULL, *line;
 	uint64_t ms = 0, seq = 0;
 
+	/* One whole line, as every node writes it: another would run into
+	 * the next record at the backend. */
+	if (v->len == 0 || v->str[v->len - 1] != '\n' ||
+	    memchr(v->str, '\n', v->len - 1) != NULL) {
+		cl_bad_entry(c, "in", "not one line");
+		return;
+	}
 	if ((name = record_client(v->str, v->len, &name_len)) != NULL &&
 	    (key = strndup(name, name_len)) == NULL)
 		return;

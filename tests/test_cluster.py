@@ -1034,3 +1034,37 @@ async def test_client_joined_while_redis_away_opens_once(cluster, tmp_path):
              if r.get("type") == "open" and r["client"] == cid]
     assert len(opens) == 1, opens
     await ws.close()
+
+
+# 17. Entries in a room's streams that no node wrote
+
+async def test_foreign_stream_entries_are_skipped(cluster, tmp_path):
+    rec = tmp_path / "rec.jsonl"
+    c = cluster("[resource /s]\nbackend = " +
+                backend_cmd("scripted.py", "--record", rec) + "\n", n=2)
+    c.holder("/s")
+    ws = [await connect(c.url(i, "/s")) for i in range(2)]
+    ids = [await whoami(w) for w in ws]
+    # Not JSON, an ack, a record with no newline, one of two lines, a
+    # field the nodes do not use.
+    for field, value in (("c", "{not json"), ("c", '{"type":"ack","seq":5}'),
+                         ("r", '{"type":"message","client":"x","text":"a"}'),
+                         ("r", '{"type":"close","client":"x","code":1000,'
+                               '"reason":""}\n{"type":"open"}\n'),
+                         ("zz", "whatever")):
+        key = "gw:{/s}:out" if field == "c" else "gw:{/s}:in"
+        assert c.redis.command("XADD", key, "*", field, value) \
+            .startswith(b"$")
+    # The room goes on: a command and a message still pass, both ways.
+    await ws[0].send("cmd:" + json.dumps(
+        {"type": "send", "client": ids[1], "text": "still fine"}))
+    assert await recv(ws[1]) == "still fine"
+    await ws[1].send("echo me")
+    assert await recv(ws[1]) == "echo me"
+    records = read_records(rec)
+    assert not [r for r in records if r.get("client") == "x"], records
+    logs = "".join(g.log() for g in c.nodes)
+    assert "an entry of its out stream skipped" in logs
+    assert "an entry of its in stream skipped: not one line" in logs
+    for w in ws:
+        await w.close()
