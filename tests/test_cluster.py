@@ -22,8 +22,8 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatusCode
 
-from conftest import (backend_cmd, free_port, launch_gateway, stop_gateway,
-                      wait_for)
+from conftest import (PYTHON, backend_cmd, free_port, launch_gateway,
+                      start_unix_room, stop_gateway, wait_for)
 from test_resilience import (backend_pids, count, expect_close, read_records,
                              records_of)
 from wsraw import handshake_request, make_key, read_response_head
@@ -1068,3 +1068,42 @@ async def test_foreign_stream_entries_are_skipped(cluster, tmp_path):
     assert "an entry of its in stream skipped: not one line" in logs
     for w in ws:
         await w.close()
+
+
+# 18. unix: and tcp: backends: reached by whichever node holds the room
+
+@pytest.mark.parametrize("kind", ["unix", "tcp"])
+async def test_socket_backends_follow_the_lease(cluster, room_programs,
+                                                tmp_path, kind):
+    rec = tmp_path / "rec.jsonl"
+    recorder = os.path.join(os.path.dirname(__file__), "backends",
+                            "recorder.py")
+    if kind == "unix":
+        target = str(tmp_path / "room.sock")
+        start_unix_room([PYTHON, recorder, str(rec)], target, room_programs)
+    else:
+        from test_tcp_backend import tcp_server
+        port = free_port()
+        room_programs.append(tcp_server(port, rec))
+        target = f"127.0.0.1:{port}"
+    c = cluster(f"[resource /s]\nbackend = {kind}:{target}\n", n=2)
+    h = c.holder("/s")
+    ws = [await connect(c.url(i, "/s")) for i in range(2)]
+    for i, w in enumerate(ws):
+        await w.send(f"from node {i}")
+        assert await recv(w) == f"from node {i}"
+    # Its node gone, the other reaches the same program, resumed.
+    c.kill(h)
+    survivor = ws[1 - h]
+    new = c.holder("/s")
+    assert new == 1 - h
+    await survivor.send("after")
+    # What the dead holder's backend may not have read comes again
+    # (redelivered, and this backend echoes it), then the new message.
+    got = [await recv(survivor, timeout=TIMEOUT * 2)]
+    while got[-1] != "after":
+        got.append(await recv(survivor, timeout=TIMEOUT * 2))
+    assert set(got[:-1]) <= {f"from node {1 - h}"}, got
+    hellos = [r for r in read_records(rec) if r.get("type") == "hello"]
+    assert len(hellos) == 2 and hellos[1].get("resumed") is True, hellos
+    await survivor.close()
