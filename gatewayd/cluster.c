@@ -438,10 +438,12 @@ cl_down(const char *why)
 		cl.said_down = true;
 		cl.down_since_ms = server_now_ms();
 	}
-	if (was_up) {
-		LIST_FOREACH(c, &cl.rooms, entry)
-			if (c->holder || c->taking)
-				cl_relinquish(c, "redis unreachable");
+	LIST_FOREACH(c, &cl.rooms, entry) {
+		if (was_up && (c->holder || c->taking))
+			cl_relinquish(c, "redis unreachable");
+		/* What waits for Redis is held now: hold_buffer. */
+		if (c->room != NULL)
+			room_recheck_pause(c->room);
 	}
 	/* Drop the other connection too, now (whatever it waits for: the
 	 * reader always waits for its XREAD), so that both come back
@@ -656,6 +658,9 @@ cl_up(void)
 	}
 	/* What waited, in order, before anything new. */
 	cl_flush();
+	LIST_FOREACH(c, &cl.rooms, entry)
+		if (c->room != NULL)
+			room_recheck_pause(c->room);
 	LIST_FOREACH(c, &cl.rooms, entry)
 		cl_try_lease(c);
 	cl_kick();
@@ -906,12 +911,17 @@ cluster_record(struct room *r, enum journal_kind kind, char *line,
 }
 
 size_t
-cluster_room_backlog(const struct room *r)
+cluster_room_backlog(const struct room *r, size_t *held)
 {
 	const struct cluster_room *c = r->cl;
 
-	/* A full stream pauses the room as a full backend_buffer does. */
-	return c->full ? SIZE_MAX / 2 : c->pending_bytes;
+	/* While Redis is away the records wait for it as a backend's do
+	 * while it is down: held, up to hold_buffer.  A full stream pauses
+	 * the room as a full backend_buffer does. */
+	*held = cl.up ? 0 : c->pending_bytes;
+	if (c->full)
+		return SIZE_MAX / 2;
+	return cl.up ? c->pending_bytes : 0;
 }
 
 /* A stop waits for this: the records of the clients that went, then our

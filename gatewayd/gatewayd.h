@@ -149,8 +149,9 @@ void cluster_record(struct room *r, enum journal_kind kind, char *line,
     size_t len);
 /* A command of the holder's backend, to every node of the room. */
 void cluster_command(struct room *r, const char *line, size_t len);
-/* Bytes on their way to Redis (SIZE_MAX / 2 with a full stream). */
-size_t cluster_room_backlog(const struct room *r);
+/* Bytes on their way to Redis (SIZE_MAX / 2 with a full stream), and
+ * in *held those that wait for it while it is away. */
+size_t cluster_room_backlog(const struct room *r, size_t *held);
 /* The holder's backend has room again. */
 void cluster_room_drained(struct room *r);
 /* Nothing waits to go to Redis: a stop may end. */

@@ -166,11 +166,11 @@ room_update_pause(struct room *r)
 	size_t queued, held;
 	bool pause;
 
-	/* A shared room's clients wait on Redis, not on the backend: the
-	 * holder stops reading the stream instead (cluster_kick). */
+	/* A shared room's clients wait on Redis, not on the backend (the
+	 * holder stops reading the stream instead: cluster_room_drained);
+	 * while Redis is away, what waits for it is held. */
 	if (r->cl != NULL) {
-		queued = cluster_room_backlog(r);
-		held = 0;
+		queued = cluster_room_backlog(r, &held);
 	} else {
 		queued = room_queued(r);
 		held = room_held_bytes(r);
@@ -671,9 +671,12 @@ room_turns_away(const struct room *r)
 
 	/* A shared room's queue is what waits to go to Redis, or all of a
 	 * full stream (cluster_room_backlog). */
-	if (r->cl != NULL && cluster_room_backlog(r) >
-	    ROOM_TURN_AWAY * o->backend_buffer)
-		return true;
+	if (r->cl != NULL) {
+		size_t held, queued = cluster_room_backlog(r, &held);
+
+		return queued > ROOM_TURN_AWAY * o->backend_buffer ||
+		    held > ROOM_TURN_AWAY * (o->hold_buffer + o->backend_buffer);
+	}
 	return room_queued(r) > ROOM_TURN_AWAY * o->backend_buffer ||
 	    room_held_bytes(r) > ROOM_TURN_AWAY * (o->hold_buffer +
 	    o->backend_buffer);

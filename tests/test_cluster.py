@@ -1107,3 +1107,33 @@ async def test_socket_backends_follow_the_lease(cluster, room_programs,
     hellos = [r for r in read_records(rec) if r.get("type") == "hello"]
     assert len(hellos) == 2 and hellos[1].get("resumed") is True, hellos
     await survivor.close()
+
+
+# 19. While Redis is away, a room holds up to hold_buffer
+
+async def test_redis_away_holds_up_to_hold_buffer(cluster):
+    c = cluster("[resource /s]\nhold_buffer = 4K\nbackend = " +
+                backend_cmd("scripted.py") + "\n", n=1, admin=True)
+    c.holder("/s")
+    ws = await connect(c.url(0, "/s"))
+    c.redis.stop()
+    await asyncio.to_thread(c.nodes[0].wait_log, "unreachable")
+    sent = 0
+
+    async def flood():
+        nonlocal sent
+        for i in range(300):
+            await ws.send(f"{i:04d}" + "." * 996)
+            sent += 1
+    task = asyncio.ensure_future(flood())
+    await asyncio.sleep(1.5)
+    waiting = metrics(c.admin_ports[0])["gatewayd_cluster_records_waiting"]
+    # hold_buffer (4 records of 1 KiB) and what one read of the client
+    # holds (64 KiB): not all 300.
+    assert 4 <= waiting <= 4 + 66 + 2, waiting
+    assert sent < 300 or waiting < 300
+    c.redis.start()
+    await asyncio.wait_for(task, TIMEOUT)
+    got = [await recv(ws) for _ in range(300)]
+    assert [g[:4] for g in got] == [f"{i:04d}" for i in range(300)]
+    await ws.close()
