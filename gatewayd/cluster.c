@@ -1192,7 +1192,10 @@ cl_feed(struct cluster_room *c, const char *id, const redisReply *v)
 		cl_bad_entry(c, "in", "not one line");
 		return;
 	}
-	if ((name = record_client(v->str, v->len, &name_len)) != NULL &&
+	/* Opens and closes change who the members are; a message does not,
+	 * and costs no lookup. */
+	if (kind != JOURNAL_MESSAGE &&
+	    (name = record_client(v->str, v->len, &name_len)) != NULL &&
 	    (key = strndup(name, name_len)) == NULL)
 		return;
 	if (kind == JOURNAL_OPEN && key != NULL) {
